@@ -1,0 +1,1 @@
+"""The thin HTTP endpoint: wire conventions, authentication, enqueue, wait for the result."""

@@ -1,0 +1,64 @@
+"""The FastAPI application (`securesend api`, or `uvicorn --factory api_shim.app:create_app`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api_shim.dispatch import SendDispatcher
+from api_shim.operations import register
+from api_shim.routes import all_operations
+from api_shim.services import Services
+from api_shim.wire import ContentNegotiation, error_response
+from worker.celery_app import app as celery_app
+from worker.db import get_database
+from worker.domain import errors
+from worker.domain.errors import ApiError
+from worker.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    database = get_database(settings)
+    dispatcher = SendDispatcher(celery=celery_app, database=database, redis_url=settings.redis_url)
+    services = Services(settings=settings, database=database, dispatcher=dispatcher)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await dispatcher.start()
+        try:
+            yield
+        finally:
+            await dispatcher.stop()
+
+    app = FastAPI(
+        title="securesend",
+        version="1",
+        description="The send side of the Secure Messaging API v8.",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.services = services
+    register(app, all_operations())
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        kind = errors.METHOD_NOT_ALLOWED if exc.status_code == 405 else errors.NOT_FOUND
+        return error_response(request, ApiError(kind))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(request, ApiError(errors.INTERNAL_ERROR))
+
+    app.add_middleware(ContentNegotiation)
+    return app

@@ -1,0 +1,186 @@
+"""Enqueue send jobs and await their results without a thread per waiting request.
+
+With Redis, one pub/sub connection per API process listens for the result backend's
+notification (Celery publishes each result on `celery-task-meta-<task id>`); each waiting
+request subscribes to its own job's channel *before* the job is published, so the
+notification cannot be missed. Without Redis (the embedded default) the job row is polled
+from the database with growing sleeps. Either way, a wait that ends without an answer is
+checked against the job row, which the worker writes in the send's own transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import redis.asyncio as aioredis
+from celery import Celery
+from starlette.concurrency import run_in_threadpool
+
+from worker.celery_app import SEND_QUEUE, SEND_TASK
+from worker.db import Database
+from worker.domain.jobs import JobView, find_job
+from worker.payloads import SendJobV1, SendResult
+
+logger = logging.getLogger(__name__)
+
+RESULT_CHANNEL_PREFIX = "celery-task-meta-"
+READY_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
+SUBSCRIBE_TIMEOUT_SECONDS = 5.0
+
+
+class RedisResultListener:
+    """One shared pub/sub connection dispatching result notifications to waiting futures."""
+
+    def __init__(self, redis_url: str) -> None:
+        self._client = aioredis.Redis.from_url(redis_url)
+        self._pubsub = self._client.pubsub()
+        self._waiting: dict[str, tuple[asyncio.Event, asyncio.Future[Any]]] = {}
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        # redis-py reads nothing until something is subscribed: keep one idle channel.
+        await self._pubsub.subscribe("securesend:listener")
+        self._reader = asyncio.create_task(self._read_forever(), name="result-listener")
+
+    async def stop(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        await self._pubsub.aclose()
+        await self._client.aclose()
+
+    async def _read_forever(self) -> None:
+        while True:
+            try:
+                message = await self._pubsub.get_message(timeout=1.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - keep listening; redis-py reconnects
+                logger.warning("result listener lost Redis; reconnecting", exc_info=True)
+                await asyncio.sleep(0.5)
+                continue
+            if message is not None:
+                self._dispatch(message)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        channel = message["channel"].decode()
+        entry = self._waiting.get(channel)
+        if entry is None:
+            return
+        subscribed, result = entry
+        if message["type"] == "subscribe":
+            subscribed.set()
+        elif message["type"] == "message" and not result.done():
+            meta = json.loads(message["data"])
+            if meta.get("status") in READY_STATES:
+                result.set_result(meta)
+
+    @contextlib.asynccontextmanager
+    async def watch(self, job_id: str) -> AsyncIterator[asyncio.Future[Any]]:
+        channel = RESULT_CHANNEL_PREFIX + job_id
+        subscribed = asyncio.Event()
+        result: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting[channel] = (subscribed, result)
+        try:
+            await self._pubsub.subscribe(channel)
+            await asyncio.wait_for(subscribed.wait(), SUBSCRIBE_TIMEOUT_SECONDS)
+            yield result
+        finally:
+            self._waiting.pop(channel, None)
+            with contextlib.suppress(Exception):
+                await self._pubsub.unsubscribe(channel)
+
+
+class DatabasePoller:
+    """The embedded default's waiter: poll the job row, sleeping a little longer each time."""
+
+    FIRST_SLEEP = 0.005
+    MAX_SLEEP = 0.1
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    @contextlib.asynccontextmanager
+    async def watch(self, job_id: str) -> AsyncIterator[asyncio.Future[Any]]:
+        task = asyncio.create_task(self._poll(job_id))
+        try:
+            yield task
+        finally:
+            task.cancel()
+
+    async def _poll(self, job_id: str) -> JobView:
+        sleep = self.FIRST_SLEEP
+        while True:
+            await asyncio.sleep(sleep)
+            job = await run_in_threadpool(_read_job, self._database, job_id)
+            if job is not None and job.finished:
+                return job
+            sleep = min(sleep * 2, self.MAX_SLEEP)
+
+
+def _read_job(database: Database, job_id: str) -> JobView | None:
+    with database.read_session() as session:
+        return find_job(session, job_id)
+
+
+class SendDispatcher:
+    """Publishes send jobs and waits for their outcome."""
+
+    def __init__(self, *, celery: Celery, database: Database, redis_url: str) -> None:
+        self._celery = celery
+        self._database = database
+        self._waiter: RedisResultListener | DatabasePoller = (
+            RedisResultListener(redis_url) if redis_url else DatabasePoller(database)
+        )
+
+    async def start(self) -> None:
+        await self._waiter.start()
+
+    async def stop(self) -> None:
+        await self._waiter.stop()
+
+    def _publish(self, job: SendJobV1) -> None:
+        self._celery.send_task(
+            SEND_TASK,
+            args=[job.model_dump(mode="json", by_alias=True)],
+            task_id=job.job_id,
+            queue=SEND_QUEUE,
+            argsrepr=job.redacted_repr(),
+            kwargsrepr="{}",
+        )
+
+    async def publish(self, job: SendJobV1) -> None:
+        """Publish without waiting (Prefer: respond-async)."""
+        await run_in_threadpool(self._publish, job)
+
+    async def send_and_wait(self, job: SendJobV1, timeout: float) -> SendResult | None:
+        """Publish `job` and return its result, or None when it is not done in `timeout`."""
+        async with self._waiter.watch(job.job_id) as done:
+            await run_in_threadpool(self._publish, job)
+            try:
+                outcome = await asyncio.wait_for(asyncio.shield(done), timeout)
+            except TimeoutError:
+                outcome = None
+        if isinstance(outcome, JobView):
+            return _result_of(outcome)
+        if isinstance(outcome, dict) and outcome.get("status") == "SUCCESS":
+            return SendResult.model_validate(outcome["result"])
+        # Timed out, or the task itself failed: the job row is the record.
+        job_view = await run_in_threadpool(_read_job, self._database, job.job_id)
+        return _result_of(job_view) if job_view is not None and job_view.finished else None
+
+
+def _result_of(job: JobView) -> SendResult:
+    return SendResult(http_status=job.http_status or 200, response=job.response or {})

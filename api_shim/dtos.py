@@ -1,0 +1,74 @@
+"""Request DTOs. Property names bind case-insensitively (`wire.bind`); GUIDs accept N and
+D forms; enum values are case-insensitive."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from api_shim.wire import CaseInsensitive, Guid, UtcDatetime, case_insensitive
+from worker.models import BodyFormat, FyeoType, MessageAction
+from worker.payloads import NotificationFormat
+
+NotificationFormatIn = Annotated[NotificationFormat, case_insensitive(["Text", "Html"])]
+
+
+class Dto(BaseModel):
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
+
+
+class Empty(Dto):
+    pass
+
+
+class LoginRequest(Dto):
+    username: str = Field(min_length=1, max_length=320)
+    password: str = Field(max_length=1024)
+    cookieless: bool = False
+
+
+class PreCreateMessageRequest(Dto):
+    action_code: CaseInsensitive(MessageAction) = MessageAction.NEW  # type: ignore[valid-type]
+    parent_guid: Guid | None = None
+    password: str = Field(default="", max_length=1024)
+
+
+class MessageOptionsIn(Dto):
+    allow_forward: bool = True
+    allow_reply: bool = True
+    allow_reply_all: bool = True
+    allow_tracking: bool = False
+    fyeo_type: CaseInsensitive(FyeoType) = FyeoType.DISABLED  # type: ignore[valid-type]
+    confidential: bool = False
+    share_tracking: bool = False
+
+
+class SaveMessageRequest(Dto):
+    message_guid: Guid
+    to: list[str] | None = None
+    cc: list[str] | None = None
+    bcc: list[str] | None = None
+    subject: str | None = None
+    body: str | None = None
+    body_format: CaseInsensitive(BodyFormat) | None = None  # type: ignore[valid-type]
+    message_options: MessageOptionsIn | None = None
+    expiry_date: UtcDatetime | None = None
+
+
+class MessageRequest(Dto):
+    message_guid: Guid
+    retrieve_body: bool = True
+
+
+class SendMessageRequest(Dto):
+    message_guid: Guid
+    password: str | None = Field(default=None, max_length=1024)
+    invite_new_users: bool | None = None
+    send_email_notification: bool | None = None
+    cra_code: str | None = Field(default=None, max_length=1024)
+    notification_formats: list[NotificationFormatIn] | None = None
+
+
+class JobRequest(Dto):
+    job_id: Guid

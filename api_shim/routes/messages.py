@@ -1,0 +1,83 @@
+"""PreCreateMessage, SaveMessage and GetMessage."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from api_shim.dtos import MessageRequest, PreCreateMessageRequest, SaveMessageRequest
+from api_shim.operations import Call, Operation
+from worker.domain import clock, errors, messages
+from worker.domain.errors import ApiError
+
+FYEO_PASSWORD_HEADER = "x-sm-password"
+
+
+async def precreate_message(call: Call) -> dict[str, Any]:
+    dto: PreCreateMessageRequest = call.dto
+    guid = await call.services.write(
+        messages.precreate_message,
+        caller=call.user,
+        action=dto.action_code,
+        parent_guid=dto.parent_guid,
+        parent_password=dto.password,
+        now=clock.now(),
+    )
+    return {"messageGuid": guid}
+
+
+async def save_message(call: Call) -> dict[str, Any]:
+    dto: SaveMessageRequest = call.dto
+    options = dto.message_options
+    changes = messages.DraftChanges(
+        to=dto.to,
+        cc=dto.cc,
+        bcc=dto.bcc,
+        subject=dto.subject,
+        body=dto.body,
+        body_format=dto.body_format,
+        options=messages.MessageOptions(**options.model_dump()) if options else None,
+        expiry_date=dto.expiry_date,
+        expiry_given="expiry_date" in dto.model_fields_set,
+    )
+    await call.services.write(
+        messages.save_message, caller=call.user, guid=dto.message_guid, changes=changes
+    )
+    return {}
+
+
+def _fyeo_password(call: Call) -> str | None:
+    encoded = call.request.headers.get(FYEO_PASSWORD_HEADER)
+    if encoded is None:
+        return None
+    try:
+        return base64.b64decode(encoded, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise ApiError(errors.FYEO_PASSWORD_WRONG) from None
+
+
+async def get_message(call: Call) -> dict[str, Any]:
+    dto: MessageRequest = call.dto
+    return await call.services.read(
+        messages.get_message,
+        caller=call.user,
+        guid=dto.message_guid,
+        include_body=dto.retrieve_body,
+        fyeo_password=_fyeo_password(call),
+        now=clock.now(),
+    )
+
+
+OPERATIONS = [
+    Operation(
+        "PreCreateMessage",
+        (("POST", "/messages/"), ("POST", "/messages")),
+        PreCreateMessageRequest,
+        precreate_message,
+    ),
+    Operation(
+        "SaveMessage", (("PUT", "/messages/{messageGuid}/save"),), SaveMessageRequest, save_message
+    ),
+    Operation("GetMessage", (("GET", "/messages/{messageGuid}"),), MessageRequest, get_message),
+]

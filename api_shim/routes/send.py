@@ -1,0 +1,77 @@
+"""SendMessage (rule 1 here, the rest in the worker) and the jobs API (SPEC 4.1)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from api_shim.dtos import JobRequest, SendMessageRequest
+from api_shim.operations import Call, Operation, Reply
+from worker.domain import clock, jobs
+from worker.models import new_guid
+from worker.payloads import SendJobV1, SendSecrets
+
+JOBS_PATH = "/api/v1/jobs/"
+
+
+def _job_payload(call: Call, dto: SendMessageRequest, job_id: str) -> SendJobV1:
+    secrets = SendSecrets(password=dto.password or "", cra_code=dto.cra_code or "")
+    return SendJobV1(
+        job_id=job_id,
+        sender_guid=call.user.user_guid,
+        message_guid=dto.message_guid,
+        invite_new_users=dto.invite_new_users is True,
+        send_email_notification=dto.send_email_notification is not False,
+        notification_formats=tuple(dict.fromkeys(dto.notification_formats or ())),
+        sealed_secrets=secrets.sealed() if secrets.password or secrets.cra_code else None,
+    )
+
+
+def _accepted(job_id: str) -> Reply:
+    return Reply(
+        body={"jobId": job_id, "status": "queued"},
+        status=202,
+        headers={"Location": JOBS_PATH + job_id},
+    )
+
+
+def _prefers_async(call: Call) -> bool:
+    prefer = call.request.headers.get("prefer", "")
+    return any(p.strip().lower() == "respond-async" for p in prefer.split(","))
+
+
+async def send_message(call: Call) -> Reply:
+    dto: SendMessageRequest = call.dto
+    job = _job_payload(call, dto, new_guid())
+    await call.services.write(
+        jobs.open_send_job,
+        caller=call.user,
+        job_id=job.job_id,
+        message_guid=job.message_guid,
+        now=clock.now(),
+    )
+    dispatcher = call.services.dispatcher
+    if _prefers_async(call):
+        await dispatcher.publish(job)
+        return _accepted(job.job_id)
+    result = await dispatcher.send_and_wait(job, call.services.settings.send_wait_seconds)
+    if result is None:
+        return _accepted(job.job_id)
+    return Reply(body=result.response, status=result.http_status)
+
+
+async def get_job(call: Call) -> dict[str, Any]:
+    dto: JobRequest = call.dto
+    job = await call.services.read(jobs.get_own_job, caller=call.user, job_id=dto.job_id)
+    return job.as_wire()
+
+
+OPERATIONS = [
+    Operation(
+        "SendMessage",
+        (("PUT", "/messages/{messageGuid}/send"),),
+        SendMessageRequest,
+        send_message,
+        summary="Send a draft message",
+    ),
+    Operation("GetJob", (("GET", "/jobs/{jobId}"),), JobRequest, get_job),
+]

@@ -1,0 +1,39 @@
+"""What the API process holds for its lifetime: settings, database, dispatcher."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from starlette.concurrency import run_in_threadpool
+
+from api_shim.dispatch import SendDispatcher
+from worker.db import Database
+from worker.settings import Settings
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    database: Database
+    dispatcher: SendDispatcher
+
+    def _in_write(self, fn: Callable[..., T], kwargs: dict[str, Any]) -> T:
+        with self.database.write_session() as session:
+            return fn(session, **kwargs)
+
+    def _in_read(self, fn: Callable[..., T], kwargs: dict[str, Any]) -> T:
+        with self.database.read_session() as session:
+            return fn(session, **kwargs)
+
+    async def write(self, fn: Callable[..., T], **kwargs: Any) -> T:
+        """Run domain function `fn(session, **kwargs)` in one short read-write transaction,
+        off the event loop."""
+        return await run_in_threadpool(self._in_write, fn, kwargs)
+
+    async def read(self, fn: Callable[..., T], **kwargs: Any) -> T:
+        """The same in a read-only transaction."""
+        return await run_in_threadpool(self._in_read, fn, kwargs)

@@ -1,0 +1,243 @@
+"""ServiceStack's wire conventions (SPEC 2): binding, formats, JSONP and error bodies."""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar, get_args, get_origin
+
+from pydantic import BaseModel, BeforeValidator, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from worker.domain import errors
+from worker.domain.errors import ApiError, FieldError
+
+JSON_TYPE = "application/json; charset=utf-8"
+JSONP_TYPE = "application/javascript; charset=utf-8"
+CALLBACK_RE = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$.]{0,63}$")
+OTHER_FORMATS = frozenset({"xml", "csv", "jsv", "html", "jsonl", "protobuf", "msgpack", "wire"})
+ACCEPTABLE_TYPES = frozenset(
+    {"*/*", "application/*", "application/json", "application/javascript", "text/javascript"}
+)
+
+M = TypeVar("M", bound=BaseModel)
+
+
+# --- values --------------------------------------------------------------------------------
+
+
+def parse_guid(value: Any) -> Any:
+    """A GUID in N (32 hex) or D (dashed) form, any case, as lower-case N form."""
+    if isinstance(value, str):
+        try:
+            return uuid.UUID(value.strip()).hex
+        except ValueError:
+            raise ValueError("must be a GUID (32 hex digits, with or without dashes)") from None
+    return value
+
+
+def case_insensitive(values: list[str]) -> BeforeValidator:
+    """Map any casing of one of `values` to its canonical spelling before validation."""
+    by_lower = {v.lower(): v for v in values}
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, str):
+            return by_lower.get(value.strip().lower(), value)
+        return value
+
+    return BeforeValidator(convert)
+
+
+def _utc(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError("must be an ISO 8601 date and time") from None
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    return value
+
+
+Guid = Annotated[str, BeforeValidator(parse_guid)]
+UtcDatetime = Annotated[datetime, BeforeValidator(_utc)]
+
+
+def CaseInsensitive(enum_cls: type[enum.Enum]) -> Any:  # noqa: N802 - reads like a type
+    return Annotated[enum_cls, case_insensitive([m.value for m in enum_cls])]
+
+
+# --- binding -------------------------------------------------------------------------------
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation) if get_origin(annotation) is not None else ():
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _rekey(model: type[BaseModel], data: Mapping[str, Any]) -> dict[str, Any]:
+    fields = {name.replace("_", "").lower(): name for name in model.model_fields}
+    bound: dict[str, Any] = {}
+    for key, value in data.items():
+        name = fields.get(str(key).replace("_", "").lower())
+        if name is None:
+            continue  # ServiceStack ignores properties the DTO does not have
+        nested = _model_in(model.model_fields[name].annotation)
+        if nested is not None and isinstance(value, Mapping):
+            value = _rekey(nested, value)
+        bound[name] = value
+    return bound
+
+
+def pascal(field_path: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in field_path if not isinstance(p, int)]
+    return ".".join("".join(w[:1].upper() + w[1:] for w in p.split("_")) for p in parts)
+
+
+def bind(model: type[M], data: Mapping[str, Any]) -> M:
+    """Validate `data` into `model`, matching property names case-insensitively.
+
+    Raises ApiError ValidationException with one `errors[]` entry per offending field.
+    """
+    try:
+        return model.model_validate(_rekey(model, data))
+    except ValidationError as e:
+        field_errors = [
+            FieldError(
+                "NotNull" if err["type"] == "missing" else "InvalidValue",
+                pascal(err["loc"]) or model.__name__,
+                str(err["msg"]).removeprefix("Value error, "),
+            )
+            for err in e.errors(include_url=False, include_input=False)
+        ]
+        first = field_errors[0]
+        raise ApiError(
+            errors.VALIDATION,
+            errors=field_errors,
+            message=f"'{first.field_name}' {first.message}",
+        ) from None
+
+
+def parse_json_body(raw: bytes) -> dict[str, Any]:
+    """The request body as a JSON object; empty means {}. Raises SerializationException."""
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(errors.SERIALIZATION) from None
+    if not isinstance(data, dict):
+        raise ApiError(errors.SERIALIZATION, message="The request body must be a JSON object")
+    return data
+
+
+# --- responses -----------------------------------------------------------------------------
+
+
+def dumps(body: Any) -> bytes:
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+class BadCallback(Exception):
+    """The JSONP callback name is not a plain identifier path."""
+
+
+def jsonp_callback(request: Request) -> str | None:
+    callback = request.query_params.get("callback")
+    if callback is None:
+        return None
+    if not CALLBACK_RE.match(callback):
+        raise BadCallback
+    return callback
+
+
+def respond(
+    request: Request,
+    body: Any,
+    *,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """The body as JSON, or wrapped for JSONP (then always HTTP 200, as ServiceStack does)."""
+    try:
+        callback = jsonp_callback(request)
+    except BadCallback:
+        return bad_callback_response()
+    if callback is None:
+        return Response(dumps(body), status_code=status, media_type=JSON_TYPE, headers=headers)
+    wrapped = callback.encode() + b"(" + dumps(body) + b");"
+    return Response(wrapped, status_code=200, media_type=JSONP_TYPE, headers=headers)
+
+
+def bad_callback_response() -> Response:
+    body = ApiError(
+        errors.VALIDATION,
+        errors=[FieldError("InvalidValue", "Callback", "Invalid JSONP callback name")],
+        message="Invalid JSONP callback name",
+    ).response_body()
+    return Response(dumps(body), status_code=400, media_type=JSON_TYPE)
+
+
+def error_response(request: Request, error: ApiError) -> Response:
+    return respond(request, error.response_body(), status=error.http_status)
+
+
+# --- content negotiation -------------------------------------------------------------------
+
+
+def _accepts_json(accept: str) -> bool:
+    if not accept.strip():
+        return True
+    for part in accept.split(","):
+        media = part.split(";", 1)[0].strip().lower()
+        if media in ACCEPTABLE_TYPES:
+            return True
+    return False
+
+
+class ContentNegotiation:
+    """ASGI middleware: `.json` suffixes and `?format=json` select JSON (the only format);
+    any other format, by suffix, `format` or `Accept`, answers 406."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        last = path.rsplit("/", 1)[-1]
+        stem, dot, suffix = last.rpartition(".")
+        if dot and stem:
+            if suffix.lower() == "json":
+                raw_path: bytes = scope.get("raw_path") or path.encode()
+                scope = dict(scope, path=path[: -len(".json")], raw_path=raw_path[: -len(".json")])
+            elif suffix.lower() in OTHER_FORMATS:
+                await self._not_acceptable(scope, receive, send)
+                return
+        request = Request(scope)
+        fmt = request.query_params.get("format")
+        accept = request.headers.get("accept", "")
+        if (fmt is not None and fmt.lower() != "json") or (
+            fmt is None and not _accepts_json(accept)
+        ):
+            await self._not_acceptable(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    async def _not_acceptable(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = ApiError(errors.NOT_ACCEPTABLE).response_body()
+        response = Response(dumps(body), status_code=406, media_type=JSON_TYPE)
+        await response(scope, receive, send)

@@ -1,0 +1,1 @@
+"""securesend's domain and its Celery workers."""

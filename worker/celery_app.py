@@ -1,0 +1,87 @@
+"""The Celery application, configured from the settings object only.
+
+Production: Redis as broker and result backend. Embedded default: kombu's filesystem
+transport under `var/broker/` and a SQLite result backend, so `securesend up` needs no
+server installed and the worker still runs in a process of its own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.app import trace
+from celery.signals import worker_process_init
+
+from worker.settings import Settings, get_settings
+
+SEND_QUEUE = "securesend.send"
+MAIL_QUEUE = "securesend.mail"
+SEND_TASK = "securesend.send_message"
+
+# Every task must finish well inside the broker's visibility timeout, or Redis hands it
+# to another worker while it still runs (celery #5306).
+VISIBILITY_TIMEOUT_SECONDS = 3600
+TASK_SOFT_TIME_LIMIT_SECONDS = 120
+TASK_TIME_LIMIT_SECONDS = 150
+
+
+def _transport_options(settings: Settings) -> dict[str, Any]:
+    if settings.uses_redis:
+        return {"visibility_timeout": VISIBILITY_TIMEOUT_SECONDS}
+    folder = settings.embedded_broker_dir
+    (folder / "processed").mkdir(parents=True, exist_ok=True)
+    return {
+        "data_folder_in": str(folder),
+        "data_folder_out": str(folder),
+        "processed_folder": str(folder / "processed"),
+        "store_processed": False,
+        "polling_interval": settings.embedded_broker_poll_seconds,
+    }
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    settings = settings or get_settings()
+    app = Celery("securesend", broker=settings.broker_url, backend=settings.result_backend_url)
+    transport_options = _transport_options(settings)
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        task_default_queue=SEND_QUEUE,
+        task_routes={SEND_TASK: {"queue": SEND_QUEUE}, "securesend.mail.*": {"queue": MAIL_QUEUE}},
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_soft_time_limit=TASK_SOFT_TIME_LIMIT_SECONDS,
+        task_time_limit=TASK_TIME_LIMIT_SECONDS,
+        broker_transport_options=transport_options,
+        result_backend_transport_options=(
+            {"visibility_timeout": VISIBILITY_TIMEOUT_SECONDS} if settings.uses_redis else {}
+        ),
+        visibility_timeout=VISIBILITY_TIMEOUT_SECONDS,
+        result_expires=24 * 3600,
+        result_extended=False,
+        broker_connection_retry_on_startup=True,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_hijack_root_logger=False,
+    )
+    return app
+
+
+# Celery's success line logs the return value: a send's response carries the rendered
+# notification, and logs carry ids and codes only.
+trace.LOG_SUCCESS = "Task %(name)s[%(id)s] succeeded in %(runtime)ss"
+
+app = create_app()
+app.autodiscover_tasks(["worker"], related_name="tasks", force=True)
+
+
+@worker_process_init.connect
+def _fresh_connections_after_fork(**_: Any) -> None:
+    # A prefork child must not reuse the parent's pooled database connections.
+    from worker.db import get_database
+
+    get_database().engine.dispose(close=False)

@@ -1,0 +1,189 @@
+"""The `securesend` console script (SPEC 1): up, api, worker, migrate, load."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from worker.settings import get_settings
+
+logger = logging.getLogger("securesend")
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(
+        level=get_settings().log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def cmd_migrate(_: argparse.Namespace) -> int:
+    from worker.migrate import upgrade_to_head
+
+    upgrade_to_head()
+    print("database schema is up to date")
+    return 0
+
+
+def _migrate_if_sqlite() -> None:
+    if get_settings().is_sqlite:
+        from worker.migrate import upgrade_to_head
+
+        upgrade_to_head()
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from worker.db import get_database
+    from worker.domain.fixtures import load_fixtures, read_fixture_file
+
+    _migrate_if_sqlite()
+    try:
+        fixtures = read_fixture_file(Path(args.file))
+        with get_database().write_session() as session:
+            counts = load_fixtures(session, fixtures)
+    except (OSError, ValueError, ValidationError) as e:
+        print(f"securesend load: {args.file}: {e}", file=sys.stderr)
+        return 2
+    print(f"loaded {counts['groups']} groups and {counts['users']} users from {args.file}")
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    _migrate_if_sqlite()
+    uvicorn.run(
+        "api_shim.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=get_settings().log_level.lower(),
+        proxy_headers=False,
+    )
+    return 0
+
+
+def _worker_argv(concurrency: int | None, queues: str | None) -> list[str]:
+    from worker.celery_app import MAIL_QUEUE, SEND_QUEUE
+
+    argv = ["worker", "--loglevel", get_settings().log_level.upper()]
+    argv += ["--queues", queues or f"{SEND_QUEUE},{MAIL_QUEUE}"]
+    if concurrency:
+        argv += ["--concurrency", str(concurrency)]
+    return argv
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from worker.celery_app import app
+
+    _migrate_if_sqlite()
+    app.worker_main(_worker_argv(args.concurrency, args.queues))
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Migrate, then run api + worker (+ flower with Redis) as child processes until Ctrl-C."""
+    from worker.migrate import upgrade_to_head
+
+    settings = get_settings()
+    upgrade_to_head()
+    exe = [sys.executable, "-m", "worker.cli"]
+    children: list[tuple[str, subprocess.Popen[bytes]]] = [
+        ("api", subprocess.Popen([*exe, "api", "--host", args.host, "--port", str(args.port)])),
+        ("worker", subprocess.Popen([*exe, "worker", "--concurrency", str(args.concurrency)])),
+    ]
+    print(f"securesend api     http://{args.host}:{args.port}/api/v1  (ping: /api/v1/public/ping)")
+    print(
+        f"securesend worker  broker {'redis' if settings.uses_redis else 'embedded (var/broker)'}"
+        f", database {'sqlite (var/)' if settings.is_sqlite else 'postgresql'}"
+    )
+    if settings.uses_redis:
+        flower = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker.celery_app",
+            "flower",
+            f"--port={args.flower_port}",
+            "--address=127.0.0.1",
+        ]
+        try:
+            children.append(("flower", subprocess.Popen(flower)))
+            print(f"flower             http://127.0.0.1:{args.flower_port}")
+        except OSError:
+            print("flower             not started (is it installed?)")
+    print("press Ctrl-C to stop")
+    try:
+        while all(p.poll() is None for _, p in children):
+            time.sleep(0.5)
+        for name, p in children:
+            if p.poll() is not None:
+                print(f"{name} exited with code {p.returncode}; stopping the rest")
+    except KeyboardInterrupt:
+        print("stopping")
+    finally:
+        for _, p in children:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for name, p in children:
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                print(f"{name} did not stop in time; killing it")
+                p.kill()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="securesend", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="migrate, then run api + worker (+ flower) until Ctrl-C")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--port", type=int, default=8080)
+    up.add_argument("--concurrency", type=int, default=2)
+    up.add_argument("--flower-port", type=int, default=5555)
+    up.set_defaults(func=cmd_up)
+
+    api = sub.add_parser("api", help="serve the HTTP API")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8080)
+    api.add_argument("--workers", type=int, default=1)
+    api.set_defaults(func=cmd_api)
+
+    worker = sub.add_parser("worker", help="run a Celery worker (all queues by default)")
+    worker.add_argument("--concurrency", type=int, default=None)
+    worker.add_argument("--queues", default=None, help="comma-separated queue names")
+    worker.set_defaults(func=cmd_worker)
+
+    migrate = sub.add_parser("migrate", help="bring the database schema up to date")
+    migrate.set_defaults(func=cmd_migrate)
+
+    load = sub.add_parser("load", help="load fixtures from a JSON or YAML file (idempotent)")
+    load.add_argument("file")
+    load.set_defaults(func=cmd_load)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging()
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

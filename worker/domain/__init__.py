@@ -1,0 +1,1 @@
+"""Domain logic: every rule, side effect and piece of SQL lives below here."""

@@ -1,0 +1,289 @@
+"""Drafts and reading: PreCreateMessage, SaveMessage, GetMessage (SPEC 4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import exists, select
+from sqlalchemy.orm import Session, selectinload
+
+from worker.domain import errors
+from worker.domain.auth import Caller, normalize_email
+from worker.domain.errors import ApiError
+from worker.domain.rules import (
+    check_confidential_feature,
+    check_forward_allowed,
+    check_fyeo_feature,
+    check_reply_all_allowed,
+    check_reply_allowed,
+)
+from worker.domain.secrets import verify_password
+from worker.models import (
+    BodyFormat,
+    Delivery,
+    FyeoType,
+    Message,
+    MessageAction,
+    MessageStatus,
+    Recipient,
+    RecipientKind,
+    User,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageOptions:
+    allow_forward: bool = True
+    allow_reply: bool = True
+    allow_reply_all: bool = True
+    allow_tracking: bool = False
+    fyeo_type: FyeoType = FyeoType.DISABLED
+    confidential: bool = False
+    share_tracking: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DraftChanges:
+    """What SaveMessage was given; None means "leave as it is"."""
+
+    to: list[str] | None = None
+    cc: list[str] | None = None
+    bcc: list[str] | None = None
+    subject: str | None = None
+    body: str | None = None
+    body_format: BodyFormat | None = None
+    options: MessageOptions | None = None
+    expiry_date: datetime | None = None
+    expiry_given: bool = False
+
+
+def _caller_user(session: Session, caller: Caller) -> User:
+    return session.get_one(User, caller.user_id)
+
+
+def _is_participant(session: Session, message: Message, user_id: int) -> bool:
+    if message.sender_id == user_id:
+        return True
+    return bool(
+        session.scalar(
+            select(exists().where(Delivery.message_id == message.id, Delivery.user_id == user_id))
+        )
+    )
+
+
+def _check_fyeo_password(parent: Message, user: User, password: str) -> None:
+    if parent.fyeo_type is FyeoType.DISABLED or parent.sender_id == user.id:
+        return
+    stored = (
+        user.password_hash
+        if parent.fyeo_type is FyeoType.ACCOUNT_PASSWORD
+        else (parent.password_hash)
+    )
+    if not verify_password(stored, password):
+        raise ApiError(errors.FYEO_PASSWORD_WRONG)
+
+
+def precreate_message(
+    session: Session,
+    *,
+    caller: Caller,
+    action: MessageAction,
+    parent_guid: str | None,
+    parent_password: str,
+    now: datetime,
+) -> str:
+    """Create an empty draft (New, or a Reply/ReplyAll/Forward of a message the caller
+    took part in) and return its GUID. Errors: 929 (as 403), 907, 915, 38, 908, 909, 77."""
+    user = _caller_user(session, caller)
+    parent: Message | None = None
+    if action is not MessageAction.NEW:
+        if parent_guid is None:
+            raise ApiError(errors.PARENT_NOT_FOUND)
+        parent = session.scalars(select(Message).where(Message.guid == parent_guid)).one_or_none()
+        if parent is None or parent.status is MessageStatus.DRAFT and parent.sender_id != user.id:
+            raise ApiError(errors.PARENT_NOT_FOUND)
+        if not _is_participant(session, parent, user.id):
+            raise ApiError(errors.NO_ACCESS)
+        if parent.status is MessageStatus.RECALLED:
+            raise ApiError(errors.MESSAGE_RECALLED)
+        _check_fyeo_password(parent, user, parent_password)
+        check_forward_allowed(action, parent)
+        check_reply_allowed(action, parent)
+        check_reply_all_allowed(action, parent, None)
+    message = Message(
+        sender_id=user.id,
+        parent_id=parent.id if parent else None,
+        action=action,
+        status=MessageStatus.DRAFT,
+        created_at=now,
+    )
+    if parent is not None and action is not MessageAction.FORWARD:
+        message.subject = (
+            parent.subject
+            if parent.subject.lower().startswith("re:")
+            else (f"RE: {parent.subject}")
+        )
+    session.add(message)
+    session.flush()
+    return message.guid
+
+
+def _own_message(session: Session, caller: Caller, guid: str) -> Message:
+    message = session.scalars(
+        select(Message)
+        .where(Message.guid == guid)
+        .options(selectinload(Message.recipients))
+        .with_for_update(of=Message)
+    ).one_or_none()
+    if message is None or message.sender_id != caller.user_id:
+        raise ApiError(errors.MESSAGE_NOT_FOUND)
+    return message
+
+
+def save_message(session: Session, *, caller: Caller, guid: str, changes: DraftChanges) -> None:
+    """Update a draft. Errors: 929, 906 (already sent or recalled), 77, 922, 930."""
+    message = _own_message(session, caller, guid)
+    if message.status is not MessageStatus.DRAFT:
+        raise ApiError(errors.ALREADY_SENT)
+    user = _caller_user(session, caller)
+    to = changes.to if changes.to is not None else _addresses(message, RecipientKind.TO)
+    cc = changes.cc if changes.cc is not None else _addresses(message, RecipientKind.CC)
+    bcc = changes.bcc if changes.bcc is not None else _addresses(message, RecipientKind.BCC)
+    options = changes.options or _options_of(message)
+    check_reply_all_allowed(
+        message.action, message.parent, [normalize_email(a) for a in [*to, *cc, *bcc]]
+    )
+    check_fyeo_feature(options.fyeo_type, user.group)
+    check_confidential_feature(options.confidential, user.group)
+
+    if changes.subject is not None:
+        message.subject = changes.subject
+    if changes.body is not None:
+        message.body = changes.body
+    if changes.body_format is not None:
+        message.body_format = changes.body_format
+    if changes.expiry_given:
+        message.expiry_date = changes.expiry_date
+    message.allow_forward = options.allow_forward
+    message.allow_reply = options.allow_reply
+    message.allow_reply_all = options.allow_reply_all
+    message.allow_tracking = options.allow_tracking
+    message.fyeo_type = options.fyeo_type
+    message.confidential = options.confidential
+    message.share_tracking = options.share_tracking
+    if changes.to is not None or changes.cc is not None or changes.bcc is not None:
+        message.recipients = [
+            Recipient(kind=kind, address=address.strip(), position=position)
+            for position, (kind, address) in enumerate(
+                [(RecipientKind.TO, a) for a in to]
+                + [(RecipientKind.CC, a) for a in cc]
+                + [(RecipientKind.BCC, a) for a in bcc]
+            )
+            if address.strip()
+        ]
+
+
+def _addresses(message: Message, kind: RecipientKind) -> list[str]:
+    return [r.address for r in message.recipients if r.kind is kind]
+
+
+def _options_of(message: Message) -> MessageOptions:
+    return MessageOptions(
+        allow_forward=message.allow_forward,
+        allow_reply=message.allow_reply,
+        allow_reply_all=message.allow_reply_all,
+        allow_tracking=message.allow_tracking,
+        fyeo_type=message.fyeo_type,
+        confidential=message.confidential,
+        share_tracking=message.share_tracking,
+    )
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def _person(user: User | None, address: str) -> dict[str, Any]:
+    if user is None:
+        return {"guid": None, "email": address, "firstName": "", "lastName": ""}
+    return {
+        "guid": user.guid,
+        "email": user.email,
+        "firstName": user.first_name,
+        "lastName": user.last_name,
+    }
+
+
+def message_summary(message: Message, *, include_body: bool, show_bcc: bool) -> dict[str, Any]:
+    """The wire form of a message (GetMessage, GetInbox)."""
+
+    def people(kind: RecipientKind) -> list[dict[str, Any]]:
+        return [_person(r.user, r.address) for r in message.recipients if r.kind is kind]
+
+    options = _options_of(message)
+    return {
+        "messageGuid": message.guid,
+        "parentGuid": message.parent.guid if message.parent else None,
+        "status": message.status.value,
+        "action": message.action.value,
+        "sender": _person(message.sender, message.sender.email),
+        "to": people(RecipientKind.TO),
+        "cc": people(RecipientKind.CC),
+        "bcc": people(RecipientKind.BCC) if show_bcc else [],
+        "subject": message.subject,
+        "body": message.body if include_body else None,
+        "bodyFormat": message.body_format.value,
+        "messageOptions": {
+            "allowForward": options.allow_forward,
+            "allowReply": options.allow_reply,
+            "allowReplyAll": options.allow_reply_all,
+            "allowTracking": options.allow_tracking,
+            "fyeoType": options.fyeo_type.value,
+            "confidential": options.confidential,
+            "shareTracking": options.share_tracking,
+        },
+        "createdDate": _iso(message.created_at),
+        "sentDate": _iso(message.sent_at),
+        "expiryDate": _iso(message.expiry_date),
+        "recallDate": _iso(message.recall_date),
+        "recallReason": message.recall_reason,
+    }
+
+
+def get_message(
+    session: Session,
+    *,
+    caller: Caller,
+    guid: str,
+    include_body: bool,
+    fyeo_password: str | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """A message for its sender, or for a recipient once sent (not recalled or expired).
+
+    Errors: 929 (neither sender nor recipient, or a recipient asking for a draft), 915,
+    76, and for a FYEO body 51 (no `x-sm-password`) or 38 (wrong password)."""
+    message = session.scalars(
+        select(Message)
+        .where(Message.guid == guid)
+        .options(selectinload(Message.recipients).joinedload(Recipient.user))
+    ).one_or_none()
+    if message is None:
+        raise ApiError(errors.MESSAGE_NOT_FOUND)
+    if message.sender_id == caller.user_id:
+        return message_summary(message, include_body=include_body, show_bcc=True)
+    if message.status is MessageStatus.DRAFT or not _is_participant(
+        session, message, caller.user_id
+    ):
+        raise ApiError(errors.MESSAGE_NOT_FOUND)
+    if message.status is MessageStatus.RECALLED:
+        raise ApiError(errors.MESSAGE_RECALLED)
+    if message.expiry_date is not None and message.expiry_date <= now:
+        raise ApiError(errors.EXPIRY_INVALID)
+    if include_body and message.fyeo_type is not FyeoType.DISABLED:
+        if not fyeo_password:
+            raise ApiError(errors.FYEO_PASSWORD_MISSING)
+        _check_fyeo_password(message, _caller_user(session, caller), fyeo_password)
+    return message_summary(message, include_body=include_body, show_bcc=False)

@@ -1,0 +1,133 @@
+"""The notification and invitation emails a send puts in the outbox (SPEC 3.2, 3.3).
+
+Each email is rendered when it is queued and stored sealed, with a stable Message-ID, so
+delivery (and any retry) sends exactly these bytes. Rendering happens once per locale,
+not once per recipient: the notification is recipient-neutral.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parseaddr
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from worker.domain.rendering import RenderedEmail, Renderer
+from worker.domain.secrets import seal
+from worker.models import EmailKind, FyeoType, Message, OutboxEmail, User
+from worker.settings import Settings
+
+EXPIRY_FORMAT = "%Y-%m-%d %H:%M UTC"
+
+
+def display_name(user: User) -> str:
+    name = f"{user.first_name} {user.last_name}".strip()
+    return name or user.email
+
+
+def message_url(settings: Settings, guid: str) -> str:
+    return f"{settings.public_base_url.rstrip('/')}/messages/{guid}"
+
+
+def notification_context(message: Message, sender: User, settings: Settings) -> dict[str, Any]:
+    return {
+        "sender": {"display_name": display_name(sender), "email": sender.email},
+        "message": {
+            "subject": message.subject,
+            "confidential": message.confidential,
+            "url": message_url(settings, message.guid),
+            "expiry_date": (
+                message.expiry_date.strftime(EXPIRY_FORMAT) if message.expiry_date else None
+            ),
+            "fyeo": message.fyeo_type is not FyeoType.DISABLED,
+        },
+    }
+
+
+@dataclass
+class NotificationOutbox:
+    """Queues a send's emails as outbox rows in the caller's transaction."""
+
+    session: Session
+    renderer: Renderer
+    settings: Settings
+    sender: User
+    now: datetime
+
+    def _message_id(self) -> str:
+        domain = parseaddr(self.settings.mail_from)[1].rpartition("@")[2] or "securesend.local"
+        return f"<{uuid.uuid4().hex}@{domain}>"
+
+    def _row(
+        self,
+        *,
+        kind: EmailKind,
+        template: str,
+        to: User,
+        email: RenderedEmail,
+        message: Message | None,
+    ) -> OutboxEmail:
+        content = {
+            "subject": email.subject,
+            "text": email.text,
+            "html": email.html,
+            "toName": display_name(to) if to.first_name or to.last_name else "",
+        }
+        return OutboxEmail(
+            message_id=message.id if message is not None else None,
+            kind=kind,
+            recipient=to.email,
+            message_id_header=self._message_id(),
+            template=template,
+            sealed_content=seal(json.dumps(content)),
+            created_at=self.now,
+            next_attempt_at=self.now,
+        )
+
+    def queue_notifications(self, message: Message, recipients: list[User]) -> None:
+        """One notification email per recipient, rendered once per recipient locale."""
+        context = notification_context(message, self.sender, self.settings)
+        by_locale: dict[str, RenderedEmail] = {}
+        rows = []
+        for user in recipients:
+            email = by_locale.get(user.locale)
+            if email is None:
+                email = self.renderer.render(
+                    "notification", context, locale=user.locale, group=self.sender.group.name
+                )
+                by_locale[user.locale] = email
+            rows.append(
+                self._row(
+                    kind=EmailKind.NOTIFICATION,
+                    template="notification",
+                    to=user,
+                    email=email,
+                    message=message,
+                )
+            )
+        self.session.add_all(rows)
+
+    def queue_invitation(
+        self, *, invitee: User, message: Message, registration_url: str, cra_required: bool
+    ) -> None:
+        context = {
+            "sender": {"display_name": display_name(self.sender), "email": self.sender.email},
+            "registration_url": registration_url,
+            "cra_required": cra_required,
+        }
+        email = self.renderer.render(
+            "invitation", context, locale=invitee.locale, group=self.sender.group.name
+        )
+        self.session.add(
+            self._row(
+                kind=EmailKind.INVITATION,
+                template="invitation",
+                to=invitee,
+                email=email,
+                message=message,
+            )
+        )

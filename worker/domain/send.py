@@ -1,0 +1,207 @@
+"""SendMessage (SPEC 3): look up, check every rule, and perform a send in one transaction.
+
+`send_message` is the only entry point; the Celery task and nothing else calls it. It
+never commits: the caller's transaction makes the send (status change, recipients bound,
+deliveries, invitations, outbox rows, quota, stored response) all-or-nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, selectinload
+
+from worker.domain import errors
+from worker.domain.auth import normalize_email
+from worker.domain.errors import ApiError
+from worker.domain.invitations import invite_new_users
+from worker.domain.notifications import NotificationOutbox, notification_context
+from worker.domain.rendering import Renderer
+from worker.domain.rules import SendContext, distinct_addresses, run_send_rules
+from worker.domain.secrets import hash_password
+from worker.models import (
+    Delivery,
+    FyeoType,
+    JobStatus,
+    Message,
+    MessageAction,
+    MessageStatus,
+    SendJob,
+    User,
+)
+from worker.payloads import SendJobV1, SendSecrets
+from worker.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SendOutcome:
+    """What SendMessage answers: an HTTP status and the body."""
+
+    http_status: int
+    body: dict[str, Any]
+
+    @classmethod
+    def from_error(cls, error: ApiError) -> SendOutcome:
+        return cls(http_status=error.http_status, body=error.response_body())
+
+
+def _load_message_for_update(session: Session, guid: str) -> Message | None:
+    # The row lock serialises concurrent sends of one draft (PostgreSQL); on SQLite the
+    # transaction already holds the database write lock.
+    return session.scalars(
+        select(Message)
+        .where(Message.guid == guid)
+        .options(selectinload(Message.recipients))
+        .with_for_update(of=Message)
+    ).one_or_none()
+
+
+def _is_recalled(message: Message) -> bool:
+    if message.status is MessageStatus.RECALLED:
+        return True
+    parent = message.parent
+    return (
+        message.action is not MessageAction.NEW
+        and parent is not None
+        and parent.status is MessageStatus.RECALLED
+    )
+
+
+def send_message(
+    session: Session, *, job: SendJobV1, secrets: SendSecrets, now: datetime, settings: Settings
+) -> SendOutcome:
+    """Perform one SendMessage and record its answer on the job.
+
+    Idempotent: a message already sent answers the stored response of its first send and
+    changes nothing (rule 4). A rule failure changes nothing but the job's record.
+    """
+    sender = session.scalars(select(User).where(User.guid == job.sender_guid)).one_or_none()
+    try:
+        if sender is None:
+            raise ApiError(errors.SESSION_INVALID)
+        message = _load_message_for_update(session, job.message_guid)
+        if message is None or message.sender_id != sender.id:
+            raise ApiError(errors.MESSAGE_NOT_FOUND)
+        if _is_recalled(message):
+            raise ApiError(errors.MESSAGE_RECALLED)
+        if message.status is MessageStatus.SENT:
+            outcome = SendOutcome(http_status=200, body=message.send_response or {})
+        else:
+            with session.begin_nested():
+                outcome = _send_draft(
+                    session,
+                    message=message,
+                    sender=sender,
+                    job=job,
+                    secrets=secrets,
+                    now=now,
+                    settings=settings,
+                )
+    except ApiError as error:
+        logger.info("send job %s answered %s", job.job_id, error.kind.code)
+        outcome = SendOutcome.from_error(error)
+    record_job_outcome(session, job=job, outcome=outcome, now=now)
+    return outcome
+
+
+def _send_draft(
+    session: Session,
+    *,
+    message: Message,
+    sender: User,
+    job: SendJobV1,
+    secrets: SendSecrets,
+    now: datetime,
+    settings: Settings,
+) -> SendOutcome:
+    addresses = distinct_addresses([(r.kind, r.address) for r in message.recipients])
+    users = session.scalars(select(User).where(User.email.in_([a.email for a in addresses])))
+    ctx = SendContext(
+        session=session,
+        message=message,
+        sender=sender,
+        parent=message.parent,
+        password=secrets.password,
+        cra_code=secrets.cra_code,
+        invite_new_users=job.invite_new_users,
+        now=now,
+        addresses=addresses,
+        users_by_email={u.email: u for u in users},
+    )
+    run_send_rules(ctx)
+
+    renderer = Renderer(settings)
+    outbox = NotificationOutbox(
+        session, renderer=renderer, settings=settings, sender=sender, now=now
+    )
+    invited = invite_new_users(ctx, outbox=outbox)
+    ctx.users_by_email.update(invited)
+    _bind_recipients(session, ctx)
+    if message.fyeo_type is FyeoType.UNIQUE_PASSWORD:
+        message.password_hash = hash_password(secrets.password)
+    message.status = MessageStatus.SENT
+    message.sent_at = now
+
+    neutral = renderer.render(
+        "notification", notification_context(message, sender, settings), group=sender.group.name
+    )
+    if job.send_email_notification:
+        outbox.queue_notifications(message, [ctx.users_by_email[a.email] for a in ctx.addresses])
+    body = {
+        "notificationBodyText": neutral.text if "Text" in job.notification_formats else None,
+        "notificationBodyHtml": neutral.html if "Html" in job.notification_formats else None,
+        "notificationSent": job.send_email_notification,
+        "responseStatus": None,
+    }
+    message.send_response = body
+    logger.info(
+        "message %s sent to %d recipients (%d invited)",
+        message.guid,
+        len(ctx.addresses),
+        len(invited),
+    )
+    return SendOutcome(http_status=200, body=body)
+
+
+def _bind_recipients(session: Session, ctx: SendContext) -> None:
+    for recipient in ctx.message.recipients:
+        recipient.user_id = ctx.users_by_email[normalize_email(recipient.address)].id
+    session.add_all(
+        Delivery(
+            message_id=ctx.message.id,
+            user_id=ctx.users_by_email[a.email].id,
+            kind=a.kind,
+            created_at=ctx.now,
+        )
+        for a in ctx.addresses
+    )
+
+
+def record_job_outcome(
+    session: Session, *, job: SendJobV1, outcome: SendOutcome, now: datetime
+) -> None:
+    """Store the answer on the job row, creating the row for jobs enqueued without HTTP
+    (when the sender exists; an unknown sender has no jobs to look at)."""
+    status = JobStatus.SUCCEEDED if outcome.http_status < 400 else JobStatus.FAILED
+    values: dict[str, Any] = {
+        "status": status,
+        "http_status": outcome.http_status,
+        "response": outcome.body,
+        "finished_at": now,
+    }
+    updated = session.execute(
+        update(SendJob).where(SendJob.id == job.job_id).values(**values)
+    ).rowcount  # type: ignore[attr-defined]
+    if updated:
+        return
+    sender_id = session.scalar(select(User.id).where(User.guid == job.sender_guid))
+    if sender_id is not None:
+        session.add(
+            SendJob(id=job.job_id, user_id=sender_id, message_guid=job.message_guid, **values)
+        )

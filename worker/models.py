@@ -1,0 +1,343 @@
+"""The data model. Secrets are stored only as hashes; GUIDs are 32-hex "N" strings."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_guid() -> str:
+    return uuid.uuid4().hex
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _enum(cls: type[enum.Enum]) -> Enum:
+    # Stored as VARCHAR with the member values; no native PG enum types to migrate.
+    return Enum(cls, native_enum=False, length=20, values_callable=lambda e: [m.value for m in e])
+
+
+class UserState(enum.StrEnum):
+    ACTIVE = "active"
+    DISABLED = "disabled"
+    PENDING = "pending"
+
+
+class MessageStatus(enum.StrEnum):
+    DRAFT = "Draft"
+    SENT = "Sent"
+    RECALLED = "Recalled"
+
+
+class MessageAction(enum.StrEnum):
+    NEW = "New"
+    REPLY = "Reply"
+    REPLY_ALL = "ReplyAll"
+    FORWARD = "Forward"
+
+
+class FyeoType(enum.StrEnum):
+    DISABLED = "Disabled"
+    ACCOUNT_PASSWORD = "AccountPassword"
+    UNIQUE_PASSWORD = "UniquePassword"
+
+
+class BodyFormat(enum.StrEnum):
+    TEXT = "Text"
+    HTML = "Html"
+
+
+class RecipientKind(enum.StrEnum):
+    TO = "To"
+    CC = "Cc"
+    BCC = "Bcc"
+
+
+class BannedKind(enum.StrEnum):
+    KEYWORD = "keyword"
+    REGEX = "regex"
+
+
+class EmailKind(enum.StrEnum):
+    NOTIFICATION = "notification"
+    INVITATION = "invitation"
+
+
+class EmailStatus(enum.StrEnum):
+    QUEUED = "queued"
+    SENT = "sent"
+    RETRYING = "retrying"
+    FAILED = "failed"
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class Group(Base):
+    __tablename__ = "groups"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    daily_messages: Mapped[int] = mapped_column(Integer, default=100)
+    daily_invites: Mapped[int] = mapped_column(Integer, default=20)
+    max_recipients: Mapped[int] = mapped_column(Integer, default=50)
+    max_expiry_days: Mapped[int] = mapped_column(Integer, default=30)
+    feature_fyeo: Mapped[bool] = mapped_column(Boolean, default=False)
+    feature_confidential: Mapped[bool] = mapped_column(Boolean, default=False)
+    feature_message_expiry: Mapped[bool] = mapped_column(Boolean, default=False)
+    feature_invite_user: Mapped[bool] = mapped_column(Boolean, default=False)
+    feature_cra: Mapped[bool] = mapped_column(Boolean, default=False)
+    feature_send_to_contacts: Mapped[bool] = mapped_column(Boolean, default=True)
+    feature_recall: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Bumped whenever this group's banned list (or the global list) changes, so a worker
+    # rebuilds its compiled matcher only then.
+    banned_version: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class BannedEntry(Base):
+    """One banned keyword or regular expression; `group_id` NULL means the global list."""
+
+    __tablename__ = "banned_entries"
+    __table_args__ = (UniqueConstraint("group_id", "kind", "pattern"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    group_id: Mapped[int | None] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"))
+    kind: Mapped[BannedKind] = mapped_column(_enum(BannedKind))
+    pattern: Mapped[str] = mapped_column(String(1000))
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    guid: Mapped[str] = mapped_column(String(32), unique=True, default=new_guid)
+    email: Mapped[str] = mapped_column(String(320), unique=True)  # stored case-folded
+    password_hash: Mapped[str | None] = mapped_column(String(200))  # argon2; None while pending
+    first_name: Mapped[str] = mapped_column(String(100), default="")
+    last_name: Mapped[str] = mapped_column(String(100), default="")
+    group_id: Mapped[int] = mapped_column(ForeignKey("groups.id"))
+    state: Mapped[UserState] = mapped_column(_enum(UserState), default=UserState.ACTIVE)
+    locale: Mapped[str] = mapped_column(String(20), default="en")
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+    group: Mapped[Group] = relationship(lazy="joined", innerjoin=True)
+
+
+class UserSession(Base):
+    """A login session. Only an HMAC of the token is stored."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class Contact(Base):
+    __tablename__ = "contacts"
+    __table_args__ = (UniqueConstraint("owner_id", "email"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    email: Mapped[str] = mapped_column(String(320))  # case-folded
+
+
+class Message(Base):
+    __tablename__ = "messages"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    guid: Mapped[str] = mapped_column(String(32), unique=True, default=new_guid)
+    sender_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
+    action: Mapped[MessageAction] = mapped_column(_enum(MessageAction), default=MessageAction.NEW)
+    status: Mapped[MessageStatus] = mapped_column(_enum(MessageStatus), default=MessageStatus.DRAFT)
+    subject: Mapped[str] = mapped_column(Text, default="")
+    body: Mapped[str] = mapped_column(Text, default="")
+    body_format: Mapped[BodyFormat] = mapped_column(_enum(BodyFormat), default=BodyFormat.TEXT)
+    allow_forward: Mapped[bool] = mapped_column(Boolean, default=True)
+    allow_reply: Mapped[bool] = mapped_column(Boolean, default=True)
+    allow_reply_all: Mapped[bool] = mapped_column(Boolean, default=True)
+    allow_tracking: Mapped[bool] = mapped_column(Boolean, default=False)
+    share_tracking: Mapped[bool] = mapped_column(Boolean, default=False)
+    fyeo_type: Mapped[FyeoType] = mapped_column(_enum(FyeoType), default=FyeoType.DISABLED)
+    confidential: Mapped[bool] = mapped_column(Boolean, default=False)
+    password_hash: Mapped[str | None] = mapped_column(String(200))  # UniquePassword, argon2
+    expiry_date: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    recall_date: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    recall_reason: Mapped[str | None] = mapped_column(Text)
+    # The body SendMessage answered on the first successful send (rule 4).
+    send_response: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+    sender: Mapped[User] = relationship(foreign_keys=[sender_id])
+    parent: Mapped[Message | None] = relationship(remote_side=[id])
+    recipients: Mapped[list[Recipient]] = relationship(
+        back_populates="message",
+        order_by="Recipient.position",
+        cascade="all, delete-orphan",
+    )
+
+
+class Recipient(Base):
+    """An address on a message (To/Cc/Bcc); bound to a user when the message is sent."""
+
+    __tablename__ = "recipients"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[RecipientKind] = mapped_column(_enum(RecipientKind))
+    position: Mapped[int] = mapped_column(Integer)
+    address: Mapped[str] = mapped_column(String(320))  # as the sender typed it
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+
+    message: Mapped[Message] = relationship(back_populates="recipients")
+    user: Mapped[User | None] = relationship()
+
+
+class Delivery(Base):
+    """A sent message in one recipient's inbox."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("message_id", "user_id"),
+        Index("ix_deliveries_user_created", "user_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    kind: Mapped[RecipientKind] = mapped_column(_enum(RecipientKind))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
+class Invitation(Base):
+    """An invitation of a Pending user; token and CRA code stored only as hashes."""
+
+    __tablename__ = "invitations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    invited_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    cra_code_hash: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class OutboxEmail(Base):
+    """One email waiting for (or past) SMTP delivery.
+
+    The rendered email is stored encrypted (`sealed_content`): an invitation carries a
+    registration token, which must not sit in a column in plain text.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_status_next", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"), index=True)
+    kind: Mapped[EmailKind] = mapped_column(_enum(EmailKind))
+    recipient: Mapped[str] = mapped_column(String(320))
+    message_id_header: Mapped[str] = mapped_column(String(200), unique=True)
+    template: Mapped[str] = mapped_column(String(100))
+    sealed_content: Mapped[str] = mapped_column(Text)
+    status: Mapped[EmailStatus] = mapped_column(_enum(EmailStatus), default=EmailStatus.QUEUED)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class DailyUsage(Base):
+    """A sender's sends and invites on one UTC day; incremented only under the limit."""
+
+    __tablename__ = "daily_usage"
+    __table_args__ = (UniqueConstraint("user_id", "day"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    day: Mapped[date] = mapped_column(Date)
+    messages_sent: Mapped[int] = mapped_column(Integer, default=0)
+    invites_sent: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class SendJob(Base):
+    """One SendMessage job: what the HTTP call (or the jobs API) answers from."""
+
+    __tablename__ = "send_jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # = the Celery task id
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    message_guid: Mapped[str] = mapped_column(String(32))
+    status: Mapped[JobStatus] = mapped_column(_enum(JobStatus), default=JobStatus.QUEUED)
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    response: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())

@@ -1,0 +1,80 @@
+"""The Celery job payloads: versioned, validated, carrying ids and small JSON only.
+
+`SendJobV1` is also the public contract for services that enqueue
+`securesend.send_message` directly (README, "Enqueue from another service"). Its secret
+fields travel sealed (`sealedSecrets`), never in plain text in the broker or in Flower.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.alias_generators import to_camel
+
+from worker.domain.errors import VALIDATION, ApiError, FieldError
+from worker.domain.secrets import seal, unseal
+
+GUID_PATTERN = r"^[0-9a-f]{32}$"
+NotificationFormat = Literal["Text", "Html"]
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class SendSecrets(_Wire):
+    """The secret inputs of a send; only ever carried sealed."""
+
+    password: str = ""
+    cra_code: str = ""
+
+    def sealed(self) -> str:
+        return seal(self.model_dump_json(by_alias=True))
+
+    @classmethod
+    def unsealed(cls, sealed: str | None) -> SendSecrets:
+        if not sealed:
+            return cls()
+        return cls.model_validate(json.loads(unseal(sealed)))
+
+
+class SendJobV1(_Wire):
+    """Send one draft message on behalf of its sender (SendMessage, SPEC 3)."""
+
+    version: Literal[1] = 1
+    job_id: str = Field(pattern=GUID_PATTERN)
+    sender_guid: str = Field(pattern=GUID_PATTERN)
+    message_guid: str = Field(pattern=GUID_PATTERN)
+    invite_new_users: bool = False
+    send_email_notification: bool = True
+    notification_formats: tuple[NotificationFormat, ...] = ("Text", "Html")
+    sealed_secrets: str | None = None
+
+    @field_validator("notification_formats")
+    @classmethod
+    def _both_when_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return value or ("Text", "Html")
+
+    def redacted_repr(self) -> str:
+        """What Flower and the logs may show of this job."""
+        return f"SendJobV1(job={self.job_id}, message={self.message_guid})"
+
+
+class SendResult(_Wire):
+    """What the send task returns: the HTTP status and body SendMessage answers."""
+
+    http_status: int
+    response: dict[str, object]
+
+
+def payload_error(error: ValidationError) -> dict[str, object]:
+    """A ServiceStack ValidationException body for an invalid job payload."""
+    field_errors = [
+        FieldError("InvalidValue", ".".join(str(p) for p in e["loc"]) or "payload", e["msg"])
+        for e in error.errors(include_input=False, include_url=False)
+    ]
+    return ApiError(VALIDATION, errors=field_errors, message="Invalid job payload").response_body()

@@ -1,0 +1,92 @@
+"""The one settings object, read once from the environment (and an optional `.env`)."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+BUILTIN_TEMPLATES_DIR = PROJECT_ROOT / "templates"
+DEFAULT_SECRET_KEY = "change-me-development-only"
+
+
+class Settings(BaseSettings):
+    """Everything configurable, with embedded defaults that need no server installed."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    securesend_env: Literal["development", "production"] = "development"
+    var_dir: Path = Field(default=Path("var"), description="where embedded-mode state lives")
+    database_url: str = ""
+    redis_url: str = ""
+    smtp_url: str = ""
+    mail_from: str = "securesend <no-reply@securesend.local>"
+    public_base_url: str = "http://127.0.0.1:8080"
+    send_wait_seconds: float = 30.0
+    session_idle_minutes: int = 60
+    secret_key: str = DEFAULT_SECRET_KEY
+    log_level: str = "INFO"
+    templates_dir: Path | None = None
+    # The embedded broker polls its folder; lower is faster and busier.
+    embedded_broker_poll_seconds: float = 0.02
+
+    @model_validator(mode="after")
+    def _refuse_default_secrets_in_production(self) -> Settings:
+        if self.securesend_env == "production" and self.secret_key == DEFAULT_SECRET_KEY:
+            raise ValueError("SECRET_KEY must be set when SECURESEND_ENV=production")
+        return self
+
+    @property
+    def session_idle(self) -> timedelta:
+        return timedelta(minutes=self.session_idle_minutes)
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.var_dir / 'securesend.sqlite3').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+    @property
+    def uses_redis(self) -> bool:
+        return bool(self.redis_url)
+
+    @property
+    def broker_url(self) -> str:
+        return self.redis_url or "filesystem://"
+
+    @property
+    def result_backend_url(self) -> str:
+        if self.redis_url:
+            return self.redis_url
+        return f"db+sqlite:///{(self.var_dir / 'celery-results.sqlite3').resolve()}"
+
+    @property
+    def embedded_broker_dir(self) -> Path:
+        return (self.var_dir / "broker").resolve()
+
+    @property
+    def outbox_dir(self) -> Path:
+        return (self.var_dir / "outbox").resolve()
+
+    def derived_key(self, purpose: str) -> bytes:
+        """A 32-byte key for one purpose, derived from SECRET_KEY (never the key itself)."""
+        return hashlib.blake2b(
+            self.secret_key.encode(),
+            digest_size=32,
+            person=b"securesend",
+            salt=purpose.encode()[:16],
+        ).digest()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()
