@@ -273,7 +273,7 @@ def claim_quota(
         )
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def rule_19_invitations(ctx: SendContext) -> None:

@@ -1,0 +1,13 @@
+# One image for every role: api, worker and flower differ only in their command.
+FROM python:3.11-slim
+ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY worker ./worker
+COPY api_shim ./api_shim
+COPY templates ./templates
+RUN pip install -e . && useradd --create-home securesend && mkdir -p /app/var \
+    && chown securesend /app/var
+USER securesend
+EXPOSE 8080
+CMD ["securesend", "api", "--host", "0.0.0.0", "--port", "8080"]

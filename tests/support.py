@@ -1,0 +1,218 @@
+"""A live stack for tests: `securesend api` and `securesend worker` as real processes,
+plus typed helpers to drive the HTTP API and look at the database."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from worker.db import Database
+from worker.domain.fixtures import load_fixture_dict
+from worker.migrate import upgrade_to_head
+from worker.settings import Settings
+
+READY_TIMEOUT_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    name: str
+    database_url: str
+    redis_url: str
+
+
+@dataclass
+class Stack:
+    config: StackConfig
+    var_dir: Path
+    api_port: int
+    env: dict[str, str]
+    settings: Settings
+    database: Database
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    @classmethod
+    def start(cls, config: StackConfig, *, var_dir: Path, api_port: int) -> Stack:
+        env = {
+            **os.environ,
+            "VAR_DIR": str(var_dir),
+            "DATABASE_URL": config.database_url,
+            "REDIS_URL": config.redis_url,
+            "SEND_WAIT_SECONDS": "20",
+            "PUBLIC_BASE_URL": "https://securesend.test",
+            "LOG_LEVEL": "INFO",
+            "PYTHONUNBUFFERED": "1",
+        }
+        settings = Settings(
+            var_dir=var_dir,
+            database_url=config.database_url,
+            redis_url=config.redis_url,
+            public_base_url="https://securesend.test",
+        )
+        upgrade_to_head(settings)
+        stack = cls(
+            config=config,
+            var_dir=var_dir,
+            api_port=api_port,
+            env=env,
+            settings=settings,
+            database=Database(settings.effective_database_url),
+        )
+        try:
+            stack.start_worker("worker")
+            stack._spawn("api", "api", "--port", str(api_port))
+            stack._wait_for_api()
+            stack.wait_for_log("worker", "ready.")
+        except BaseException:
+            stack.stop()
+            raise
+        return stack
+
+    def _spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        log = open(self.var_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives with the process
+        process = subprocess.Popen(
+            [sys.executable, "-m", "worker.cli", *args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.processes[name] = process
+        return process
+
+    def start_worker(self, name: str, *extra: str) -> subprocess.Popen[bytes]:
+        return self._spawn(name, "worker", "--concurrency", "2", *extra)
+
+    def log(self, name: str) -> str:
+        path = self.var_dir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def wait_for_log(self, name: str, text: str, timeout: float = READY_TIMEOUT_SECONDS) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.log(name):
+            process = self.processes[name]
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited ({process.returncode}):\n{self.log(name)}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} not ready in {timeout}s:\n{self.log(name)}")
+            time.sleep(0.1)
+
+    def _wait_for_api(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while True:
+            try:
+                if httpx.get(self.url("/api/v1/public/ping"), timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            process = self.processes["api"]
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"api did not start:\n{self.log('api')}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.database.dispose()
+
+    # --- HTTP ------------------------------------------------------------------------------
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.api_port}{path}"
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url(""), timeout=30)
+
+    def login(self, email: str, password: str) -> str:
+        with self.client() as client:
+            response = client.post(
+                "/api/v1/login", json={"username": email, "password": password, "cookieless": True}
+            )
+        assert response.status_code == 200, response.text
+        return str(response.json()["sessionToken"])
+
+    def draft(self, token: str, **fields: Any) -> str:
+        """PreCreateMessage (New) + SaveMessage with `fields`; returns the GUID."""
+        headers = {"x-sm-session-token": token}
+        with self.client() as client:
+            created = client.post("/api/v1/messages/", json={"actionCode": "New"}, headers=headers)
+            assert created.status_code == 200, created.text
+            guid = str(created.json()["messageGuid"])
+            saved = client.put(f"/api/v1/messages/{guid}/save", json=fields, headers=headers)
+            assert saved.status_code == 200, saved.text
+        return guid
+
+    def send(self, token: str, guid: str, **body: Any) -> httpx.Response:
+        with self.client() as client:
+            return client.put(
+                f"/api/v1/messages/{guid}/send",
+                json=body,
+                headers={"x-sm-session-token": token},
+            )
+
+    # --- data ------------------------------------------------------------------------------
+
+    def load(self, data: dict[str, Any]) -> None:
+        with self.database.write_session() as session:
+            load_fixture_dict(session, data)
+
+    def make_group(self, tag: str, **overrides: Any) -> str:
+        features = {
+            "fyeo": True,
+            "confidential": True,
+            "messageExpiry": True,
+            "inviteUser": True,
+            "cra": False,
+            "sendToContacts": True,
+            "recall": True,
+        }
+        features.update(overrides.pop("features", {}))
+        group = {
+            "name": f"group-{tag}",
+            "dailyMessages": 100,
+            "dailyInvites": 20,
+            "maxRecipients": 50,
+            "maxExpiryDays": 30,
+            "features": features,
+            **overrides,
+        }
+        self.load({"groups": [group]})
+        return str(group["name"])
+
+    def make_user(self, tag: str, *, group: str | None = None, **fields: Any) -> tuple[str, str]:
+        """A user of its own group (or `group`); returns (email, password)."""
+        email = fields.pop(
+            "email", f"{fields.pop('name', 'user')}-{tag}-{secrets.token_hex(3)}@example.com"
+        )
+        password = fields.pop("password", f"pw-{secrets.token_hex(6)}")
+        self.load(
+            {
+                "users": [
+                    {
+                        "email": email,
+                        "password": password,
+                        "firstName": fields.pop("firstName", "Test"),
+                        "lastName": fields.pop("lastName", "User"),
+                        "group": group or self.make_group(tag),
+                        **fields,
+                    }
+                ]
+            }
+        )
+        return email, password

@@ -1,0 +1,78 @@
+"""Jobs that do not wait (SPEC 4.1): Prefer: respond-async, the jobs API, and direct
+enqueue of `securesend.send_message` by another service."""
+
+from __future__ import annotations
+
+from tests.support import Stack
+from worker.celery_app import SEND_TASK, create_app
+from worker.client import build_send_job, send_job_options
+
+
+def _user_guid(stack: Stack, token: str) -> str:
+    with stack.client() as client:
+        # GetMessage of a fresh draft names its sender.
+        guid = client.post(
+            "/api/v1/messages/", json={}, headers={"x-sm-session-token": token}
+        ).json()["messageGuid"]
+        message = client.get(f"/api/v1/messages/{guid}", headers={"x-sm-session-token": token})
+    return str(message.json()["sender"]["guid"])
+
+
+def test_respond_async_then_poll_the_job(stack: Stack, unique: str, wait_until: object) -> None:
+    sender, password = stack.make_user(unique)
+    reader, _ = stack.make_user(unique, name="reader")
+    token = stack.login(sender, password)
+    guid = stack.draft(token, to=[reader], subject="async", body="b")
+    headers = {"x-sm-session-token": token, "prefer": "respond-async"}
+
+    with stack.client() as client:
+        accepted = client.put(f"/api/v1/messages/{guid}/send", json={}, headers=headers)
+        assert accepted.status_code == 202
+        job_id = accepted.json()["jobId"]
+        assert accepted.json() == {"jobId": job_id, "status": "queued"}
+        assert accepted.headers["location"] == f"/api/v1/jobs/{job_id}"
+
+        def finished() -> dict[str, object] | None:
+            job = client.get(accepted.headers["location"], headers={"x-sm-session-token": token})
+            assert job.status_code == 200
+            body: dict[str, object] = job.json()
+            return body if body["status"] == "succeeded" else None
+
+        job = wait_until(finished, timeout=20)  # type: ignore[operator]
+        assert job is not None, "the job did not finish"
+        assert job["httpStatus"] == 200
+        again = stack.send(token, guid)
+        assert job["response"] == again.json()
+
+        other, other_pw = stack.make_user(unique, name="other")
+        foreign = client.get(
+            f"/api/v1/jobs/{job_id}", headers={"x-sm-session-token": stack.login(other, other_pw)}
+        )
+        assert foreign.status_code == 404
+
+
+def test_direct_enqueue_by_task_name(stack: Stack, unique: str) -> None:
+    sender, password = stack.make_user(unique)
+    reader, _ = stack.make_user(unique, name="reader")
+    token = stack.login(sender, password)
+    guid = stack.draft(token, to=[reader], subject="direct", body="b")
+    payload = build_send_job(
+        sender_guid=_user_guid(stack, token), message_guid=guid, notification_formats=["Text"]
+    )
+    celery = create_app(stack.settings)
+
+    result = celery.send_task(SEND_TASK, args=[payload], **send_job_options(payload))
+    answer = result.get(timeout=30)
+
+    assert answer["httpStatus"] == 200
+    assert answer["response"]["notificationSent"] is True
+    assert answer["response"]["notificationBodyHtml"] is None
+    assert stack.send(token, guid).json() == answer["response"]
+
+
+def test_direct_enqueue_with_a_bad_payload_answers_validation(stack: Stack) -> None:
+    celery = create_app(stack.settings)
+    result = celery.send_task(SEND_TASK, args=[{"version": 1, "jobId": "x"}])
+    answer = result.get(timeout=30)
+    assert answer["httpStatus"] == 400
+    assert answer["response"]["responseStatus"]["errorCode"] == "ValidationException"

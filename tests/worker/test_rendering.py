@@ -1,0 +1,81 @@
+"""Email templates: every trio renders, Html escapes, overrides and locales are found."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from jinja2 import UndefinedError
+
+from worker.domain.rendering import Renderer
+from worker.settings import BUILTIN_TEMPLATES_DIR, Settings
+
+SENDER = {"display_name": "Ann <Admin>", "email": "ann@example.com"}
+CONTEXTS = {
+    "notification": {
+        "sender": SENDER,
+        "message": {
+            "subject": "Q3 <b>plan</b>\r\nBcc: evil@example.com",
+            "confidential": False,
+            "url": "https://securesend.test/messages/abc",
+            "expiry_date": "2026-12-01 10:00 UTC",
+            "fyeo": True,
+        },
+    },
+    "invitation": {
+        "sender": SENDER,
+        "registration_url": "https://securesend.test/register?token=t",
+        "cra_required": True,
+    },
+}
+
+
+def _names() -> list[str]:
+    return sorted({p.name.split(".")[0] for p in BUILTIN_TEMPLATES_DIR.glob("*.subject.txt")})
+
+
+def test_every_builtin_template_is_known_to_this_test() -> None:
+    assert _names() == sorted(CONTEXTS)
+
+
+@pytest.mark.parametrize("name", sorted(CONTEXTS))
+def test_every_template_renders_all_three_parts(name: str) -> None:
+    email = Renderer(Settings()).render(name, CONTEXTS[name])
+    assert email.subject and "\n" not in email.subject and "\r" not in email.subject
+    assert "Ann <Admin>" in email.text  # text is not escaped
+    assert "Ann &lt;Admin&gt;" in email.html and "<Admin>" not in email.html
+    assert "<style" not in email.html and 'style="' in email.html
+
+
+def test_confidential_subject_is_replaced() -> None:
+    context = {**CONTEXTS["notification"]}
+    context["message"] = {**context["message"], "confidential": True}  # type: ignore[dict-item]
+    email = Renderer(Settings()).render("notification", context)
+    assert "plan" not in email.subject and "plan" not in email.text and "plan" not in email.html
+
+
+def test_missing_variable_is_an_error() -> None:
+    with pytest.raises(UndefinedError):
+        Renderer(Settings()).render("invitation", {"sender": SENDER})
+
+
+def test_operator_overrides_by_directory_group_and_locale(tmp_path: Path) -> None:
+    (tmp_path / "groups" / "vip").mkdir(parents=True)
+    (tmp_path / "fr").mkdir()
+    (tmp_path / "invitation.subject.txt").write_text("Operator: {{ sender.display_name }}")
+    (tmp_path / "groups" / "vip" / "invitation.subject.txt").write_text("VIP invitation")
+    (tmp_path / "fr" / "invitation.subject.txt").write_text("Invitation de {{ sender.email }}")
+    renderer = Renderer(Settings(templates_dir=tmp_path))
+    context = CONTEXTS["invitation"]
+
+    assert renderer.render("invitation", context).subject == "Operator: Ann <Admin>"
+    assert renderer.render("invitation", context, group="vip").subject == "VIP invitation"
+    assert renderer.render("invitation", context, locale="fr").subject == (
+        "Invitation de ann@example.com"
+    )
+    assert renderer.render("invitation", context, locale="fr-CA").subject.startswith(
+        "Invitation de"
+    )
+    # A locale without its own file falls back; files not overridden come from the built-ins.
+    assert renderer.render("invitation", context, locale="de").subject.startswith("Operator")
+    assert "Register" in renderer.render("invitation", context, group="vip").html
