@@ -72,3 +72,13 @@ class SendMessageRequest(Dto):
 
 class JobRequest(Dto):
     job_id: Guid
+
+
+class RecallMessageRequest(Dto):
+    message_guid: Guid
+    recall_reason: str | None = Field(default=None, max_length=1000)
+
+
+class InboxRequest(Dto):
+    page: int = Field(default=1, ge=1)
+    page_size: int = Field(default=25, ge=1, le=100)

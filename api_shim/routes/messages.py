@@ -6,9 +6,16 @@ import base64
 import binascii
 from typing import Any
 
-from api_shim.dtos import MessageRequest, PreCreateMessageRequest, SaveMessageRequest
+from api_shim.dtos import (
+    Empty,
+    InboxRequest,
+    MessageRequest,
+    PreCreateMessageRequest,
+    RecallMessageRequest,
+    SaveMessageRequest,
+)
 from api_shim.operations import Call, Operation
-from worker.domain import clock, errors, messages
+from worker.domain import clock, errors, messages, quotas
 from worker.domain.errors import ApiError
 
 FYEO_PASSWORD_HEADER = "x-sm-password"
@@ -69,7 +76,39 @@ async def get_message(call: Call) -> dict[str, Any]:
     )
 
 
+async def recall_message(call: Call) -> dict[str, Any]:
+    dto: RecallMessageRequest = call.dto
+    await call.services.write(
+        messages.recall_message,
+        caller=call.user,
+        guid=dto.message_guid,
+        reason=dto.recall_reason,
+        now=clock.now(),
+    )
+    return {}
+
+
+async def get_inbox(call: Call) -> dict[str, Any]:
+    dto: InboxRequest = call.dto
+    return await call.services.read(
+        messages.inbox, caller=call.user, page=dto.page, page_size=dto.page_size, now=clock.now()
+    )
+
+
+async def get_user_quotas(call: Call) -> dict[str, Any]:
+    return await call.services.read(quotas.user_quotas, caller=call.user, now=clock.now())
+
+
 OPERATIONS = [
+    # GetInbox before GetMessage: /messages/inbox must not be taken for a GUID.
+    Operation("GetInbox", (("GET", "/messages/inbox"),), InboxRequest, get_inbox),
+    Operation("GetUserQuotas", (("GET", "/user/quotas"),), Empty, get_user_quotas),
+    Operation(
+        "RecallMessage",
+        (("POST", "/messages/{messageGuid}/recall"),),
+        RecallMessageRequest,
+        recall_message,
+    ),
     Operation(
         "PreCreateMessage",
         (("POST", "/messages/"), ("POST", "/messages")),

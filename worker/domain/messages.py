@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import exists, func, select
+from sqlalchemy.orm import Session, joinedload, selectinload
 
 from worker.domain import errors
 from worker.domain.auth import Caller, normalize_email
@@ -287,3 +287,51 @@ def get_message(
             raise ApiError(errors.FYEO_PASSWORD_MISSING)
         _check_fyeo_password(message, _caller_user(session, caller), fyeo_password)
     return message_summary(message, include_body=include_body, show_bcc=False)
+
+
+def recall_message(
+    session: Session, *, caller: Caller, guid: str, reason: str | None, now: datetime
+) -> None:
+    """Recall a message (sent or draft) of the caller's. Idempotent: recalling again keeps
+    the first recall. Errors: 929 (not the caller's), 921 (the group lacks Recall)."""
+    message = _own_message(session, caller, guid)
+    if not _caller_user(session, caller).group.feature_recall:
+        raise ApiError(errors.NO_RECALL_FEATURE)
+    if message.status is MessageStatus.RECALLED:
+        return
+    message.status = MessageStatus.RECALLED
+    message.recall_date = now
+    message.recall_reason = reason
+
+
+def inbox(
+    session: Session, *, caller: Caller, page: int, page_size: int, now: datetime
+) -> dict[str, Any]:
+    """What the caller received, newest first, without bodies. Recalled and expired
+    messages are left out: their recipient can no longer read them."""
+    readable = (
+        select(Delivery.message_id)
+        .join(Message, Message.id == Delivery.message_id)
+        .where(
+            Delivery.user_id == caller.user_id,
+            Message.status == MessageStatus.SENT,
+            (Message.expiry_date.is_(None)) | (Message.expiry_date > now),
+        )
+    )
+    total = session.scalar(select(func.count()).select_from(readable.subquery())) or 0
+    messages = session.scalars(
+        select(Message)
+        .where(Message.id.in_(readable))
+        .order_by(Message.sent_at.desc(), Message.id.desc())
+        .offset((page - 1) * page_size)
+        .limit(page_size)
+        .options(
+            selectinload(Message.recipients).joinedload(Recipient.user),
+            joinedload(Message.sender),
+            joinedload(Message.parent),
+        )
+    ).all()
+    return {
+        "results": [message_summary(m, include_body=False, show_bcc=False) for m in messages],
+        "totalItems": total,
+    }
