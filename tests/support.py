@@ -196,7 +196,7 @@ class Stack:
         return str(group["name"])
 
     def make_user(self, tag: str, *, group: str | None = None, **fields: Any) -> tuple[str, str]:
-        """A user of its own group (or `group`); returns (email, password)."""
+        """A user in `group`, or in a new group of its own; returns (email, password)."""
         email = fields.pop(
             "email", f"{fields.pop('name', 'user')}-{tag}-{secrets.token_hex(3)}@example.com"
         )
@@ -209,7 +209,7 @@ class Stack:
                         "password": password,
                         "firstName": fields.pop("firstName", "Test"),
                         "lastName": fields.pop("lastName", "User"),
-                        "group": group or self.make_group(tag),
+                        "group": group or self.make_group(f"{tag}-{secrets.token_hex(3)}"),
                         **fields,
                     }
                 ]
