@@ -24,6 +24,7 @@ import pytest
 
 os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production")
 
+from tests.smtp_sink import SmtpSink  # noqa: E402
 from tests.support import Stack, StackConfig  # noqa: E402
 
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -84,19 +85,47 @@ def _start_stack(config: StackConfig, var_dir: Path) -> Iterator[Stack]:
         stack.stop()
 
 
+# Fast retries, so that tests of failing mail servers finish in seconds.
+MAIL_RETRY_ENV = {
+    "MAIL_RETRY_BASE_SECONDS": "0.4",
+    "MAIL_RETRY_MAX_SECONDS": "2",
+    "MAIL_MAX_ATTEMPTS": "6",
+}
+
+
+@pytest.fixture(scope="session")
+def smtp_sink() -> Iterator[SmtpSink]:
+    """The SMTP server the PostgreSQL stack's workers deliver to."""
+    sink = SmtpSink(free_port())
+    sink.start()
+    try:
+        yield sink
+    finally:
+        sink.stop()
+
+
 @pytest.fixture(scope="session")
 def sqlite_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The embedded default: emails become .eml files under var/outbox/."""
     var_dir = tmp_path_factory.mktemp("embedded-var")
-    config = StackConfig(name="sqlite", database_url="", redis_url="")
+    config = StackConfig(name="sqlite", database_url="", redis_url="", env=MAIL_RETRY_ENV)
     yield from _start_stack(config, var_dir)
 
 
 @pytest.fixture(scope="session")
-def postgres_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def postgres_stack(
+    tmp_path_factory: pytest.TempPathFactory, smtp_sink: SmtpSink
+) -> Iterator[Stack]:
+    """Production parts: PostgreSQL, Redis, and SMTP delivery to `smtp_sink`."""
     _flush_redis(REDIS_TEST_URL)
     database_url = _create_postgres_database()
     try:
-        config = StackConfig(name="postgres", database_url=database_url, redis_url=REDIS_TEST_URL)
+        config = StackConfig(
+            name="postgres",
+            database_url=database_url,
+            redis_url=REDIS_TEST_URL,
+            env={**MAIL_RETRY_ENV, "SMTP_URL": smtp_sink.url},
+        )
         yield from _start_stack(config, tmp_path_factory.mktemp("postgres-var"))
     finally:
         _drop_postgres_database(database_url)

@@ -27,6 +27,7 @@ class StackConfig:
     name: str
     database_url: str
     redis_url: str
+    env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -52,12 +53,14 @@ class Stack:
             "PUBLIC_BASE_URL": "https://securesend.test",
             "LOG_LEVEL": "INFO",
             "PYTHONUNBUFFERED": "1",
+            **config.env,
         }
         settings = Settings(
             var_dir=var_dir,
             database_url=config.database_url,
             redis_url=config.redis_url,
             public_base_url="https://securesend.test",
+            smtp_url=config.env.get("SMTP_URL", ""),
         )
         upgrade_to_head(settings)
         stack = cls(

@@ -79,9 +79,8 @@ def test_send_delivers_binds_recipients_and_renders_notification(stack: Stack, u
         assert (job.status.value, job.http_status, job.response) == ("succeeded", 200, body)
 
     emails = _outbox(stack, guid)
-    assert [(row.kind, row.recipient, row.status.value) for row, _ in emails] == [
-        (EmailKind.NOTIFICATION, bob, "queued")
-    ]
+    assert [(row.kind, row.recipient) for row, _ in emails] == [(EmailKind.NOTIFICATION, bob)]
+    assert emails[0][0].status.value in ("queued", "sent")  # the mail worker may be done already
     row, content = emails[0]
     assert row.message_id_header.startswith("<") and row.message_id_header.endswith(">")
     assert content["subject"] == "Secure message from Alice Sender: Quarterly <figures> & notes"

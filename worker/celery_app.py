@@ -11,13 +11,16 @@ from typing import Any
 
 from celery import Celery
 from celery.app import trace
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_process_shutdown, worker_ready
 
 from worker.settings import Settings, get_settings
 
 SEND_QUEUE = "securesend.send"
 MAIL_QUEUE = "securesend.mail"
 SEND_TASK = "securesend.send_message"
+DELIVER_TASK = "securesend.mail.deliver"
+SWEEP_TASK = "securesend.mail.sweep"
+SWEEP_EVERY_SECONDS = 60.0
 
 # Every task must finish well inside the broker's visibility timeout, or Redis hands it
 # to another worker while it still runs (celery #5306).
@@ -67,6 +70,8 @@ def create_app(settings: Settings | None = None) -> Celery:
         worker_send_task_events=True,
         task_send_sent_event=True,
         worker_hijack_root_logger=False,
+        # Run with `securesend worker --beat` (one per deployment) or `celery beat`.
+        beat_schedule={"sweep-outbox": {"task": SWEEP_TASK, "schedule": SWEEP_EVERY_SECONDS}},
     )
     return app
 
@@ -85,3 +90,16 @@ def _fresh_connections_after_fork(**_: Any) -> None:
     from worker.db import get_database
 
     get_database().engine.dispose(close=False)
+
+
+@worker_process_shutdown.connect
+def _close_mail_connection(**_: Any) -> None:
+    from worker.mailer import close_mail_transport
+
+    close_mail_transport()
+
+
+@worker_ready.connect
+def _sweep_on_start(sender: Any = None, **_: Any) -> None:
+    # Whatever a previous worker left behind goes out now, with or without beat.
+    app.send_task(SWEEP_TASK, queue=MAIL_QUEUE)

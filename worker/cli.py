@@ -73,13 +73,17 @@ def cmd_api(args: argparse.Namespace) -> int:
     return 0
 
 
-def _worker_argv(concurrency: int | None, queues: str | None) -> list[str]:
+def _worker_argv(concurrency: int | None, queues: str | None, beat: bool) -> list[str]:
     from worker.celery_app import MAIL_QUEUE, SEND_QUEUE
 
-    argv = ["worker", "--loglevel", get_settings().log_level.upper()]
+    settings = get_settings()
+    argv = ["worker", "--loglevel", settings.log_level.upper()]
     argv += ["--queues", queues or f"{SEND_QUEUE},{MAIL_QUEUE}"]
     if concurrency:
         argv += ["--concurrency", str(concurrency)]
+    if beat:
+        settings.var_dir.mkdir(parents=True, exist_ok=True)
+        argv += ["--beat", "--schedule", str(settings.var_dir / "celerybeat-schedule")]
     return argv
 
 
@@ -87,7 +91,37 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from worker.celery_app import app
 
     _migrate_if_sqlite()
-    app.worker_main(_worker_argv(args.concurrency, args.queues))
+    app.worker_main(_worker_argv(args.concurrency, args.queues, args.beat))
+    return 0
+
+
+def cmd_emails(args: argparse.Namespace) -> int:
+    """Print the delivery status of every email of one message."""
+    from worker.db import get_database
+    from worker.domain.outbox import email_statuses
+
+    guid = args.message_guid.replace("-", "").lower()
+    with get_database().read_session() as session:
+        emails = email_statuses(session, message_guid=guid)
+    if not emails:
+        print(f"no emails for message {guid}")
+        return 1
+    for e in emails:
+        error = f"  {e['lastError']}" if e["lastError"] else ""
+        print(
+            f"{e['id']:>8}  {e['kind']:<12} {e['status']:<9} attempts={e['attempts']}  "
+            f"{e['recipient']}  {e['messageId']}{error}"
+        )
+    return 0
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    """Render every email template with sample data into a folder a browser can open."""
+    from worker.domain.previews import render_previews
+
+    out = Path(args.out)
+    written = render_previews(get_settings(), out, group=args.group)
+    print(f"wrote {len(written)} files; open {out / 'index.html'} in a browser")
     return 0
 
 
@@ -100,7 +134,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     exe = [sys.executable, "-m", "worker.cli"]
     children: list[tuple[str, subprocess.Popen[bytes]]] = [
         ("api", subprocess.Popen([*exe, "api", "--host", args.host, "--port", str(args.port)])),
-        ("worker", subprocess.Popen([*exe, "worker", "--concurrency", str(args.concurrency)])),
+        (
+            "worker",
+            subprocess.Popen([*exe, "worker", "--concurrency", str(args.concurrency), "--beat"]),
+        ),
     ]
     print(f"securesend api     http://{args.host}:{args.port}/api/v1  (ping: /api/v1/public/ping)")
     print(
@@ -166,7 +203,19 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run a Celery worker (all queues by default)")
     worker.add_argument("--concurrency", type=int, default=None)
     worker.add_argument("--queues", default=None, help="comma-separated queue names")
+    worker.add_argument(
+        "--beat", action="store_true", help="also run the periodic outbox sweep (one per site)"
+    )
     worker.set_defaults(func=cmd_worker)
+
+    emails = sub.add_parser("emails", help="show the delivery status of a message's emails")
+    emails.add_argument("message_guid")
+    emails.set_defaults(func=cmd_emails)
+
+    preview = sub.add_parser("preview", help="render every email template with sample data")
+    preview.add_argument("--out", default="var/preview")
+    preview.add_argument("--group", default=None, help="render a sender group's overrides")
+    preview.set_defaults(func=cmd_preview)
 
     migrate = sub.add_parser("migrate", help="bring the database schema up to date")
     migrate.set_defaults(func=cmd_migrate)

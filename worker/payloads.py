@@ -64,6 +64,13 @@ class SendJobV1(_Wire):
         return f"SendJobV1(job={self.job_id}, message={self.message_guid})"
 
 
+class DeliverEmailsV1(_Wire):
+    """Deliver these outbox emails (those still due; the rest are skipped)."""
+
+    version: Literal[1] = 1
+    email_ids: tuple[int, ...] = Field(min_length=1, max_length=500)
+
+
 class SendResult(_Wire):
     """What the send task returns: the HTTP status and body SendMessage answers."""
 

@@ -35,6 +35,12 @@ class Settings(BaseSettings):
     templates_dir: Path | None = None
     # The embedded broker polls its folder; lower is faster and busier.
     embedded_broker_poll_seconds: float = 0.02
+    # Outbox delivery: retries of 4xx replies and connection errors back off exponentially
+    # (with full jitter) from the base up to the cap, for at most this many attempts.
+    mail_retry_base_seconds: float = 30.0
+    mail_retry_max_seconds: float = 900.0
+    mail_max_attempts: int = 8
+    smtp_timeout_seconds: float = 30.0
 
     @model_validator(mode="after")
     def _refuse_default_secrets_in_production(self) -> Settings:

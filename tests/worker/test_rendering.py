@@ -7,27 +7,12 @@ from pathlib import Path
 import pytest
 from jinja2 import UndefinedError
 
+from worker.domain.previews import SAMPLE_CONTEXTS, render_previews
 from worker.domain.rendering import Renderer
 from worker.settings import BUILTIN_TEMPLATES_DIR, Settings
 
-SENDER = {"display_name": "Ann <Admin>", "email": "ann@example.com"}
-CONTEXTS = {
-    "notification": {
-        "sender": SENDER,
-        "message": {
-            "subject": "Q3 <b>plan</b>\r\nBcc: evil@example.com",
-            "confidential": False,
-            "url": "https://securesend.test/messages/abc",
-            "expiry_date": "2026-12-01 10:00 UTC",
-            "fyeo": True,
-        },
-    },
-    "invitation": {
-        "sender": SENDER,
-        "registration_url": "https://securesend.test/register?token=t",
-        "cra_required": True,
-    },
-}
+CONTEXTS = SAMPLE_CONTEXTS
+SENDER = SAMPLE_CONTEXTS["invitation"]["sender"]
 
 
 def _names() -> list[str]:
@@ -42,8 +27,8 @@ def test_every_builtin_template_is_known_to_this_test() -> None:
 def test_every_template_renders_all_three_parts(name: str) -> None:
     email = Renderer(Settings()).render(name, CONTEXTS[name])
     assert email.subject and "\n" not in email.subject and "\r" not in email.subject
-    assert "Ann <Admin>" in email.text  # text is not escaped
-    assert "Ann &lt;Admin&gt;" in email.html and "<Admin>" not in email.html
+    assert "Zoë Ümlaut <Sender>" in email.text  # text is not escaped
+    assert "Zoë Ümlaut &lt;Sender&gt;" in email.html and "<Sender>" not in email.html
     assert "<style" not in email.html and 'style="' in email.html
 
 
@@ -68,10 +53,10 @@ def test_operator_overrides_by_directory_group_and_locale(tmp_path: Path) -> Non
     renderer = Renderer(Settings(templates_dir=tmp_path))
     context = CONTEXTS["invitation"]
 
-    assert renderer.render("invitation", context).subject == "Operator: Ann <Admin>"
+    assert renderer.render("invitation", context).subject == "Operator: Zoë Ümlaut <Sender>"
     assert renderer.render("invitation", context, group="vip").subject == "VIP invitation"
     assert renderer.render("invitation", context, locale="fr").subject == (
-        "Invitation de ann@example.com"
+        "Invitation de zoe@example.com"
     )
     assert renderer.render("invitation", context, locale="fr-CA").subject.startswith(
         "Invitation de"
@@ -79,3 +64,20 @@ def test_operator_overrides_by_directory_group_and_locale(tmp_path: Path) -> Non
     # A locale without its own file falls back; files not overridden come from the built-ins.
     assert renderer.render("invitation", context, locale="de").subject.startswith("Operator")
     assert "Register" in renderer.render("invitation", context, group="vip").html
+
+
+def test_preview_writes_every_template_and_locale(tmp_path: Path) -> None:
+    overrides = tmp_path / "overrides"
+    (overrides / "fr").mkdir(parents=True)
+    (overrides / "fr" / "notification.subject.txt").write_text("Message de {{ sender.email }}")
+    out = tmp_path / "preview"
+
+    written = render_previews(Settings(templates_dir=overrides), out)
+
+    names = sorted(p.name for p in written)
+    for stem in ("notification", "notification.fr", "invitation", "invitation.fr"):
+        for suffix in ("subject.txt", "txt", "html"):
+            assert f"{stem}.{suffix}" in names
+    assert (out / "notification.fr.subject.txt").read_text() == "Message de zoe@example.com"
+    index = (out / "index.html").read_text()
+    assert 'href="notification.html"' in index and 'href="invitation.fr.html"' in index

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parseaddr
 from typing import Any
@@ -57,6 +57,16 @@ class NotificationOutbox:
     settings: Settings
     sender: User
     now: datetime
+    rows: list[OutboxEmail] = field(default_factory=list)
+
+    def _add(self, rows: list[OutboxEmail]) -> None:
+        self.session.add_all(rows)
+        self.rows.extend(rows)
+
+    def email_ids(self) -> list[int]:
+        """The ids of every email queued so far (flushes to get them)."""
+        self.session.flush()
+        return [row.id for row in self.rows]
 
     def _message_id(self) -> str:
         domain = parseaddr(self.settings.mail_from)[1].rpartition("@")[2] or "securesend.local"
@@ -109,7 +119,7 @@ class NotificationOutbox:
                     message=message,
                 )
             )
-        self.session.add_all(rows)
+        self._add(rows)
 
     def queue_invitation(
         self, *, invitee: User, message: Message, registration_url: str, cra_required: bool
@@ -122,12 +132,14 @@ class NotificationOutbox:
         email = self.renderer.render(
             "invitation", context, locale=invitee.locale, group=self.sender.group.name
         )
-        self.session.add(
-            self._row(
-                kind=EmailKind.INVITATION,
-                template="invitation",
-                to=invitee,
-                email=email,
-                message=message,
-            )
+        self._add(
+            [
+                self._row(
+                    kind=EmailKind.INVITATION,
+                    template="invitation",
+                    to=invitee,
+                    email=email,
+                    message=message,
+                )
+            ]
         )

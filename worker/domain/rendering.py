@@ -95,3 +95,29 @@ class Renderer:
             text=text.render(context),
             html=_inliner().inline(html.render(context)),
         )
+
+
+def _template_dirs(settings: Settings) -> list[Path]:
+    return [Path(p) for p in _search_path(settings.templates_dir, None)]
+
+
+def template_names(settings: Settings) -> list[str]:
+    """Every email that has a subject template, built-in or the operator's."""
+    names = {
+        p.name.removesuffix(".subject.txt")
+        for folder in _template_dirs(settings)
+        for p in folder.glob("*.subject.txt")
+    }
+    return sorted(names)
+
+
+def template_locales(settings: Settings) -> list[str]:
+    """Every locale that has a folder of its own somewhere on the search path."""
+    locales = {
+        p.name
+        for folder in _template_dirs(settings)
+        if folder.is_dir()
+        for p in folder.iterdir()
+        if p.is_dir() and p.name not in ("groups", "macros") and any(p.glob("*.subject.txt"))
+    }
+    return sorted(locales)

@@ -45,6 +45,8 @@ class SendOutcome:
 
     http_status: int
     body: dict[str, Any]
+    # Emails this send put in the outbox: delivery is queued once the transaction commits.
+    email_ids: tuple[int, ...] = ()
 
     @classmethod
     def from_error(cls, error: ApiError) -> SendOutcome:
@@ -166,7 +168,7 @@ def _send_draft(
         len(ctx.addresses),
         len(invited),
     )
-    return SendOutcome(http_status=200, body=body)
+    return SendOutcome(http_status=200, body=body, email_ids=tuple(outbox.email_ids()))
 
 
 def _bind_recipients(session: Session, ctx: SendContext) -> None:

@@ -1,0 +1,93 @@
+"""A real SMTP server in the test process (aiosmtpd) that records what it receives and can
+be told to refuse a recipient with a given reply, or to go down and come back."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from typing import Any
+
+from aiosmtpd.controller import Controller
+
+
+@dataclass(frozen=True)
+class Received:
+    recipients: tuple[str, ...]
+    raw: bytes
+    session: object  # the SMTP session (one per connection) it arrived on
+
+    @property
+    def message(self) -> EmailMessage:
+        parsed = message_from_bytes(self.raw, policy=policy.default)
+        assert isinstance(parsed, EmailMessage)
+        return parsed
+
+
+class _Handler:
+    def __init__(self, sink: SmtpSink) -> None:
+        self.sink = sink
+
+    async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
+    ) -> str:
+        planned = self.sink.next_refusal(address)
+        if planned is not None:
+            return planned
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        self.sink.record(Received(tuple(envelope.rcpt_tos), bytes(envelope.content), session))
+        return "250 Message accepted for delivery"
+
+
+class SmtpSink:
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self._lock = threading.Lock()
+        self._received: list[Received] = []
+        self._refusals: dict[str, deque[str]] = defaultdict(deque)
+        self._controller: Controller | None = None
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self._controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port)
+        self._controller.start()
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    def refuse(self, address: str, *replies: str) -> None:
+        """Answer the next RCPT TO of `address` with each of `replies`, in turn."""
+        with self._lock:
+            self._refusals[address.lower()].extend(replies)
+
+    def next_refusal(self, address: str) -> str | None:
+        with self._lock:
+            queue = self._refusals.get(address.lower())
+            return queue.popleft() if queue else None
+
+    def record(self, received: Received) -> None:
+        with self._lock:
+            self._received.append(received)
+
+    def to(self, address: str) -> list[Received]:
+        with self._lock:
+            return [
+                r for r in self._received if address.lower() in (a.lower() for a in r.recipients)
+            ]
+
+    def wait_for(self, address: str, count: int = 1, timeout: float = 20) -> list[Received]:
+        deadline = time.monotonic() + timeout
+        while len(found := self.to(address)) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return found

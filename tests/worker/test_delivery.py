@@ -1,0 +1,183 @@
+"""Outbox delivery through live mail workers: .eml files on the embedded default, SMTP to a
+real in-process server (aiosmtpd) in production mode, with retries and failures."""
+
+from __future__ import annotations
+
+import time
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from typing import Any
+
+from tests.conftest import run_cli
+from tests.smtp_sink import SmtpSink
+from tests.support import Stack
+from tests.worker.test_send_rules import World
+from worker.db import Database
+from worker.domain.outbox import email_statuses
+
+
+def statuses(database: Database, guid: str) -> dict[str, dict[str, Any]]:
+    with database.read_session() as session:
+        return {e["recipient"]: e for e in email_statuses(session, message_guid=guid)}
+
+
+def wait_for_status(
+    stack: Stack, guid: str, recipient: str, wanted: set[str], *, timeout: float = 20, **more: Any
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        email = statuses(stack.database, guid).get(recipient, {})
+        if email.get("status") in wanted and all(email.get(k, 0) >= v for k, v in more.items()):
+            return email
+        assert time.monotonic() < deadline, f"{recipient}: {email}"
+        time.sleep(0.05)
+
+
+def _parts(message: EmailMessage) -> list[str]:
+    return [part.get_content_type() for part in message.iter_parts()]
+
+
+def test_embedded_default_writes_eml_files(sqlite_stack: Stack, unique: str) -> None:
+    world = World(sqlite_stack, unique).setup()
+    reader = world.user("reader")
+    guid = world.draft(to=[reader], subject="Grüße")
+    assert world.send(guid).status_code == 200
+
+    email = wait_for_status(sqlite_stack, guid, reader, {"sent"})
+    file_name = email["messageId"].strip("<>").replace("@", "_") + ".eml"
+    path = sqlite_stack.var_dir / "outbox" / file_name
+    message = message_from_bytes(path.read_bytes(), policy=policy.default)
+    assert isinstance(message, EmailMessage)
+    assert message["Message-ID"] == email["messageId"]
+    assert message["To"].addresses[0].addr_spec == reader
+    assert "Grüße" in message["Subject"]
+    assert message.get_content_type() == "multipart/alternative"
+    assert _parts(message) == ["text/plain", "text/html"]
+
+    listing = run_cli("emails", guid, env=sqlite_stack.env)
+    assert listing.returncode == 0 and "sent" in listing.stdout and reader in listing.stdout
+
+
+def test_smtp_delivery_mime_headers_and_bcc_privacy(
+    postgres_stack: Stack, smtp_sink: SmtpSink, unique: str
+) -> None:
+    world = World(postgres_stack, unique)
+    world.setup()
+    postgres_stack.load(
+        {
+            "users": [
+                {
+                    "email": world.sender,
+                    "group": world.group,
+                    "firstName": "Zoë\r\nBcc: evil@example.com",
+                    "lastName": "Ümlaut",
+                }
+            ]
+        }
+    )
+    to, cc, bcc = world.user("to"), world.user("cc"), world.user("bcc")
+    guid = world.draft(
+        to=[to], cc=[cc], bcc=[bcc], subject="Grüße\r\nBcc: evil@example.com\r\n\r\nbody injection"
+    )
+    assert world.send(guid).status_code == 200
+
+    for address in (to, cc, bcc):
+        [received] = smtp_sink.wait_for(address)
+        assert received.recipients == (address,)  # one recipient per email: Bcc stays private
+        message = received.message
+        raw_headers = received.raw.split(b"\r\n\r\n", 1)[0].decode("ascii")
+        assert "=?utf-8?" in raw_headers  # non-ASCII subject and names are encoded
+        assert message["Bcc"] is None and message["Cc"] is None
+        assert [a.addr_spec for a in message["To"].addresses] == [address]
+        assert "\n" not in str(message["Subject"]) and "evil" not in str(message["To"])
+        assert str(message["Subject"]).startswith("Secure message from Zoë Bcc: evil@example.com")
+        assert message.get_content_type() == "multipart/alternative"
+        assert _parts(message) == ["text/plain", "text/html"]
+        assert (
+            statuses(postgres_stack.database, guid)[address]["messageId"] == message["Message-ID"]
+        )
+        for other in {to, cc, bcc} - {address}:
+            assert other not in received.raw.decode("utf-8", errors="replace")
+    assert smtp_sink.to("evil@example.com") == []
+    wait_for_status(postgres_stack, guid, bcc, {"sent"})
+
+
+def test_one_connection_is_reused_across_emails(
+    postgres_stack: Stack, smtp_sink: SmtpSink, unique: str
+) -> None:
+    world = World(postgres_stack, unique).setup()
+    readers = [world.user(f"r{i}") for i in range(8)]
+    guid = world.draft(to=readers)
+    assert world.send(guid).status_code == 200
+
+    received = [smtp_sink.wait_for(r)[0] for r in readers]
+
+    sessions = {id(r.session) for r in received}
+    assert len(received) == 8
+    assert len(sessions) <= 2  # one connection per worker process (concurrency 2)
+
+
+def test_4xx_is_retried_with_backoff_then_delivered_once(
+    postgres_stack: Stack, smtp_sink: SmtpSink, unique: str
+) -> None:
+    world = World(postgres_stack, unique).setup()
+    reader = world.user("busy")
+    smtp_sink.refuse(reader, "451 4.3.0 Mailbox busy, try later", "452 4.2.2 Over quota")
+    guid = world.draft(to=[reader])
+    assert world.send(guid).status_code == 200
+
+    retrying = wait_for_status(postgres_stack, guid, reader, {"retrying"})
+    assert retrying["lastError"].startswith(("451", "452"))
+    sent = wait_for_status(postgres_stack, guid, reader, {"sent"})
+
+    assert sent["attempts"] == 3 and sent["lastError"] is None
+    assert len(smtp_sink.to(reader)) == 1
+
+
+def test_5xx_fails_permanently_and_records_the_reply(
+    postgres_stack: Stack, smtp_sink: SmtpSink, unique: str
+) -> None:
+    world = World(postgres_stack, unique).setup()
+    reader, fine = world.user("gone"), world.user("fine")
+    smtp_sink.refuse(reader, "550 5.1.1 No such user here")
+    guid = world.draft(to=[reader, fine])
+    assert world.send(guid).status_code == 200
+
+    failed = wait_for_status(postgres_stack, guid, reader, {"failed"})
+    wait_for_status(postgres_stack, guid, fine, {"sent"})
+    time.sleep(1.5)  # longer than the first retry would take
+
+    assert failed["lastError"] == "550 5.1.1 No such user here"
+    assert statuses(postgres_stack.database, guid)[reader]["attempts"] == 1
+    assert smtp_sink.to(reader) == []
+
+
+def test_server_down_then_back(postgres_stack: Stack, smtp_sink: SmtpSink, unique: str) -> None:
+    world = World(postgres_stack, unique).setup()
+    reader = world.user("patient")
+    guid = world.draft(to=[reader])
+    smtp_sink.stop()
+    try:
+        assert world.send(guid).status_code == 200
+        down = wait_for_status(postgres_stack, guid, reader, {"retrying"}, attempts=2)
+        assert "connection error" in down["lastError"] or "disconnected" in down["lastError"]
+    finally:
+        smtp_sink.start()
+    sent = wait_for_status(postgres_stack, guid, reader, {"sent"})
+    assert sent["attempts"] >= 2 and sent["lastError"] is None
+    assert len(smtp_sink.to(reader)) == 1
+
+
+def test_backoff_doubles_from_the_base_with_jitter_up_to_the_cap() -> None:
+    from worker.domain.outbox import RetryPolicy
+
+    policy = RetryPolicy(base_seconds=30, max_seconds=900, max_attempts=8)
+    assert [policy.delay(n, rng=lambda: 1.0) for n in (1, 2, 3, 6, 7, 20)] == [
+        30,
+        60,
+        120,
+        900,
+        900,
+        900,
+    ]
+    assert [policy.delay(n, rng=lambda: 0.0) for n in (1, 2, 3)] == [15, 30, 60]

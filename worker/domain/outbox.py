@@ -1,0 +1,189 @@
+"""Delivering the outbox: claim emails, send them outside any transaction, record the result.
+
+Claims make delivery safe with many mail workers: an email is claimed in a short
+transaction (`FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite's write lock serialises
+claims) by setting `claimed_until`, so a second worker skips it; a worker that dies
+leaves a claim that lapses and the email is claimed again. Delivery is therefore
+at-least-once; a duplicate after a crash carries the same `Message-ID`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from worker.db import Database
+from worker.domain.mail import (
+    MailTransport,
+    OutgoingEmail,
+    PermanentMailError,
+    TransientMailError,
+    build_mime,
+)
+from worker.domain.secrets import unseal
+from worker.models import EmailStatus, Message, OutboxEmail
+from worker.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+CLAIM_LEASE = timedelta(minutes=10)
+PENDING = (EmailStatus.QUEUED, EmailStatus.RETRYING)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    base_seconds: float
+    max_seconds: float
+    max_attempts: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        return cls(
+            base_seconds=settings.mail_retry_base_seconds,
+            max_seconds=settings.mail_retry_max_seconds,
+            max_attempts=settings.mail_max_attempts,
+        )
+
+    def delay(self, attempts: int, *, rng: Callable[[], float] = random.random) -> float:
+        """Exponential backoff with full jitter: uniform in [cap/2, cap], where cap doubles
+        with each attempt from the base up to the maximum."""
+        cap = min(self.max_seconds, self.base_seconds * 2 ** max(0, attempts - 1))
+        return float(cap / 2 + rng() * cap / 2)
+
+
+@dataclass
+class DeliveryReport:
+    sent: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+    retry_in: dict[int, float] = field(default_factory=dict)
+
+
+def _claimable(now: datetime) -> Any:
+    return (
+        OutboxEmail.status.in_(PENDING),
+        OutboxEmail.next_attempt_at <= now,
+        or_(OutboxEmail.claimed_until.is_(None), OutboxEmail.claimed_until < now),
+    )
+
+
+def claim(session: Session, email_ids: Sequence[int], *, now: datetime) -> list[OutboxEmail]:
+    """Claim those of `email_ids` that are due and unclaimed; the rest are skipped."""
+    rows = session.scalars(
+        select(OutboxEmail)
+        .where(OutboxEmail.id.in_(email_ids), *_claimable(now))
+        .order_by(OutboxEmail.id)
+        .with_for_update(skip_locked=True)
+    ).all()
+    for row in rows:
+        row.claimed_until = now + CLAIM_LEASE
+        row.attempts += 1
+    return list(rows)
+
+
+def due_email_ids(session: Session, *, now: datetime, limit: int = 500) -> list[int]:
+    """Emails that should be going out and that nobody holds (for the sweeper)."""
+    return list(
+        session.scalars(
+            select(OutboxEmail.id).where(*_claimable(now)).order_by(OutboxEmail.id).limit(limit)
+        )
+    )
+
+
+def _outgoing(row: OutboxEmail) -> OutgoingEmail:
+    content = json.loads(unseal(row.sealed_content))
+    return OutgoingEmail(
+        message_id=row.message_id_header,
+        recipient=row.recipient,
+        recipient_name=content.get("toName", ""),
+        subject=content["subject"],
+        text=content["text"],
+        html=content["html"],
+    )
+
+
+def _record(session: Session, email_id: int, **values: Any) -> None:
+    session.execute(
+        update(OutboxEmail).where(OutboxEmail.id == email_id).values(claimed_until=None, **values)
+    )
+
+
+def deliver(
+    database: Database,
+    transport: MailTransport,
+    email_ids: Sequence[int],
+    *,
+    settings: Settings,
+    now: Callable[[], datetime],
+) -> DeliveryReport:
+    """Send the due ones among `email_ids`, each recorded as it goes.
+
+    No transaction is open while the transport talks to the server. Transient failures
+    are recorded as `retrying` with the time of the next attempt (returned in
+    `retry_in`), permanent ones and the last allowed attempt as `failed` with the
+    server's reply.
+    """
+    policy = RetryPolicy.from_settings(settings)
+    report = DeliveryReport()
+    with database.write_session() as session:
+        claimed = [
+            (row.id, row.attempts, _outgoing(row)) for row in claim(session, email_ids, now=now())
+        ]
+    for email_id, attempts, email in claimed:
+        mime = build_mime(email, mail_from=settings.mail_from, date=now())
+        try:
+            transport.send(mime, recipient=email.recipient)
+        except TransientMailError as e:
+            if attempts >= policy.max_attempts:
+                logger.warning("email %d failed after %d attempts", email_id, attempts)
+                outcome: dict[str, Any] = {"status": EmailStatus.FAILED, "last_error": e.reply}
+                report.failed.append(email_id)
+            else:
+                delay = policy.delay(attempts)
+                logger.info("email %d: transient failure, retry in %.1fs", email_id, delay)
+                outcome = {
+                    "status": EmailStatus.RETRYING,
+                    "last_error": e.reply,
+                    "next_attempt_at": now() + timedelta(seconds=delay),
+                }
+                report.retry_in[email_id] = delay
+        except PermanentMailError as e:
+            logger.warning("email %d refused permanently", email_id)
+            outcome = {"status": EmailStatus.FAILED, "last_error": e.reply}
+            report.failed.append(email_id)
+        else:
+            outcome = {"status": EmailStatus.SENT, "sent_at": now(), "last_error": None}
+            report.sent.append(email_id)
+        with database.write_session() as session:
+            _record(session, email_id, **outcome)
+    return report
+
+
+def email_statuses(session: Session, *, message_guid: str) -> list[dict[str, Any]]:
+    """Every email of one message with its delivery status (`securesend emails GUID`)."""
+    rows = session.scalars(
+        select(OutboxEmail)
+        .join(Message, Message.id == OutboxEmail.message_id)
+        .where(Message.guid == message_guid)
+        .order_by(OutboxEmail.id)
+    ).all()
+    return [
+        {
+            "id": row.id,
+            "kind": row.kind.value,
+            "recipient": row.recipient,
+            "status": row.status.value,
+            "attempts": row.attempts,
+            "messageId": row.message_id_header,
+            "lastError": row.last_error,
+            "sentAt": row.sent_at.isoformat() if row.sent_at else None,
+        }
+        for row in rows
+    ]
