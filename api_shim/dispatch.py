@@ -19,6 +19,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from celery import Celery
+from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
 from worker.celery_app import SEND_QUEUE, SEND_TASK
@@ -114,13 +115,13 @@ class DatabasePoller:
 
     @contextlib.asynccontextmanager
     async def watch(self, job_id: str) -> AsyncIterator[asyncio.Future[Any]]:
-        task = asyncio.create_task(self._poll(job_id))
+        task = asyncio.create_task(self.poll(job_id))
         try:
             yield task
         finally:
             task.cancel()
 
-    async def _poll(self, job_id: str) -> JobView:
+    async def poll(self, job_id: str) -> JobView:
         sleep = self.FIRST_SLEEP
         while True:
             await asyncio.sleep(sleep)
@@ -136,13 +137,23 @@ def _read_job(database: Database, job_id: str) -> JobView | None:
 
 
 class SendDispatcher:
-    """Publishes send jobs and waits for their outcome."""
+    """Publishes send jobs and waits for their outcome.
+
+    Whatever goes wrong on the way (Redis down when publishing or subscribing, a result
+    notification lost in a Redis restart), the request still gets an answer: the job row,
+    written by the worker in the send's own transaction, is checked every
+    `CHECK_EVERY_SECONDS` and at the end, and a job that could not be published is
+    answered 202 and published again by the jobs sweep.
+    """
+
+    CHECK_EVERY_SECONDS = 1.0
 
     def __init__(self, *, celery: Celery, database: Database, redis_url: str) -> None:
         self._celery = celery
         self._database = database
+        self._poller = DatabasePoller(database)
         self._waiter: RedisResultListener | DatabasePoller = (
-            RedisResultListener(redis_url) if redis_url else DatabasePoller(database)
+            RedisResultListener(redis_url) if redis_url else self._poller
         )
 
     async def start(self) -> None:
@@ -151,7 +162,7 @@ class SendDispatcher:
     async def stop(self) -> None:
         await self._waiter.stop()
 
-    def _publish(self, job: SendJobV1) -> None:
+    def _publish_now(self, job: SendJobV1) -> None:
         self._celery.send_task(
             SEND_TASK,
             args=[job.model_dump(mode="json", by_alias=True)],
@@ -161,25 +172,56 @@ class SendDispatcher:
             kwargsrepr="{}",
         )
 
-    async def publish(self, job: SendJobV1) -> None:
-        """Publish without waiting (Prefer: respond-async)."""
-        await run_in_threadpool(self._publish, job)
+    async def publish(self, job: SendJobV1) -> bool:
+        """Publish without waiting; False when the broker cannot be reached (the job row
+        stays queued and the jobs sweep publishes it later)."""
+        try:
+            await run_in_threadpool(self._publish_now, job)
+        except Exception:  # noqa: BLE001 - kombu raises many kinds; the job row is kept
+            logger.warning(
+                "could not publish send job %s; the sweep will", job.job_id, exc_info=True
+            )
+            return False
+        return True
+
+    async def _finished(self, job_id: str) -> SendResult | None:
+        job = await run_in_threadpool(_read_job, self._database, job_id)
+        return _result_of(job) if job is not None and job.finished else None
 
     async def send_and_wait(self, job: SendJobV1, timeout: float) -> SendResult | None:
         """Publish `job` and return its result, or None when it is not done in `timeout`."""
-        async with self._waiter.watch(job.job_id) as done:
-            await run_in_threadpool(self._publish, job)
-            try:
-                outcome = await asyncio.wait_for(asyncio.shield(done), timeout)
-            except TimeoutError:
-                outcome = None
-        if isinstance(outcome, JobView):
-            return _result_of(outcome)
-        if isinstance(outcome, dict) and outcome.get("status") == "SUCCESS":
-            return SendResult.model_validate(outcome["result"])
-        # Timed out, or the task itself failed: the job row is the record.
-        job_view = await run_in_threadpool(_read_job, self._database, job.job_id)
-        return _result_of(job_view) if job_view is not None and job_view.finished else None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        published = False
+        try:
+            async with self._waiter.watch(job.job_id) as done:
+                published = await self.publish(job)
+                while published and (remaining := deadline - loop.time()) > 0:
+                    try:
+                        outcome = await asyncio.wait_for(
+                            asyncio.shield(done), min(remaining, self.CHECK_EVERY_SECONDS)
+                        )
+                    except TimeoutError:
+                        if (result := await self._finished(job.job_id)) is not None:
+                            return result
+                        continue
+                    if isinstance(outcome, JobView):
+                        return _result_of(outcome)
+                    if outcome.get("status") == "SUCCESS":
+                        return SendResult.model_validate(outcome["result"])
+                    break  # the task itself failed: the job row says how
+        except (RedisError, OSError) as e:
+            logger.warning(
+                "result listener unavailable (%s); polling the database", type(e).__name__
+            )
+            if not published:
+                published = await self.publish(job)
+            if published and (remaining := deadline - loop.time()) > 0:
+                with contextlib.suppress(TimeoutError):
+                    return _result_of(
+                        await asyncio.wait_for(self._poller.poll(job.job_id), remaining)
+                    )
+        return await self._finished(job.job_id)
 
 
 def _result_of(job: JobView) -> SendResult:

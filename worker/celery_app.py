@@ -13,25 +13,27 @@ from celery import Celery
 from celery.app import trace
 from celery.signals import worker_process_init, worker_process_shutdown, worker_ready
 
+from worker import embedded_broker
 from worker.settings import Settings, get_settings
+
+embedded_broker.register()
 
 SEND_QUEUE = "securesend.send"
 MAIL_QUEUE = "securesend.mail"
 SEND_TASK = "securesend.send_message"
 DELIVER_TASK = "securesend.mail.deliver"
 SWEEP_TASK = "securesend.mail.sweep"
-SWEEP_EVERY_SECONDS = 60.0
+JOBS_SWEEP_TASK = "securesend.jobs.sweep"
 
-# Every task must finish well inside the broker's visibility timeout, or Redis hands it
-# to another worker while it still runs (celery #5306).
-VISIBILITY_TIMEOUT_SECONDS = 3600
-TASK_SOFT_TIME_LIMIT_SECONDS = 120
-TASK_TIME_LIMIT_SECONDS = 150
+
+def _soft(hard_limit: int) -> float:
+    # The soft limit raises inside the task first, so it can record its failure.
+    return max(1.0, hard_limit * 0.8)
 
 
 def _transport_options(settings: Settings) -> dict[str, Any]:
     if settings.uses_redis:
-        return {"visibility_timeout": VISIBILITY_TIMEOUT_SECONDS}
+        return {"visibility_timeout": settings.broker_visibility_timeout_seconds}
     folder = settings.embedded_broker_dir
     (folder / "processed").mkdir(parents=True, exist_ok=True)
     return {
@@ -54,16 +56,21 @@ def create_app(settings: Settings | None = None) -> Celery:
         result_accept_content=["json"],
         task_default_queue=SEND_QUEUE,
         task_routes={SEND_TASK: {"queue": SEND_QUEUE}, "securesend.mail.*": {"queue": MAIL_QUEUE}},
+        # docs/reliability.md explains each of these.
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        task_soft_time_limit=TASK_SOFT_TIME_LIMIT_SECONDS,
-        task_time_limit=TASK_TIME_LIMIT_SECONDS,
+        task_time_limit=settings.send_task_time_limit_seconds,
+        task_soft_time_limit=_soft(settings.send_task_time_limit_seconds),
         broker_transport_options=transport_options,
         result_backend_transport_options=(
-            {"visibility_timeout": VISIBILITY_TIMEOUT_SECONDS} if settings.uses_redis else {}
+            {"visibility_timeout": settings.broker_visibility_timeout_seconds}
+            if settings.uses_redis
+            else {}
         ),
-        visibility_timeout=VISIBILITY_TIMEOUT_SECONDS,
+        visibility_timeout=settings.broker_visibility_timeout_seconds,
+        worker_soft_shutdown_timeout=settings.worker_soft_shutdown_seconds,
+        worker_enable_soft_shutdown_on_idle=True,
         result_expires=24 * 3600,
         result_extended=False,
         broker_connection_retry_on_startup=True,
@@ -71,7 +78,10 @@ def create_app(settings: Settings | None = None) -> Celery:
         task_send_sent_event=True,
         worker_hijack_root_logger=False,
         # Run with `securesend worker --beat` (one per deployment) or `celery beat`.
-        beat_schedule={"sweep-outbox": {"task": SWEEP_TASK, "schedule": SWEEP_EVERY_SECONDS}},
+        beat_schedule={
+            "sweep-outbox": {"task": SWEEP_TASK, "schedule": settings.sweep_interval_seconds},
+            "sweep-jobs": {"task": JOBS_SWEEP_TASK, "schedule": settings.sweep_interval_seconds},
+        },
     )
     return app
 
@@ -103,3 +113,4 @@ def _close_mail_connection(**_: Any) -> None:
 def _sweep_on_start(sender: Any = None, **_: Any) -> None:
     # Whatever a previous worker left behind goes out now, with or without beat.
     app.send_task(SWEEP_TASK, queue=MAIL_QUEUE)
+    app.send_task(JOBS_SWEEP_TASK, queue=SEND_QUEUE)

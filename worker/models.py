@@ -335,6 +335,7 @@ class SendJob(Base):
     """One SendMessage job: what the HTTP call (or the jobs API) answers from."""
 
     __tablename__ = "send_jobs"
+    __table_args__ = (Index("ix_send_jobs_status_published", "status", "published_at"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)  # = the Celery task id
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
@@ -344,3 +345,8 @@ class SendJob(Base):
     response: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # The published payload (its secrets sealed), so a job whose broker message was lost
+    # can be published again; `attempts` counts publications and redeliveries.
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    attempts: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    published_at: Mapped[datetime | None] = mapped_column(UtcDateTime())

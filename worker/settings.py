@@ -41,6 +41,25 @@ class Settings(BaseSettings):
     mail_retry_max_seconds: float = 900.0
     mail_max_attempts: int = 8
     smtp_timeout_seconds: float = 30.0
+    # Reliability (docs/reliability.md). Every task time limit stays below the broker's
+    # visibility timeout, or Redis hands a running task to a second worker.
+    broker_visibility_timeout_seconds: int = 300
+    send_task_time_limit_seconds: int = 45
+    mail_task_time_limit_seconds: int = 120
+    worker_soft_shutdown_seconds: float = 20.0
+    sweep_interval_seconds: float = 30.0
+    job_republish_after_seconds: float = 60.0
+    max_send_attempts: int = 3
+
+    @model_validator(mode="after")
+    def _time_limits_below_visibility_timeout(self) -> Settings:
+        longest = max(self.send_task_time_limit_seconds, self.mail_task_time_limit_seconds)
+        if longest >= self.broker_visibility_timeout_seconds:
+            raise ValueError(
+                "task time limits must be below BROKER_VISIBILITY_TIMEOUT_SECONDS, or a "
+                "running task is delivered to a second worker"
+            )
+        return self
 
     @model_validator(mode="after")
     def _refuse_default_secrets_in_production(self) -> Settings:
@@ -66,7 +85,7 @@ class Settings(BaseSettings):
 
     @property
     def broker_url(self) -> str:
-        return self.redis_url or "filesystem://"
+        return self.redis_url or "securesend-fs://"
 
     @property
     def result_backend_url(self) -> str:

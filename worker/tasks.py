@@ -1,18 +1,27 @@
 """Celery tasks: thin wrappers that decode a payload, open one transaction and call the
-domain. No SQL, SMTP or Jinja here."""
+domain. No SQL, SMTP or Jinja here. docs/reliability.md says what each guarantees."""
 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 from celery import Task
 from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 
-from worker.celery_app import DELIVER_TASK, MAIL_QUEUE, SEND_TASK, SWEEP_TASK, app
+from worker.celery_app import (
+    DELIVER_TASK,
+    JOBS_SWEEP_TASK,
+    MAIL_QUEUE,
+    SEND_QUEUE,
+    SEND_TASK,
+    SWEEP_TASK,
+    app,
+)
 from worker.db import get_database
-from worker.domain import clock, outbox
+from worker.domain import clock, jobs, outbox
 from worker.domain.errors import SEND_FAILED, ApiError
 from worker.domain.send import SendOutcome, record_job_outcome, send_message
 from worker.mailer import mail_transport
@@ -23,7 +32,13 @@ logger = logging.getLogger(__name__)
 
 MAX_TRANSIENT_RETRIES = 3
 DELIVERY_CHUNK = 50
-MAIL_TASK_TIME_LIMIT_SECONDS = 300
+_settings = get_settings()
+
+
+def _result(outcome: SendOutcome) -> dict[str, Any]:
+    return SendResult(http_status=outcome.http_status, response=outcome.body).model_dump(
+        by_alias=True
+    )
 
 
 @app.task(name=SEND_TASK, bind=True, acks_late=True)
@@ -36,6 +51,13 @@ def send_message_task(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
         return SendResult(http_status=400, response=payload_error(e)).model_dump(by_alias=True)
     settings = get_settings()
     database = get_database(settings)
+    if self.request.delivery_info.get("redelivered"):
+        # The worker that had it died (or shut down) mid-task: count it, and stop a job
+        # that keeps killing its workers.
+        with database.write_session() as session:
+            attempts = jobs.count_attempt(session, job_id=job.job_id)
+        if attempts > settings.max_send_attempts:
+            return _result(_give_up(job, f"redelivered {attempts} times"))
     try:
         secrets = SendSecrets.unsealed(job.sealed_secrets)
         with database.write_session() as session:
@@ -48,21 +70,44 @@ def send_message_task(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
         if self.request.retries < MAX_TRANSIENT_RETRIES:
             logger.warning("send job %s: database unavailable, retrying", job.job_id)
             raise self.retry(exc=e, countdown=2**self.request.retries) from e
-        outcome = _give_up(job, e)
+        outcome = _give_up(job, type(e).__name__)
     except Exception as e:  # noqa: BLE001 - the caller must always get an answer
-        outcome = _give_up(job, e)
+        outcome = _give_up(job, type(e).__name__)
     queue_delivery(outcome.email_ids)  # only now: the emails are committed
-    return SendResult(http_status=outcome.http_status, response=outcome.body).model_dump(
-        by_alias=True
-    )
+    return _result(outcome)
 
 
-def _give_up(job: SendJobV1, error: Exception) -> SendOutcome:
-    logger.exception("send job %s failed: %s", job.job_id, type(error).__name__)
+def _give_up(job: SendJobV1, reason: str) -> SendOutcome:
+    logger.error("send job %s failed: %s", job.job_id, reason, exc_info=True)
     outcome = SendOutcome.from_error(ApiError(SEND_FAILED))
     with get_database().write_session() as session:
         record_job_outcome(session, job=job, outcome=outcome, now=clock.now())
     return outcome
+
+
+@app.task(name=JOBS_SWEEP_TASK, acks_late=True)
+def sweep_jobs_task() -> int:
+    """Publish again the jobs whose broker message was lost; returns how many."""
+    settings = get_settings()
+    with get_database().write_session() as session:
+        stale = jobs.take_stale_jobs(
+            session,
+            now=clock.now(),
+            older_than=timedelta(seconds=settings.job_republish_after_seconds),
+            max_attempts=settings.max_send_attempts,
+            give_up_body=ApiError(SEND_FAILED).response_body(),
+        )
+    for payload in stale.republish:
+        job = SendJobV1.model_validate(payload)
+        logger.warning("send job %s was not picked up; publishing it again", job.job_id)
+        send_message_task.apply_async(
+            args=[payload],
+            task_id=job.job_id,
+            queue=SEND_QUEUE,
+            argsrepr=job.redacted_repr(),
+            kwargsrepr="{}",
+        )
+    return len(stale.republish)
 
 
 def queue_delivery(
@@ -78,24 +123,29 @@ def queue_delivery(
             )
         except Exception:  # noqa: BLE001 - the outbox row is the record; the sweeper retries
             logger.warning(
-                "could not queue delivery of %d emails; the sweeper will", len(chunk.email_ids)
+                "could not queue delivery of %d emails; the sweep will", len(chunk.email_ids)
             )
 
 
 @app.task(
     name=DELIVER_TASK,
     acks_late=True,
-    time_limit=MAIL_TASK_TIME_LIMIT_SECONDS,
-    soft_time_limit=MAIL_TASK_TIME_LIMIT_SECONDS - 30,
+    time_limit=_settings.mail_task_time_limit_seconds,
+    soft_time_limit=_settings.mail_task_time_limit_seconds * 0.8,
 )
 def deliver_emails_task(payload: dict[str, Any]) -> dict[str, int]:
     """Deliver a chunk of outbox emails and schedule the retries of transient failures."""
     job = DeliverEmailsV1.model_validate(payload)
+    settings = get_settings()
     report = outbox.deliver(
-        get_database(), mail_transport(), job.email_ids, settings=get_settings(), now=clock.now
+        get_database(), mail_transport(), job.email_ids, settings=settings, now=clock.now
     )
     for email_id, delay in report.retry_in.items():
-        queue_delivery([email_id], countdown=delay)
+        # A countdown task waits unacknowledged in a worker; past the visibility timeout
+        # Redis would hand it to a second worker. Longer waits are left to the sweep,
+        # which finds the email due by its `next_attempt_at`.
+        if delay < settings.broker_visibility_timeout_seconds / 2:
+            queue_delivery([email_id], countdown=delay)
     return {
         "sent": len(report.sent),
         "failed": len(report.failed),
@@ -105,8 +155,8 @@ def deliver_emails_task(payload: dict[str, Any]) -> dict[str, int]:
 
 @app.task(name=SWEEP_TASK, acks_late=True)
 def sweep_outbox_task() -> int:
-    """Queue every email that is due and unclaimed: after a lost task, a failed publish or
-    a crashed mail worker. Safe to run anywhere, any number of times."""
+    """Queue every email that is due and unclaimed: after a lost task, a failed publish, a
+    crashed mail worker or a long backoff. Safe to run anywhere, any number of times."""
     with get_database().read_session() as session:
         email_ids = outbox.due_email_ids(session, now=clock.now())
     queue_delivery(email_ids)

@@ -45,13 +45,12 @@ async def send_message(call: Call) -> Reply:
     await call.services.write(
         jobs.open_send_job,
         caller=call.user,
-        job_id=job.job_id,
-        message_guid=job.message_guid,
+        payload=job.model_dump(mode="json", by_alias=True),
         now=clock.now(),
     )
     dispatcher = call.services.dispatcher
     if _prefers_async(call):
-        await dispatcher.publish(job)
+        await dispatcher.publish(job)  # if the broker is down, the jobs sweep publishes it
         return _accepted(job.job_id)
     result = await dispatcher.send_and_wait(job, call.services.settings.send_wait_seconds)
     if result is None:

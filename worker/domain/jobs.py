@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from worker.domain import errors
@@ -36,18 +36,77 @@ class JobView:
 
 
 def open_send_job(
-    session: Session, *, caller: Caller, job_id: str, message_guid: str, now: datetime
+    session: Session, *, caller: Caller, payload: dict[str, Any], now: datetime
 ) -> None:
-    """Record a queued job for the caller; the worker fills in its outcome."""
+    """Record a queued job for the caller, with the payload about to be published; the
+    worker fills in its outcome."""
     session.add(
         SendJob(
-            id=job_id,
+            id=payload["jobId"],
             user_id=caller.user_id,
-            message_guid=message_guid,
+            message_guid=payload["messageGuid"],
             status=JobStatus.QUEUED,
             created_at=now,
+            payload=payload,
+            attempts=1,
+            published_at=now,
         )
     )
+
+
+def count_attempt(session: Session, *, job_id: str) -> int:
+    """Count one more delivery of a job (a redelivery after a lost worker); returns the
+    attempts so far, or 1 for a job that has no row (enqueued without HTTP)."""
+    session.execute(
+        update(SendJob).where(SendJob.id == job_id).values(attempts=SendJob.attempts + 1)
+    )
+    attempts = session.scalar(select(SendJob.attempts).where(SendJob.id == job_id))
+    return attempts or 1
+
+
+@dataclass(frozen=True, slots=True)
+class StaleJobs:
+    republish: list[dict[str, Any]]
+    given_up: list[str]
+
+
+def take_stale_jobs(
+    session: Session,
+    *,
+    now: datetime,
+    older_than: timedelta,
+    max_attempts: int,
+    give_up_body: dict[str, Any],
+    limit: int = 200,
+) -> StaleJobs:
+    """Jobs still queued long after they were published: their broker message was lost
+    (a Redis restart without persistence, a publish that failed). Each is counted as
+    another attempt and returned for publishing again; past `max_attempts` it fails with
+    `give_up_body` (503) instead. Publishing a job twice is harmless: a send is idempotent."""
+    jobs = session.scalars(
+        select(SendJob)
+        .where(
+            SendJob.status == JobStatus.QUEUED,
+            SendJob.published_at < now - older_than,
+            SendJob.payload.is_not(None),
+        )
+        .order_by(SendJob.published_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    republish: list[dict[str, Any]] = []
+    given_up: list[str] = []
+    for job in jobs:
+        if job.attempts >= max_attempts:
+            job.status, job.http_status, job.response = JobStatus.FAILED, 503, give_up_body
+            job.finished_at = now
+            given_up.append(job.id)
+        else:
+            job.attempts += 1
+            job.published_at = now
+            assert job.payload is not None
+            republish.append(job.payload)
+    return StaleJobs(republish=republish, given_up=given_up)
 
 
 def _view(job: SendJob) -> JobView:

@@ -74,18 +74,29 @@ def _claimable(now: datetime) -> Any:
     )
 
 
-def claim(session: Session, email_ids: Sequence[int], *, now: datetime) -> list[OutboxEmail]:
-    """Claim those of `email_ids` that are due and unclaimed; the rest are skipped."""
+def claim(
+    session: Session, email_ids: Sequence[int], *, now: datetime, max_attempts: int
+) -> list[OutboxEmail]:
+    """Claim those of `email_ids` that are due and unclaimed; the rest are skipped.
+
+    An email that has used all its attempts without a recorded result (its workers kept
+    dying while sending it) is marked failed instead of being tried forever."""
     rows = session.scalars(
         select(OutboxEmail)
         .where(OutboxEmail.id.in_(email_ids), *_claimable(now))
         .order_by(OutboxEmail.id)
         .with_for_update(skip_locked=True)
     ).all()
+    claimed = []
     for row in rows:
+        if row.attempts >= max_attempts:
+            row.status = EmailStatus.FAILED
+            row.last_error = f"gave up after {row.attempts} attempts without a result"
+            continue
         row.claimed_until = now + CLAIM_LEASE
         row.attempts += 1
-    return list(rows)
+        claimed.append(row)
+    return claimed
 
 
 def due_email_ids(session: Session, *, now: datetime, limit: int = 500) -> list[int]:
@@ -134,7 +145,8 @@ def deliver(
     report = DeliveryReport()
     with database.write_session() as session:
         claimed = [
-            (row.id, row.attempts, _outgoing(row)) for row in claim(session, email_ids, now=now())
+            (row.id, row.attempts, _outgoing(row))
+            for row in claim(session, email_ids, now=now(), max_attempts=policy.max_attempts)
         ]
     for email_id, attempts, email in claimed:
         mime = build_mime(email, mail_from=settings.mail_from, date=now())
