@@ -43,7 +43,9 @@ class Stack:
     # --- lifecycle -------------------------------------------------------------------------
 
     @classmethod
-    def start(cls, config: StackConfig, *, var_dir: Path, api_port: int) -> Stack:
+    def start(cls, config: StackConfig, *, var_dir: Path, api_port: int, workers: int = 1) -> Stack:
+        """Migrate, then start the API and `workers` worker processes (the last one also
+        runs beat, the periodic sweeps) and wait until all are ready."""
         env = {
             **os.environ,
             "VAR_DIR": str(var_dir),
@@ -71,11 +73,14 @@ class Stack:
             settings=settings,
             database=Database(settings.effective_database_url),
         )
+        names = ["worker"] if workers == 1 else [f"worker{i}" for i in range(1, workers + 1)]
         try:
-            stack.start_worker("worker")
+            for name in names:
+                stack.start_worker(name, *(["--beat"] if name == names[-1] else []))
             stack._spawn("api", "api", "--port", str(api_port))
             stack._wait_for_api()
-            stack.wait_for_log("worker", "ready.")
+            for name in names:
+                stack.wait_for_log(name, "ready.")
         except BaseException:
             stack.stop()
             raise
@@ -88,6 +93,7 @@ class Stack:
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: a test can kill it whole
         )
         self.processes[name] = process
         return process

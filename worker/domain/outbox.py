@@ -2,8 +2,9 @@
 
 Claims make delivery safe with many mail workers: an email is claimed in a short
 transaction (`FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite's write lock serialises
-claims) by setting `claimed_until`, so a second worker skips it; a worker that dies
-leaves a claim that lapses and the email is claimed again. Delivery is therefore
+claims) by setting `claimed_until` (a lease of 1.5 times the mail task's time limit), so
+a second worker skips it; a worker that dies leaves a claim that lapses and the email is
+claimed again. Delivery is therefore
 at-least-once; a duplicate after a crash carries the same `Message-ID`.
 """
 
@@ -34,7 +35,6 @@ from worker.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-CLAIM_LEASE = timedelta(minutes=10)
 PENDING = (EmailStatus.QUEUED, EmailStatus.RETRYING)
 
 
@@ -74,8 +74,19 @@ def _claimable(now: datetime) -> Any:
     )
 
 
+def claim_lease(settings: Settings) -> timedelta:
+    """How long a claim holds: past the mail task's hard time limit the task that made it
+    is certainly gone, so the email may be claimed again."""
+    return timedelta(seconds=settings.mail_task_time_limit_seconds * 1.5)
+
+
 def claim(
-    session: Session, email_ids: Sequence[int], *, now: datetime, max_attempts: int
+    session: Session,
+    email_ids: Sequence[int],
+    *,
+    now: datetime,
+    max_attempts: int,
+    lease: timedelta,
 ) -> list[OutboxEmail]:
     """Claim those of `email_ids` that are due and unclaimed; the rest are skipped.
 
@@ -93,7 +104,7 @@ def claim(
             row.status = EmailStatus.FAILED
             row.last_error = f"gave up after {row.attempts} attempts without a result"
             continue
-        row.claimed_until = now + CLAIM_LEASE
+        row.claimed_until = now + lease
         row.attempts += 1
         claimed.append(row)
     return claimed
@@ -146,7 +157,13 @@ def deliver(
     with database.write_session() as session:
         claimed = [
             (row.id, row.attempts, _outgoing(row))
-            for row in claim(session, email_ids, now=now(), max_attempts=policy.max_attempts)
+            for row in claim(
+                session,
+                email_ids,
+                now=now(),
+                max_attempts=policy.max_attempts,
+                lease=claim_lease(settings),
+            )
         ]
     for email_id, attempts, email in claimed:
         mime = build_mime(email, mail_from=settings.mail_from, date=now())
