@@ -15,6 +15,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from pydantic import BaseModel
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -64,6 +65,9 @@ class Operation:
     request: type[BaseModel]
     handler: Handler
     authenticated: bool = True
+    # The handler resolves the session itself, inside its first transaction (SendMessage:
+    # rule 1 and the job row in one round trip). It must call `resolve_caller`.
+    session_in_handler: bool = False
     summary: str = ""
 
 
@@ -78,19 +82,23 @@ def session_token(request: Request) -> str | None:
     return request.cookies.get(SESSION_COOKIE) or None
 
 
-def _authenticate(services: Services, token: str | None) -> Caller:
+def resolve_caller(session: Session, services: Services, request: Request) -> Caller:
+    """Rule 1 inside the caller's transaction: the caller, or ApiError 811."""
+    return resolve_session(
+        session, token=session_token(request), now=clock.now(), idle=services.settings.session_idle
+    )
+
+
+def _authenticate(services: Services, request: Request) -> Caller:
     with services.database.write_session() as session:
-        return resolve_session(
-            session, token=token, now=clock.now(), idle=services.settings.session_idle
-        )
+        return resolve_caller(session, services, request)
 
 
 async def authenticate(services: Services, request: Request) -> Caller:
     """Rule 1: the caller behind the request's session, or ApiError 811."""
-    token = session_token(request)
-    if not token:
+    if not session_token(request):
         raise ApiError(errors.SESSION_INVALID)
-    return await run_in_threadpool(_authenticate, services, token)
+    return await run_in_threadpool(_authenticate, services, request)
 
 
 async def _request_data(request: Request, path_params: Mapping[str, Any]) -> dict[str, Any]:
@@ -110,7 +118,8 @@ async def run_operation(
     services: Services = request.app.state.services
     try:
         dto = bind(op.request, await _request_data(request, path_params))
-        caller = await authenticate(services, request) if op.authenticated else None
+        needs_session = op.authenticated and not op.session_in_handler
+        caller = await authenticate(services, request) if needs_session else None
         reply = await op.handler(Call(request=request, dto=dto, caller=caller, services=services))
     except ApiError as error:
         return error_response(request, error)

@@ -22,8 +22,10 @@ SEND_QUEUE = "securesend.send"
 MAIL_QUEUE = "securesend.mail"
 SEND_TASK = "securesend.send_message"
 DELIVER_TASK = "securesend.mail.deliver"
+DRAIN_TASK = "securesend.mail.drain"
 SWEEP_TASK = "securesend.mail.sweep"
 JOBS_SWEEP_TASK = "securesend.jobs.sweep"
+PING_TASK = "securesend.ping"
 
 
 def _soft(hard_limit: int) -> float:
@@ -55,7 +57,11 @@ def create_app(settings: Settings | None = None) -> Celery:
         accept_content=["json"],
         result_accept_content=["json"],
         task_default_queue=SEND_QUEUE,
-        task_routes={SEND_TASK: {"queue": SEND_QUEUE}, "securesend.mail.*": {"queue": MAIL_QUEUE}},
+        task_routes={
+            SEND_TASK: {"queue": SEND_QUEUE},
+            PING_TASK: {"queue": SEND_QUEUE},
+            "securesend.mail.*": {"queue": MAIL_QUEUE},
+        },
         # docs/reliability.md explains each of these.
         task_acks_late=True,
         task_reject_on_worker_lost=True,

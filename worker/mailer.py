@@ -1,7 +1,12 @@
-"""The mail transport of this worker process: opened on first use, reused for every email
-the process delivers, closed when the process shuts down."""
+"""The mail transport of this worker process (opened on first use, reused for every email
+the process delivers, closed when the process shuts down), and the flag that keeps one
+outbox drain running at a time."""
 
 from __future__ import annotations
+
+from functools import lru_cache
+
+import redis
 
 from worker.domain.mail import EmlDirectoryTransport, MailTransport, SmtpTarget, SmtpTransport
 from worker.settings import Settings, get_settings
@@ -29,3 +34,34 @@ def close_mail_transport() -> None:
     transport, _transport = _transport, None
     if transport is not None:
         transport.close()
+
+
+DRAIN_FLAG = "securesend:mail:drain-pending"
+
+
+@lru_cache(maxsize=4)
+def _redis(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+
+
+def claim_drain(settings: Settings) -> bool:
+    """True when the caller should publish a drain: no drain is pending or running.
+
+    Sends arrive faster than emails need a task each; with the flag, a burst of sends
+    costs one drain that delivers everything due in batches over one connection. The flag
+    expires on its own if its drain dies; without Redis every caller publishes."""
+    if not settings.redis_url:
+        return True
+    ttl = int(settings.mail_task_time_limit_seconds * 1.5)
+    try:
+        return bool(_redis(settings.redis_url).set(DRAIN_FLAG, "1", nx=True, ex=ttl))
+    except redis.RedisError:
+        return True
+
+
+def release_drain(settings: Settings) -> None:
+    if settings.redis_url:
+        try:
+            _redis(settings.redis_url).delete(DRAIN_FLAG)
+        except redis.RedisError:
+            pass  # it expires by itself

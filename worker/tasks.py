@@ -13,8 +13,10 @@ from sqlalchemy.exc import OperationalError
 
 from worker.celery_app import (
     DELIVER_TASK,
+    DRAIN_TASK,
     JOBS_SWEEP_TASK,
     MAIL_QUEUE,
+    PING_TASK,
     SEND_QUEUE,
     SEND_TASK,
     SWEEP_TASK,
@@ -24,9 +26,9 @@ from worker.db import get_database
 from worker.domain import clock, jobs, outbox
 from worker.domain.errors import SEND_FAILED, ApiError
 from worker.domain.send import SendOutcome, record_job_outcome, send_message
-from worker.mailer import mail_transport
+from worker.mailer import claim_drain, mail_transport, release_drain
 from worker.payloads import DeliverEmailsV1, SendJobV1, SendResult, SendSecrets, payload_error
-from worker.settings import get_settings
+from worker.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +75,8 @@ def send_message_task(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
         outcome = _give_up(job, type(e).__name__)
     except Exception as e:  # noqa: BLE001 - the caller must always get an answer
         outcome = _give_up(job, type(e).__name__)
-    queue_delivery(outcome.email_ids)  # only now: the emails are committed
+    if outcome.email_ids:
+        kick_delivery()  # only now: the emails are committed
     return _result(outcome)
 
 
@@ -85,7 +88,7 @@ def _give_up(job: SendJobV1, reason: str) -> SendOutcome:
     return outcome
 
 
-@app.task(name=JOBS_SWEEP_TASK, acks_late=True)
+@app.task(name=JOBS_SWEEP_TASK, acks_late=True, ignore_result=True)
 def sweep_jobs_task() -> int:
     """Publish again the jobs whose broker message was lost; returns how many."""
     settings = get_settings()
@@ -110,6 +113,17 @@ def sweep_jobs_task() -> int:
     return len(stale.republish)
 
 
+def kick_delivery() -> None:
+    """Make sure a drain of the outbox is on its way (one at a time; see `claim_drain`)."""
+    if not claim_drain(get_settings()):
+        return
+    try:
+        drain_outbox_task.apply_async(queue=MAIL_QUEUE)
+    except Exception:  # noqa: BLE001 - the outbox row is the record; the sweep retries
+        release_drain(get_settings())
+        logger.warning("could not queue an outbox drain; the sweep will")
+
+
 def queue_delivery(
     email_ids: tuple[int, ...] | list[int], *, countdown: float | None = None
 ) -> None:
@@ -130,6 +144,7 @@ def queue_delivery(
 @app.task(
     name=DELIVER_TASK,
     acks_late=True,
+    ignore_result=True,
     time_limit=_settings.mail_task_time_limit_seconds,
     soft_time_limit=_settings.mail_task_time_limit_seconds * 0.8,
 )
@@ -153,7 +168,44 @@ def deliver_emails_task(payload: dict[str, Any]) -> dict[str, int]:
     }
 
 
-@app.task(name=SWEEP_TASK, acks_late=True)
+@app.task(
+    name=DRAIN_TASK,
+    acks_late=True,
+    ignore_result=True,
+    time_limit=_settings.mail_task_time_limit_seconds,
+    soft_time_limit=_settings.mail_task_time_limit_seconds * 0.8,
+)
+def drain_outbox_task() -> None:
+    """Deliver whatever is due, in batches, for up to half the task's time limit."""
+    settings = get_settings()
+    database = get_database(settings)
+    try:
+        report = outbox.drain(
+            database,
+            mail_transport(),
+            settings=settings,
+            now=clock.now,
+            budget_seconds=settings.mail_task_time_limit_seconds / 2,
+        )
+        _schedule_retries(report.retry_in, settings)
+    finally:
+        release_drain(settings)
+    # Sends committed while this drain held the flag did not publish one: look again.
+    with database.read_session() as session:
+        if outbox.due_email_ids(session, now=clock.now(), limit=1):
+            kick_delivery()
+
+
+def _schedule_retries(retry_in: dict[int, float], settings: Settings) -> None:
+    for email_id, delay in retry_in.items():
+        # A countdown task waits unacknowledged in a worker; past the visibility timeout
+        # Redis would hand it to a second worker. Longer waits are left to the sweep,
+        # which finds the email due by its `next_attempt_at`.
+        if delay < settings.broker_visibility_timeout_seconds / 2:
+            queue_delivery([email_id], countdown=delay)
+
+
+@app.task(name=SWEEP_TASK, acks_late=True, ignore_result=True)
 def sweep_outbox_task() -> int:
     """Queue every email that is due and unclaimed: after a lost task, a failed publish, a
     crashed mail worker or a long backoff. Safe to run anywhere, any number of times."""
@@ -161,3 +213,10 @@ def sweep_outbox_task() -> int:
         email_ids = outbox.due_email_ids(session, now=clock.now())
     queue_delivery(email_ids)
     return len(email_ids)
+
+
+@app.task(name=PING_TASK)
+def ping_task() -> str:
+    """Does nothing: a round trip through the broker, a send worker and the result backend
+    (the benchmark's baseline, and a check that send workers answer)."""
+    return "pong"

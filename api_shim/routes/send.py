@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from api_shim.dtos import JobRequest, SendMessageRequest
-from api_shim.operations import Call, Operation, Reply
+from api_shim.operations import Call, Operation, Reply, resolve_caller
 from worker.domain import clock, jobs
 from worker.models import new_guid
 from worker.payloads import SendJobV1, SendSecrets
@@ -13,11 +15,11 @@ from worker.payloads import SendJobV1, SendSecrets
 JOBS_PATH = "/api/v1/jobs/"
 
 
-def _job_payload(call: Call, dto: SendMessageRequest, job_id: str) -> SendJobV1:
+def _job_payload(dto: SendMessageRequest, *, sender_guid: str, job_id: str) -> SendJobV1:
     secrets = SendSecrets(password=dto.password or "", cra_code=dto.cra_code or "")
     return SendJobV1(
         job_id=job_id,
-        sender_guid=call.user.user_guid,
+        sender_guid=sender_guid,
         message_guid=dto.message_guid,
         invite_new_users=dto.invite_new_users is True,
         send_email_notification=dto.send_email_notification is not False,
@@ -39,15 +41,18 @@ def _prefers_async(call: Call) -> bool:
     return any(p.strip().lower() == "respond-async" for p in prefer.split(","))
 
 
+def _open_job(session: Session, *, call: Call) -> SendJobV1:
+    """Rule 1 and the queued job row, in one transaction: nothing is queued for a bad
+    session."""
+    caller = resolve_caller(session, call.services, call.request)
+    job = _job_payload(call.dto, sender_guid=caller.user_guid, job_id=new_guid())
+    payload = job.model_dump(mode="json", by_alias=True)
+    jobs.open_send_job(session, caller=caller, payload=payload, now=clock.now())
+    return job
+
+
 async def send_message(call: Call) -> Reply:
-    dto: SendMessageRequest = call.dto
-    job = _job_payload(call, dto, new_guid())
-    await call.services.write(
-        jobs.open_send_job,
-        caller=call.user,
-        payload=job.model_dump(mode="json", by_alias=True),
-        now=clock.now(),
-    )
+    job = await call.services.write(_open_job, call=call)
     dispatcher = call.services.dispatcher
     if _prefers_async(call):
         await dispatcher.publish(job)  # if the broker is down, the jobs sweep publishes it
@@ -70,6 +75,7 @@ OPERATIONS = [
         (("PUT", "/messages/{messageGuid}/send"),),
         SendMessageRequest,
         send_message,
+        session_in_handler=True,
         summary="Send a draft message",
     ),
     Operation("GetJob", (("GET", "/jobs/{jobId}"),), JobRequest, get_job),

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import re
-
+import ahocorasick_rs
 from sqlalchemy import select
 
 from tests.support import Stack
@@ -11,10 +10,10 @@ from worker.domain.banned import build_matcher, matcher_for_group
 from worker.models import Group
 
 
-def test_ten_thousand_keywords_compile_into_one_pattern_that_finds_each() -> None:
+def test_ten_thousand_keywords_go_into_one_automaton_that_finds_each() -> None:
     keywords = [f"kw{i:05d}x" for i in range(10_000)] + ["Wire Transfer", "wire"]
     matcher = build_matcher(keywords, [])
-    assert isinstance(matcher.keywords, re.Pattern)
+    assert isinstance(matcher.keywords, ahocorasick_rs.AhoCorasick)
     for probe in ("kw00000x", "kw04999x", "kw09999x"):
         assert matcher.first_match(f"some text {probe.upper()} more") == probe
     assert matcher.first_match("a WIRE TRANSFER now") == "wire transfer"  # longest at a position

@@ -1,9 +1,11 @@
 """Banned content (SendMessage rule 18, code 17): keywords and regular expressions.
 
-Keywords match as substrings after Unicode case folding. All keywords of a list are
-compiled into one regular expression shaped like a trie (common prefixes shared), so a
-scan walks the text once and its cost does not grow with the number of keywords. A
-matcher is built once per (group, list version) and rebuilt when the lists change.
+Keywords match as substrings after Unicode case folding. All keywords of a list go into
+one Aho-Corasick automaton compiled to a DFA (ahocorasick-rs), so a scan walks the text
+once and its cost does not grow with the number of keywords. (Measured by the benchmark:
+a regular expression shaped like a trie scanned 100 KB 17 times slower with 10,000
+keywords than with 10, and pyahocorasick's automaton 5 times slower.) A matcher is built
+once per (group, list version) and rebuilt when the lists change.
 """
 
 from __future__ import annotations
@@ -12,42 +14,24 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import ahocorasick_rs
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from worker.models import BannedEntry, BannedKind, Group
 
 
-def _trie_pattern(words: Iterable[str]) -> str:
-    trie: dict[str, dict] = {}  # type: ignore[type-arg]
-    for word in words:
-        node = trie
-        for char in word:
-            node = node.setdefault(char, {})
-        node[""] = {}
-
-    def build(node: dict) -> str:  # type: ignore[type-arg]
-        ends_here = "" in node
-        branches = [re.escape(ch) + build(child) for ch, child in sorted(node.items()) if ch]
-        if not branches:
-            return ""
-        body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
-        return f"(?:{body})?" if ends_here else body
-
-    return build(trie)
-
-
 @dataclass(frozen=True, slots=True)
 class BannedMatcher:
-    keywords: re.Pattern[str] | None
+    keywords: ahocorasick_rs.AhoCorasick | None
     regexes: tuple[re.Pattern[str], ...]
 
     def first_match(self, text: str) -> str | None:
         """The banned keyword or pattern found in `text`, or None."""
         if self.keywords is not None:
-            found = self.keywords.search(text.casefold())
+            found = self.keywords.find_matches_as_strings(text.casefold())
             if found:
-                return found.group(0)
+                return found[0]
         for pattern in self.regexes:
             if pattern.search(text):
                 return pattern.pattern
@@ -56,9 +40,16 @@ class BannedMatcher:
 
 def build_matcher(keywords: Iterable[str], regexes: Iterable[str]) -> BannedMatcher:
     folded = sorted({k.casefold() for k in keywords if k.strip()})
-    keyword_re = re.compile(_trie_pattern(folded)) if folded else None
+    automaton = None
+    if folded:
+        # A full DFA: one table lookup per character, whatever the number of keywords.
+        automaton = ahocorasick_rs.AhoCorasick(
+            folded,
+            matchkind=ahocorasick_rs.MatchKind.LeftmostLongest,
+            implementation=ahocorasick_rs.Implementation.DFA,
+        )
     return BannedMatcher(
-        keywords=keyword_re, regexes=tuple(re.compile(r) for r in dict.fromkeys(regexes))
+        keywords=automaton, regexes=tuple(re.compile(r) for r in dict.fromkeys(regexes))
     )
 
 

@@ -14,11 +14,12 @@ from datetime import datetime
 from email.utils import parseaddr
 from typing import Any
 
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from worker.domain.rendering import RenderedEmail, Renderer
 from worker.domain.secrets import seal
-from worker.models import EmailKind, FyeoType, Message, OutboxEmail, User
+from worker.models import EmailKind, EmailStatus, FyeoType, Message, OutboxEmail, User
 from worker.settings import Settings
 
 EXPIRY_FORMAT = "%Y-%m-%d %H:%M UTC"
@@ -57,16 +58,15 @@ class NotificationOutbox:
     settings: Settings
     sender: User
     now: datetime
-    rows: list[OutboxEmail] = field(default_factory=list)
+    ids: list[int] = field(default_factory=list)
 
-    def _add(self, rows: list[OutboxEmail]) -> None:
-        self.session.add_all(rows)
-        self.rows.extend(rows)
+    def _add(self, rows: list[dict[str, Any]]) -> None:
+        # One INSERT … RETURNING for all rows, whatever their number.
+        self.ids.extend(self.session.scalars(insert(OutboxEmail).returning(OutboxEmail.id), rows))
 
     def email_ids(self) -> list[int]:
-        """The ids of every email queued so far (flushes to get them)."""
-        self.session.flush()
-        return [row.id for row in self.rows]
+        """The ids of every email queued so far."""
+        return list(self.ids)
 
     def _message_id(self) -> str:
         domain = parseaddr(self.settings.mail_from)[1].rpartition("@")[2] or "securesend.local"
@@ -80,28 +80,37 @@ class NotificationOutbox:
         to: User,
         email: RenderedEmail,
         message: Message | None,
-    ) -> OutboxEmail:
+    ) -> dict[str, Any]:
         content = {
             "subject": email.subject,
             "text": email.text,
             "html": email.html,
             "toName": display_name(to) if to.first_name or to.last_name else "",
         }
-        return OutboxEmail(
-            message_id=message.id if message is not None else None,
-            kind=kind,
-            recipient=to.email,
-            message_id_header=self._message_id(),
-            template=template,
-            sealed_content=seal(json.dumps(content)),
-            created_at=self.now,
-            next_attempt_at=self.now,
-        )
+        return {
+            "message_id": message.id if message is not None else None,
+            "kind": kind,
+            "recipient": to.email,
+            "message_id_header": self._message_id(),
+            "template": template,
+            "sealed_content": seal(json.dumps(content)),
+            "status": EmailStatus.QUEUED,
+            "attempts": 0,
+            "created_at": self.now,
+            "next_attempt_at": self.now,
+        }
 
-    def queue_notifications(self, message: Message, recipients: list[User]) -> None:
-        """One notification email per recipient, rendered once per recipient locale."""
+    def queue_notifications(
+        self,
+        message: Message,
+        recipients: list[User],
+        *,
+        rendered: dict[str, RenderedEmail] | None = None,
+    ) -> None:
+        """One notification email per recipient, rendered once per recipient locale
+        (`rendered` holds what the caller already rendered, by locale)."""
         context = notification_context(message, self.sender, self.settings)
-        by_locale: dict[str, RenderedEmail] = {}
+        by_locale: dict[str, RenderedEmail] = dict(rendered or {})
         rows = []
         for user in recipients:
             email = by_locale.get(user.locale)

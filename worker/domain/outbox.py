@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -80,24 +81,28 @@ def claim_lease(settings: Settings) -> timedelta:
     return timedelta(seconds=settings.mail_task_time_limit_seconds * 1.5)
 
 
+DRAIN_BATCH = 50
+
+
 def claim(
     session: Session,
-    email_ids: Sequence[int],
+    email_ids: Sequence[int] | None,
     *,
     now: datetime,
     max_attempts: int,
     lease: timedelta,
 ) -> list[OutboxEmail]:
-    """Claim those of `email_ids` that are due and unclaimed; the rest are skipped.
+    """Claim those of `email_ids` that are due and unclaimed (the rest are skipped), or,
+    with `email_ids` None, up to `DRAIN_BATCH` of any that are due, oldest first.
 
     An email that has used all its attempts without a recorded result (its workers kept
     dying while sending it) is marked failed instead of being tried forever."""
-    rows = session.scalars(
-        select(OutboxEmail)
-        .where(OutboxEmail.id.in_(email_ids), *_claimable(now))
-        .order_by(OutboxEmail.id)
-        .with_for_update(skip_locked=True)
-    ).all()
+    query = select(OutboxEmail).where(*_claimable(now)).order_by(OutboxEmail.id)
+    if email_ids is None:
+        query = query.limit(DRAIN_BATCH)
+    else:
+        query = query.where(OutboxEmail.id.in_(email_ids))
+    rows = session.scalars(query.with_for_update(skip_locked=True)).all()
     claimed = []
     for row in rows:
         if row.attempts >= max_attempts:
@@ -140,12 +145,13 @@ def _record(session: Session, email_id: int, **values: Any) -> None:
 def deliver(
     database: Database,
     transport: MailTransport,
-    email_ids: Sequence[int],
+    email_ids: Sequence[int] | None,
     *,
     settings: Settings,
     now: Callable[[], datetime],
 ) -> DeliveryReport:
-    """Send the due ones among `email_ids`, each recorded as it goes.
+    """Send the due ones among `email_ids` (None: a batch of whatever is due), each
+    recorded as it goes.
 
     No transaction is open while the transport talks to the server. Transient failures
     are recorded as `retrying` with the time of the next attempt (returned in
@@ -216,3 +222,24 @@ def email_statuses(session: Session, *, message_guid: str) -> list[dict[str, Any
         }
         for row in rows
     ]
+
+
+def drain(
+    database: Database,
+    transport: MailTransport,
+    *,
+    settings: Settings,
+    now: Callable[[], datetime],
+    budget_seconds: float,
+) -> DeliveryReport:
+    """Deliver batches of due emails until none is left or the time budget is spent."""
+    total = DeliveryReport()
+    deadline = time.monotonic() + budget_seconds
+    while time.monotonic() < deadline:
+        report = deliver(database, transport, None, settings=settings, now=now)
+        total.sent += report.sent
+        total.failed += report.failed
+        total.retry_in.update(report.retry_in)
+        if not (report.sent or report.failed or report.retry_in):
+            break
+    return total

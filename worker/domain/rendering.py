@@ -17,6 +17,8 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from worker.settings import BUILTIN_TEMPLATES_DIR, Settings
 
+DEFAULT_LOCALE = "en"
+
 
 @dataclass(frozen=True, slots=True)
 class RenderedEmail:
@@ -80,7 +82,12 @@ class Renderer:
         self._templates_dir = settings.templates_dir
 
     def render(
-        self, name: str, context: dict[str, Any], *, locale: str = "en", group: str | None = None
+        self,
+        name: str,
+        context: dict[str, Any],
+        *,
+        locale: str = DEFAULT_LOCALE,
+        group: str | None = None,
     ) -> RenderedEmail:
         """Render `<name>.subject.txt`, `<name>.txt` and `<name>.html`.
 

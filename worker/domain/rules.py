@@ -1,9 +1,10 @@
 """The SendMessage rules of SPEC 3.1, one small check each, in the order of the table.
 
 `SEND_RULES` is the order they run in; the first that raises answers. Rules 1 (session,
-in the shim), 2-4 (lookup, recall, already sent: `send.py`) come before these. Rules 19
-and 22 also *claim* quota (a conditional increment), so concurrent sends can never take a
-sender past a limit; the send's transaction undoes a claim when a later rule fails.
+in the shim), 2-4 (lookup, recall, already sent: `send.py`) come before these. Rule 22,
+the last, *claims* today's message and invites in one conditional statement, so
+concurrent sends can never take a sender past a limit, and no rule writes anything
+before every rule has passed.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -238,42 +239,44 @@ def rule_18_banned_content(ctx: SendContext) -> None:
 # --- rules 19-22: invitations, CRA and the daily quotas ----------------------------------
 
 
-def _usage_row(session: Session, user_id: int, day: date) -> None:
-    """Make sure today's usage row exists, without racing a concurrent send."""
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    session.execute(
-        insert(DailyUsage)
-        .values(user_id=user_id, day=day, messages_sent=0, invites_sent=0)
-        .on_conflict_do_nothing(index_elements=["user_id", "day"])
-    )
-
-
 def claim_quota(
     session: Session, *, user_id: int, day: date, messages: int, invites: int, group: Group
 ) -> bool:
     """Atomically add to today's counters if that stays within the group's limits.
 
-    One conditional UPDATE: on PostgreSQL the row lock, on SQLite the write lock taken at
-    BEGIN IMMEDIATE, make concurrent claims queue, so the limit can never be exceeded.
-    Returns False (and changes nothing) when the limit would be passed.
+    One `INSERT … ON CONFLICT DO UPDATE … WHERE` statement: the row lock (PostgreSQL) or
+    the write lock taken at BEGIN IMMEDIATE (SQLite) makes concurrent claims queue, and
+    the condition is checked against the latest counts, so the limit can never be
+    exceeded. Returns False (and changes nothing) when the limit would be passed.
     """
-    _usage_row(session, user_id, day)
-    result = session.execute(
-        update(DailyUsage)
-        .where(
-            DailyUsage.user_id == user_id,
-            DailyUsage.day == day,
-            DailyUsage.messages_sent + messages <= group.daily_messages,
-            DailyUsage.invites_sent + invites <= group.daily_invites,
+    if messages > group.daily_messages or invites > group.daily_invites:
+        return False
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = (
+        insert(DailyUsage)
+        .values(user_id=user_id, day=day, messages_sent=messages, invites_sent=invites)
+        .on_conflict_do_update(
+            index_elements=["user_id", "day"],
+            set_={
+                "messages_sent": DailyUsage.messages_sent + messages,
+                "invites_sent": DailyUsage.invites_sent + invites,
+            },
+            where=(DailyUsage.messages_sent + messages <= group.daily_messages)
+            & (DailyUsage.invites_sent + invites <= group.daily_invites),
         )
-        .values(
-            messages_sent=DailyUsage.messages_sent + messages,
-            invites_sent=DailyUsage.invites_sent + invites,
-        )
-        .execution_options(synchronize_session=False)
+        .returning(DailyUsage.id)
     )
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    return session.execute(statement).first() is not None
+
+
+def _invites_left(ctx: SendContext) -> int:
+    used = ctx.session.scalar(
+        select(DailyUsage.invites_sent).where(
+            DailyUsage.user_id == ctx.sender.id, DailyUsage.day == ctx.today
+        )
+    )
+    return ctx.group.daily_invites - (used or 0)
 
 
 def rule_19_invitations(ctx: SendContext) -> None:
@@ -286,14 +289,8 @@ def rule_19_invitations(ctx: SendContext) -> None:
     invalid = [a for a in new if not is_valid_email(a.address.strip())]
     if invalid:
         raise ApiError(errors.INVITE_FAILED, errors=_field_errors("30", invalid))
-    if not claim_quota(
-        ctx.session,
-        user_id=ctx.sender.id,
-        day=ctx.today,
-        messages=0,
-        invites=len(new),
-        group=ctx.group,
-    ):
+    # Only a check here; rule 22 claims invites and the message together, atomically.
+    if _invites_left(ctx) < len(new):
         raise ApiError(errors.INVITE_FAILED, errors=_field_errors("30", new))
 
 
@@ -318,10 +315,22 @@ def rule_20_21_cra(ctx: SendContext) -> None:
 
 
 def rule_22_daily_messages(ctx: SendContext) -> None:
-    if not claim_quota(
-        ctx.session, user_id=ctx.sender.id, day=ctx.today, messages=1, invites=0, group=ctx.group
+    """The one write among the rules: claim today's message and invites in one statement.
+    Nothing is written before it, so a failing rule leaves nothing to undo."""
+    invites = len(ctx.new_addresses)
+    if claim_quota(
+        ctx.session,
+        user_id=ctx.sender.id,
+        day=ctx.today,
+        messages=1,
+        invites=invites,
+        group=ctx.group,
     ):
-        raise ApiError(errors.DAILY_LIMIT_REACHED)
+        return
+    if invites and _invites_left(ctx) < invites:
+        # A concurrent send took the invites rule 19 saw: that rule is the one failing.
+        raise ApiError(errors.INVITE_FAILED, errors=_field_errors("30", ctx.new_addresses))
+    raise ApiError(errors.DAILY_LIMIT_REACHED)
 
 
 SendRule = Callable[[SendContext], None]

@@ -12,15 +12,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session, contains_eager, joinedload
 
 from worker.domain import errors
 from worker.domain.auth import normalize_email
 from worker.domain.errors import ApiError
 from worker.domain.invitations import invite_new_users
 from worker.domain.notifications import NotificationOutbox, notification_context
-from worker.domain.rendering import Renderer
+from worker.domain.rendering import DEFAULT_LOCALE, Renderer
 from worker.domain.rules import SendContext, distinct_addresses, run_send_rules
 from worker.domain.secrets import hash_password
 from worker.models import (
@@ -30,6 +30,7 @@ from worker.models import (
     Message,
     MessageAction,
     MessageStatus,
+    Recipient,
     SendJob,
     User,
 )
@@ -54,14 +55,25 @@ class SendOutcome:
 
 
 def _load_message_for_update(session: Session, guid: str) -> Message | None:
-    # The row lock serialises concurrent sends of one draft (PostgreSQL); on SQLite the
-    # transaction already holds the database write lock.
-    return session.scalars(
-        select(Message)
-        .where(Message.guid == guid)
-        .options(selectinload(Message.recipients))
-        .with_for_update(of=Message)
-    ).one_or_none()
+    """The message with its sender (and the sender's group) and recipients.
+
+    The row lock serialises concurrent sends of one draft (PostgreSQL); on SQLite the
+    transaction already holds the database write lock."""
+    return (
+        session.scalars(
+            select(Message)
+            .join(Message.sender)
+            .where(Message.guid == guid)
+            .options(contains_eager(Message.sender), joinedload(Message.recipients))
+            .with_for_update(of=Message)
+        )
+        .unique()
+        .one_or_none()
+    )
+
+
+def _sender_exists(session: Session, guid: str) -> bool:
+    return session.scalar(select(User.id).where(User.guid == guid)) is not None
 
 
 def _is_recalled(message: Message) -> bool:
@@ -83,28 +95,27 @@ def send_message(
     Idempotent: a message already sent answers the stored response of its first send and
     changes nothing (rule 4). A rule failure changes nothing but the job's record.
     """
-    sender = session.scalars(select(User).where(User.guid == job.sender_guid)).one_or_none()
     try:
-        if sender is None:
-            raise ApiError(errors.SESSION_INVALID)
         message = _load_message_for_update(session, job.message_guid)
-        if message is None or message.sender_id != sender.id:
+        if message is None or message.sender.guid != job.sender_guid:
+            if not _sender_exists(session, job.sender_guid):
+                raise ApiError(errors.SESSION_INVALID)
             raise ApiError(errors.MESSAGE_NOT_FOUND)
+        sender = message.sender
         if _is_recalled(message):
             raise ApiError(errors.MESSAGE_RECALLED)
         if message.status is MessageStatus.SENT:
             outcome = SendOutcome(http_status=200, body=message.send_response or {})
         else:
-            with session.begin_nested():
-                outcome = _send_draft(
-                    session,
-                    message=message,
-                    sender=sender,
-                    job=job,
-                    secrets=secrets,
-                    now=now,
-                    settings=settings,
-                )
+            outcome = _send_draft(
+                session,
+                message=message,
+                sender=sender,
+                job=job,
+                secrets=secrets,
+                now=now,
+                settings=settings,
+            )
     except ApiError as error:
         logger.info("send job %s answered %s", job.job_id, error.kind.code)
         outcome = SendOutcome.from_error(error)
@@ -151,10 +162,17 @@ def _send_draft(
     message.sent_at = now
 
     neutral = renderer.render(
-        "notification", notification_context(message, sender, settings), group=sender.group.name
+        "notification",
+        notification_context(message, sender, settings),
+        locale=DEFAULT_LOCALE,
+        group=sender.group.name,
     )
     if job.send_email_notification:
-        outbox.queue_notifications(message, [ctx.users_by_email[a.email] for a in ctx.addresses])
+        outbox.queue_notifications(
+            message,
+            [ctx.users_by_email[a.email] for a in ctx.addresses],
+            rendered={DEFAULT_LOCALE: neutral},
+        )
     body = {
         "notificationBodyText": neutral.text if "Text" in job.notification_formats else None,
         "notificationBodyHtml": neutral.html if "Html" in job.notification_formats else None,
@@ -172,16 +190,26 @@ def _send_draft(
 
 
 def _bind_recipients(session: Session, ctx: SendContext) -> None:
-    for recipient in ctx.message.recipients:
-        recipient.user_id = ctx.users_by_email[normalize_email(recipient.address)].id
-    session.add_all(
-        Delivery(
-            message_id=ctx.message.id,
-            user_id=ctx.users_by_email[a.email].id,
-            kind=a.kind,
-            created_at=ctx.now,
-        )
-        for a in ctx.addresses
+    """Bind every recipient to its user and put the message in each inbox: two
+    statements (executemany), however many recipients there are."""
+    session.execute(
+        update(Recipient),
+        [
+            {"id": r.id, "user_id": ctx.users_by_email[normalize_email(r.address)].id}
+            for r in ctx.message.recipients
+        ],
+    )
+    session.execute(
+        insert(Delivery),
+        [
+            {
+                "message_id": ctx.message.id,
+                "user_id": ctx.users_by_email[a.email].id,
+                "kind": a.kind,
+                "created_at": ctx.now,
+            }
+            for a in ctx.addresses
+        ],
     )
 
 

@@ -1,0 +1,314 @@
+"""The benchmark: the whole send path against bare Celery, measured in one run.
+
+    .venv/bin/python -m bench [--quick] [--out bench/results/latest.json]
+
+Starts its own API process and two worker processes (concurrency 2 each) on this
+machine's PostgreSQL (a database of its own, dropped afterwards) and Redis (database 11,
+flushed), seeds its own data, and prints a table and JSON. Every target is a ratio to a
+baseline measured in the same run, because the machine is shared and noisy:
+
+- SendMessage through HTTP at concurrency 1, 16, 64 (throughput, p50/p95/p99), against a
+  no-op task round trip (`securesend.ping`) through the same Redis and the same workers,
+  awaited the same way the API awaits a send (Redis pub/sub, no thread per wait);
+- the banned-keyword scan of a 100 KB body with 10,000 keywords against 10 keywords;
+- a 500-recipient send against a 1-recipient send;
+- 1,000 concurrent waiting SendMessage requests on one API process;
+- outbox delivery to a local SMTP server with one connection against one per email;
+- peak RSS of the API and worker processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.seed import Seed, seed
+from bench.standalone import banned_scan_ratio, smtp_reuse_ratio
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from api_shim.dispatch import RedisResultListener  # noqa: E402
+from tests.conftest import (  # noqa: E402
+    _create_postgres_database,
+    _drop_postgres_database,
+    _flush_redis,
+    free_port,
+)
+from tests.support import Stack, StackConfig  # noqa: E402
+from worker.celery_app import PING_TASK, SEND_QUEUE, create_app  # noqa: E402
+
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")
+LEVELS = (1, 16, 64)
+
+
+@dataclass
+class Run:
+    """Latencies (seconds) of one load level, and its wall time."""
+
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    wall: float = 0.0
+
+    def figures(self) -> dict[str, float]:
+        ordered = sorted(self.latencies)
+
+        def pct(p: float) -> float:
+            return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000
+
+        return {
+            "requests": len(ordered),
+            "errors": self.errors,
+            "throughput_per_s": round(len(ordered) / self.wall, 1),
+            "p50_ms": round(pct(0.50), 2),
+            "p95_ms": round(pct(0.95), 2),
+            "p99_ms": round(pct(0.99), 2),
+        }
+
+
+async def _drive(concurrency: int, count: int, one: Callable[[int], Awaitable[bool]]) -> Run:
+    run = Run()
+    next_index = iter(range(count))
+
+    async def lane() -> None:
+        for i in next_index:
+            started = time.perf_counter()
+            ok = await one(i)
+            run.latencies.append(time.perf_counter() - started)
+            run.errors += 0 if ok else 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(lane() for _ in range(concurrency)))
+    run.wall = time.perf_counter() - started
+    return run
+
+
+async def measure_sends(stack: Stack, work: list[tuple[str, str]], concurrency: int) -> Run:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=stack.url(""), limits=limits, timeout=120) as client:
+
+        async def one(i: int) -> bool:
+            token, guid = work[i]
+            try:
+                response = await client.put(
+                    f"/api/v1/messages/{guid}/send",
+                    json={},
+                    headers={"x-sm-session-token": token},
+                )
+            except httpx.HTTPError:
+                return False
+            return response.status_code == 200
+
+        return await _drive(concurrency, len(work), one)
+
+
+async def measure_baseline(stack: Stack, count: int, concurrency: int) -> Run:
+    celery = create_app(stack.settings)
+    listener = RedisResultListener(stack.config.redis_url)
+    await listener.start()
+    loop = asyncio.get_running_loop()
+    publisher = ThreadPoolExecutor(max_workers=8)
+    try:
+
+        async def one(_: int) -> bool:
+            from worker.models import new_guid
+
+            task_id = new_guid()
+            async with listener.watch(task_id) as done:
+                await loop.run_in_executor(
+                    publisher,
+                    lambda: celery.send_task(PING_TASK, task_id=task_id, queue=SEND_QUEUE),
+                )
+                meta = await asyncio.wait_for(done, 60)
+            return bool(meta.get("status") == "SUCCESS")
+
+        return await _drive(concurrency, count, one)
+    finally:
+        publisher.shutdown()
+        await listener.stop()
+
+
+def _peak_rss_mb(pid: int) -> float:
+    """VmHWM of a process and all its descendants, in MB."""
+    total = 0
+    pids = [pid]
+    while pids:
+        current = pids.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue
+        total += next(
+            int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")
+        )
+        pids.extend(int(c) for c in children)
+    return round(total / 1024, 1)
+
+
+def _ratio(value: float, baseline: float) -> float:
+    return round(value / baseline, 3) if baseline else float("inf")
+
+
+def _send_once(stack: Stack, token: str, guid: str) -> float:
+    started = time.perf_counter()
+    with stack.client() as client:
+        response = client.put(
+            f"/api/v1/messages/{guid}/send", json={}, headers={"x-sm-session-token": token}
+        )
+    assert response.status_code == 200, response.text
+    return time.perf_counter() - started
+
+
+def run(quick: bool) -> dict[str, Any]:
+    scale = 0.25 if quick else 1.0
+    counts = {1: int(300 * scale), 16: int(800 * scale), 64: int(1200 * scale)}
+    database_url = _create_postgres_database()
+    _flush_redis(REDIS_URL)
+    var_dir = Path(tempfile.mkdtemp(prefix="securesend-bench-"))
+    config = StackConfig(
+        name="bench",
+        database_url=database_url,
+        redis_url=REDIS_URL,
+        # Long enough that the 1,000 concurrent sends all wait for their answer.
+        env={"SMTP_URL": "", "SEND_WAIT_SECONDS": "300"},
+    )
+    stack = Stack.start(config, var_dir=var_dir, api_port=free_port(), workers=2)
+    try:
+        data: Seed = seed(stack, drafts=sum(counts.values()) + 1000 + 40, big_recipients=500)
+        results: dict[str, Any] = {"levels": {}}
+        for level in LEVELS:
+            sends = asyncio.run(measure_sends(stack, data.take(counts[level]), level))
+            baseline = asyncio.run(measure_baseline(stack, counts[level], level))
+            results["levels"][level] = {"send": sends.figures(), "baseline": baseline.figures()}
+
+        one_recipient = [_send_once(stack, *data.take(1)[0]) for _ in range(15)]
+        big = [_send_once(stack, token, guid) for token, guid in data.big_drafts]
+        results["recipients"] = {
+            "send_1_recipient_ms": round(statistics.median(one_recipient) * 1000, 2),
+            "send_500_recipients_ms": round(statistics.median(big) * 1000, 2),
+        }
+        crowd = asyncio.run(measure_sends(stack, data.take(1000), 1000))
+        results["concurrent_1000"] = crowd.figures()
+        results["rss_mb"] = {
+            "api": _peak_rss_mb(stack.processes["api"].pid),
+            "worker1": _peak_rss_mb(stack.processes["worker1"].pid),
+            "worker2": _peak_rss_mb(stack.processes["worker2"].pid),
+        }
+    finally:
+        stack.stop()
+        _drop_postgres_database(database_url)
+        _flush_redis(REDIS_URL)
+    results["banned_scan"] = banned_scan_ratio()
+    results["smtp"] = smtp_reuse_ratio(count=int(400 * scale) or 50)
+    results["targets"] = targets(results)
+    return results
+
+
+def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
+    levels = r["levels"]
+    best = max(levels, key=lambda c: levels[c]["send"]["throughput_per_s"])
+    tput = _ratio(
+        levels[best]["send"]["throughput_per_s"], levels[best]["baseline"]["throughput_per_s"]
+    )
+    p50_delta = round(levels[1]["send"]["p50_ms"] - levels[1]["baseline"]["p50_ms"], 2)
+    recipients = _ratio(
+        r["recipients"]["send_500_recipients_ms"], r["recipients"]["send_1_recipient_ms"]
+    )
+    crowd = r["concurrent_1000"]
+    return [
+        {
+            "target": f"SendMessage throughput at best concurrency (c={best}) / baseline",
+            "value": tput,
+            "goal": ">= 0.5",
+            "met": tput >= 0.5,
+        },
+        {
+            "target": "p50 at c=1: SendMessage - baseline (ms)",
+            "value": p50_delta,
+            "goal": "<= 5",
+            "met": p50_delta <= 5,
+        },
+        {
+            "target": "banned scan 100 KB: 10,000 keywords / 10 keywords",
+            "value": r["banned_scan"]["ratio"],
+            "goal": "<= 1.5",
+            "met": r["banned_scan"]["ratio"] <= 1.5,
+        },
+        {
+            "target": "send: 500 recipients / 1 recipient",
+            "value": recipients,
+            "goal": "<= 20",
+            "met": recipients <= 20,
+        },
+        {
+            "target": "1,000 concurrent waiting sends on one API process: errors",
+            "value": crowd["errors"],
+            "goal": "0 of 1000",
+            "met": crowd["errors"] == 0 and crowd["requests"] == 1000,
+        },
+        {
+            "target": "outbox delivery: one connection / one connection per email",
+            "value": r["smtp"]["ratio"],
+            "goal": ">= 3",
+            "met": r["smtp"]["ratio"] >= 3,
+        },
+    ]
+
+
+def print_table(r: dict[str, Any]) -> None:
+    print("\nSendMessage through HTTP vs. no-op Celery round trip (same Redis, same workers)")
+    print(
+        f"{'c':>4} | {'send/s':>8} {'p50':>7} {'p95':>7} {'p99':>7} | "
+        f"{'base/s':>8} {'p50':>7} {'p95':>7} {'p99':>7} | ratio"
+    )
+    for level, figures in r["levels"].items():
+        s, b = figures["send"], figures["baseline"]
+        print(
+            f"{level:>4} | {s['throughput_per_s']:>8} {s['p50_ms']:>7} {s['p95_ms']:>7} "
+            f"{s['p99_ms']:>7} | {b['throughput_per_s']:>8} {b['p50_ms']:>7} "
+            f"{b['p95_ms']:>7} {b['p99_ms']:>7} | "
+            f"{_ratio(s['throughput_per_s'], b['throughput_per_s'])}"
+        )
+    print(f"\nrecipients: {r['recipients']}")
+    print(f"1,000 concurrent: {r['concurrent_1000']}")
+    print(f"banned scan: {r['banned_scan']}")
+    print(f"smtp: {r['smtp']}")
+    print(f"peak RSS (MB): {r['rss_mb']}")
+    print("\ntargets:")
+    for t in r["targets"]:
+        print(
+            f"  [{'met' if t['met'] else 'MISSED'}] {t['target']}: {t['value']} (goal {t['goal']})"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true", help="a quarter of the requests")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "latest.json"))
+    args = parser.parse_args(argv)
+    results = run(args.quick)
+    print_table(results)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=str))
+    print(f"\nJSON: {out}")
+    print(json.dumps(results, default=str))
+    return 0

@@ -1,0 +1,93 @@
+"""The benchmark's own data, written straight into its database (fast), then logged in
+through HTTP like any client."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+from tests.support import Stack
+from worker.domain.secrets import hash_password
+from worker.models import Group, Message, MessageStatus, Recipient, RecipientKind, User, UserState
+
+SENDERS = 8
+PASSWORD = "bench password"
+
+
+@dataclass
+class Seed:
+    drafts: list[tuple[str, str]]  # (session token, message guid), round-robin over senders
+    big_drafts: list[tuple[str, str]]
+    _cursor: int = field(default=0)
+
+    def take(self, count: int) -> list[tuple[str, str]]:
+        chunk = self.drafts[self._cursor : self._cursor + count]
+        assert len(chunk) == count, "the benchmark seeded too few drafts"
+        self._cursor += count
+        return chunk
+
+
+def seed(stack: Stack, *, drafts: int, big_recipients: int, big_drafts: int = 5) -> Seed:
+    password_hash = hash_password(PASSWORD)
+    with stack.database.write_session() as session:
+        group = Group(
+            name="bench",
+            daily_messages=1_000_000,
+            daily_invites=1000,
+            max_recipients=big_recipients,
+            max_expiry_days=30,
+            feature_send_to_contacts=True,
+            banned_version=0,
+        )
+        session.add(group)
+        session.flush()
+        senders = [
+            User(
+                email=f"sender{i}@bench.example",
+                password_hash=password_hash,
+                first_name="Bench",
+                last_name=f"Sender {i}",
+                group_id=group.id,
+                state=UserState.ACTIVE,
+            )
+            for i in range(SENDERS)
+        ]
+        readers = [
+            User(
+                email=f"reader{i}@bench.example",
+                password_hash=password_hash,
+                first_name="Bench",
+                last_name=f"Reader {i}",
+                group_id=group.id,
+                state=UserState.ACTIVE,
+            )
+            for i in range(big_recipients)
+        ]
+        session.add_all(senders + readers)
+        session.flush()
+
+        def draft(sender: User, to: list[User]) -> Message:
+            return Message(
+                sender_id=sender.id,
+                status=MessageStatus.DRAFT,
+                subject="Quarterly figures",
+                body="The body of a secure message. " * 20,
+                recipients=[
+                    Recipient(kind=RecipientKind.TO, position=i, address=u.email)
+                    for i, u in enumerate(to)
+                ],
+            )
+
+        cycle = itertools.cycle(senders)
+        small = [draft(next(cycle), [readers[0]]) for _ in range(drafts)]
+        big = [draft(senders[0], readers) for _ in range(big_drafts)]
+        session.add_all(small + big)
+        session.flush()
+        pairs = [(m.sender_id, m.guid) for m in small]
+        big_pairs = [(m.sender_id, m.guid) for m in big]
+        emails = {u.id: u.email for u in senders}
+    tokens = {user_id: stack.login(email, PASSWORD) for user_id, email in emails.items()}
+    return Seed(
+        drafts=[(tokens[s], g) for s, g in pairs],
+        big_drafts=[(tokens[s], g) for s, g in big_pairs],
+    )
