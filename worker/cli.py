@@ -17,11 +17,9 @@ logger = logging.getLogger("securesend")
 
 
 def _configure_logging() -> None:
-    logging.basicConfig(
-        level=get_settings().log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    from worker.logging_setup import configure_logging
+
+    configure_logging(get_settings())
 
 
 def cmd_migrate(_: argparse.Namespace) -> int:
@@ -68,6 +66,7 @@ def cmd_api(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         log_level=get_settings().log_level.lower(),
+        log_config=None,  # keep securesend's handlers (JSON in production)
         proxy_headers=False,
     )
     return 0

@@ -344,7 +344,10 @@ class SendJob(Base):
     http_status: Mapped[int | None] = mapped_column(Integer)
     response: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime())  # a worker took it
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # "OK", or the error code answered ("929", "ValidationException", …): for metrics.
+    result_code: Mapped[str | None] = mapped_column(String(40))
     # The published payload (its secrets sealed), so a job whose broker message was lost
     # can be published again; `attempts` counts publications and redeliveries.
     payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)

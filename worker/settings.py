@@ -19,7 +19,7 @@ DEFAULT_SECRET_KEY = "change-me-development-only"
 class Settings(BaseSettings):
     """Everything configurable, with embedded defaults that need no server installed."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
 
     securesend_env: Literal["development", "production"] = "development"
     var_dir: Path = Field(default=Path("var"), description="where embedded-mode state lives")
@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     session_idle_minutes: int = 60
     secret_key: str = DEFAULT_SECRET_KEY
     log_level: str = "INFO"
+    log_format_override: Literal["", "json", "text"] = Field(default="", alias="LOG_FORMAT")
     templates_dir: Path | None = None
     # The embedded broker polls its folder; lower is faster and busier.
     embedded_broker_poll_seconds: float = 0.02
@@ -66,6 +67,12 @@ class Settings(BaseSettings):
         if self.securesend_env == "production" and self.secret_key == DEFAULT_SECRET_KEY:
             raise ValueError("SECRET_KEY must be set when SECURESEND_ENV=production")
         return self
+
+    @property
+    def log_format(self) -> str:
+        if self.log_format_override:
+            return self.log_format_override
+        return "json" if self.securesend_env == "production" else "text"
 
     @property
     def session_idle(self) -> timedelta:

@@ -77,6 +77,18 @@ def send_message_task(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
         outcome = _give_up(job, type(e).__name__)
     if outcome.email_ids:
         kick_delivery()  # only now: the emails are committed
+    logger.info(
+        "send job %s answered %s %s",
+        job.job_id,
+        outcome.http_status,
+        outcome.result_code,
+        extra={
+            "job_id": job.job_id,
+            "message_guid": job.message_guid,
+            "code": outcome.result_code,
+            "http_status": outcome.http_status,
+        },
+    )
     return _result(outcome)
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from worker.domain.notifications import NotificationOutbox
 from worker.domain.rules import SendContext
 from worker.domain.secrets import hash_password, new_token, token_digest
-from worker.models import Group, Invitation, User, UserState
+from worker.models import Group, Invitation, User, UserState, new_guid
 
 INVITEE_GROUP = "default"
 
@@ -32,30 +32,37 @@ def invite_new_users(ctx: SendContext, *, outbox: NotificationOutbox) -> dict[st
         return {}
     session = ctx.session
     group = _invitee_group(session, ctx.sender)
-    users = {
-        a.email: User(email=a.email, group_id=group.id, state=UserState.PENDING, created_at=ctx.now)
-        for a in ctx.new_addresses
-    }
-    session.add_all(users.values())
-    session.flush()
+    created = session.scalars(
+        insert(User).returning(User),  # mapped back by email: any order will do
+        [
+            {
+                "guid": new_guid(),
+                "email": a.email,
+                "group_id": group.id,
+                "state": UserState.PENDING,
+                "created_at": ctx.now,
+            }
+            for a in ctx.new_addresses
+        ],
+    ).all()
+    users = {user.email: user for user in created}
     cra_hash = hash_password(ctx.cra_code) if ctx.cra_code else None
     base_url = outbox.settings.public_base_url.rstrip("/")
+    invitations = []
+    emails = []
     for user in users.values():
         token = new_token()
-        session.add(
-            Invitation(
-                user_id=user.id,
-                invited_by_id=ctx.sender.id,
-                message_id=ctx.message.id,
-                token_hash=token_digest(token),
-                cra_code_hash=cra_hash,
-                created_at=ctx.now,
-            )
+        invitations.append(
+            {
+                "user_id": user.id,
+                "invited_by_id": ctx.sender.id,
+                "message_id": ctx.message.id,
+                "token_hash": token_digest(token),
+                "cra_code_hash": cra_hash,
+                "created_at": ctx.now,
+            }
         )
-        outbox.queue_invitation(
-            invitee=user,
-            message=ctx.message,
-            registration_url=f"{base_url}/register?token={quote(token)}",
-            cra_required=cra_hash is not None,
-        )
+        emails.append((user, f"{base_url}/register?token={quote(token)}"))
+    session.execute(insert(Invitation), invitations)
+    outbox.queue_invitations(ctx.message, emails, cra_required=cra_hash is not None)
     return users

@@ -130,19 +130,22 @@ class NotificationOutbox:
             )
         self._add(rows)
 
-    def queue_invitation(
-        self, *, invitee: User, message: Message, registration_url: str, cra_required: bool
+    def queue_invitations(
+        self, message: Message, invitations: list[tuple[User, str]], *, cra_required: bool
     ) -> None:
-        context = {
-            "sender": {"display_name": display_name(self.sender), "email": self.sender.email},
-            "registration_url": registration_url,
-            "cra_required": cra_required,
-        }
-        email = self.renderer.render(
-            "invitation", context, locale=invitee.locale, group=self.sender.group.name
-        )
-        self._add(
-            [
+        """One invitation email per (invitee, registration URL), in one INSERT. Each is
+        rendered on its own: the URL carries the invitee's token."""
+        rows = []
+        for invitee, registration_url in invitations:
+            context = {
+                "sender": {"display_name": display_name(self.sender), "email": self.sender.email},
+                "registration_url": registration_url,
+                "cra_required": cra_required,
+            }
+            email = self.renderer.render(
+                "invitation", context, locale=invitee.locale, group=self.sender.group.name
+            )
+            rows.append(
                 self._row(
                     kind=EmailKind.INVITATION,
                     template="invitation",
@@ -150,5 +153,6 @@ class NotificationOutbox:
                     email=email,
                     message=message,
                 )
-            ]
-        )
+            )
+        if rows:
+            self._add(rows)

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session, contains_eager, joinedload
 
-from worker.domain import errors
+from worker.domain import clock, errors
 from worker.domain.auth import normalize_email
 from worker.domain.errors import ApiError
 from worker.domain.invitations import invite_new_users
@@ -48,6 +48,11 @@ class SendOutcome:
     body: dict[str, Any]
     # Emails this send put in the outbox: delivery is queued once the transaction commits.
     email_ids: tuple[int, ...] = ()
+
+    @property
+    def result_code(self) -> str:
+        status = self.body.get("responseStatus")
+        return str(status["errorCode"]) if isinstance(status, dict) else "OK"
 
     @classmethod
     def from_error(cls, error: ApiError) -> SendOutcome:
@@ -117,7 +122,6 @@ def send_message(
                 settings=settings,
             )
     except ApiError as error:
-        logger.info("send job %s answered %s", job.job_id, error.kind.code)
         outcome = SendOutcome.from_error(error)
     record_job_outcome(session, job=job, outcome=outcome, now=now)
     return outcome
@@ -156,30 +160,30 @@ def _send_draft(
     invited = invite_new_users(ctx, outbox=outbox)
     ctx.users_by_email.update(invited)
     _bind_recipients(session, ctx)
-    if message.fyeo_type is FyeoType.UNIQUE_PASSWORD:
-        message.password_hash = hash_password(secrets.password)
-    message.status = MessageStatus.SENT
-    message.sent_at = now
-
     neutral = renderer.render(
         "notification",
         notification_context(message, sender, settings),
         locale=DEFAULT_LOCALE,
         group=sender.group.name,
     )
-    if job.send_email_notification:
-        outbox.queue_notifications(
-            message,
-            [ctx.users_by_email[a.email] for a in ctx.addresses],
-            rendered={DEFAULT_LOCALE: neutral},
-        )
     body = {
         "notificationBodyText": neutral.text if "Text" in job.notification_formats else None,
         "notificationBodyHtml": neutral.html if "Html" in job.notification_formats else None,
         "notificationSent": job.send_email_notification,
         "responseStatus": None,
     }
+    # Every change to the message before the next statement: one UPDATE of it in all.
+    if message.fyeo_type is FyeoType.UNIQUE_PASSWORD:
+        message.password_hash = hash_password(secrets.password)
+    message.status = MessageStatus.SENT
+    message.sent_at = now
     message.send_response = body
+    if job.send_email_notification:
+        outbox.queue_notifications(
+            message,
+            [ctx.users_by_email[a.email] for a in ctx.addresses],
+            rendered={DEFAULT_LOCALE: neutral},
+        )
     logger.info(
         "message %s sent to %d recipients (%d invited)",
         message.guid,
@@ -222,8 +226,10 @@ def record_job_outcome(
     values: dict[str, Any] = {
         "status": status,
         "http_status": outcome.http_status,
+        "result_code": outcome.result_code,
         "response": outcome.body,
-        "finished_at": now,
+        "started_at": now,
+        "finished_at": clock.now(),
     }
     updated = session.execute(
         update(SendJob).where(SendJob.id == job.job_id).values(**values)
