@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from api_shim.dispatch import SendDispatcher
 from api_shim.operations import register
+from api_shim.ops import register_ops
 from api_shim.routes import all_operations
 from api_shim.services import Services
 from api_shim.wire import ContentNegotiation, error_response
@@ -20,6 +21,7 @@ from worker.celery_app import app as celery_app
 from worker.db import get_database
 from worker.domain import errors
 from worker.domain.errors import ApiError
+from worker.logging_setup import configure_logging
 from worker.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -27,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    if not logging.getLogger().handlers:  # `--workers N` processes start without ours
+        configure_logging(settings)
     database = get_database(settings)
     dispatcher = SendDispatcher(celery=celery_app, database=database, redis_url=settings.redis_url)
     services = Services(settings=settings, database=database, dispatcher=dispatcher)
@@ -49,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.services = services
     register(app, all_operations())
+    register_ops(app, services)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

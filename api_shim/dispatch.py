@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 RESULT_CHANNEL_PREFIX = "celery-task-meta-"
 READY_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 SUBSCRIBE_TIMEOUT_SECONDS = 5.0
+IDLE_CHANNEL = "securesend:listener"
 
 
 class RedisResultListener:
@@ -44,8 +45,8 @@ class RedisResultListener:
         self._reader: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        # redis-py reads nothing until something is subscribed: keep one idle channel.
-        await self._pubsub.subscribe("securesend:listener")
+        # Never fails: with Redis down the API still starts (and /readyz says why); the
+        # reader keeps trying, and waiting requests fall back to the database meanwhile.
         self._reader = asyncio.create_task(self._read_forever(), name="result-listener")
 
     async def stop(self) -> None:
@@ -59,6 +60,9 @@ class RedisResultListener:
     async def _read_forever(self) -> None:
         while True:
             try:
+                if not self._pubsub.subscribed:
+                    # redis-py reads nothing until something is subscribed: an idle channel.
+                    await self._pubsub.subscribe(IDLE_CHANNEL)
                 message = await self._pubsub.get_message(timeout=1.0)
             except asyncio.CancelledError:
                 raise

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
 
 from api_shim.wire import CaseInsensitive, Guid, UtcDatetime, case_insensitive
 from worker.models import BodyFormat, FyeoType, MessageAction
@@ -15,7 +16,8 @@ NotificationFormatIn = Annotated[NotificationFormat, case_insensitive(["Text", "
 
 
 class Dto(BaseModel):
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
+    # camelCase names in /openapi.json; `wire.bind` matches any casing to the field names.
+    model_config = ConfigDict(extra="ignore", alias_generator=to_camel, populate_by_name=True)
 
 
 class Empty(Dto):

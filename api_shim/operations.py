@@ -20,11 +20,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from api_shim.responses import EmptyResponse, ErrorResponse
 from api_shim.services import Services
 from api_shim.wire import bind, error_response, parse_json_body, respond
 from worker.domain import clock, errors
 from worker.domain.auth import Caller, resolve_session
-from worker.domain.errors import ApiError
+from worker.domain.errors import ApiError, ErrorKind
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,10 @@ class Operation:
     # rule 1 and the job row in one round trip). It must call `resolve_caller`.
     session_in_handler: bool = False
     summary: str = ""
+    # For /openapi.json: the 200 body and the errors this operation can answer.
+    response: type[BaseModel] | None = None
+    errors: tuple[ErrorKind, ...] = ()
+    extra_responses: dict[int, tuple[str, type[BaseModel]]] = field(default_factory=dict)
 
 
 def session_token(request: Request) -> str | None:
@@ -141,19 +146,26 @@ def _endpoint(op: Operation) -> Callable[[Request], Awaitable[Response]]:
 
 
 def register(app: FastAPI, operations: list[Operation]) -> None:
-    """Serve every operation at its custom routes and at the pre-defined routes."""
+    """Serve every operation at its custom routes and at the pre-defined routes, and
+    describe each in /openapi.json with its request, its answer and its errors."""
     by_name = {op.name.lower(): op for op in operations}
+    components: dict[str, Any] = {}
     for op in operations:
-        for method, path in op.routes:
-            for prefix in PREFIXES:
-                app.add_api_route(
-                    prefix + path,
-                    _endpoint(op),
-                    methods=[method],
-                    name=f"{op.name}:{prefix}{path}",
-                    summary=op.summary or op.name,
-                    tags=[op.name],
-                )
+        for number, (method, path, prefix) in enumerate(
+            (m, p, prefix) for m, p in op.routes for prefix in PREFIXES
+        ):
+            app.add_api_route(
+                prefix + path,
+                _endpoint(op),
+                methods=[method],
+                name=f"{op.name}:{prefix}{path}",
+                summary=op.summary or op.name,
+                tags=[op.name],
+                operation_id=op.name if number == 0 else f"{op.name}_{number}",
+                responses=openapi_responses(op),
+                openapi_extra=openapi_request(op, method, path, components),
+            )
+    _merge_components(app, components)
 
     async def predefined(request: Request) -> Response:
         op = by_name.get(request.path_params["operation"].lower())
@@ -165,3 +177,86 @@ def register(app: FastAPI, operations: list[Operation]) -> None:
         app.add_api_route(
             route, predefined, methods=["GET", "POST", "PUT", "DELETE"], include_in_schema=False
         )
+
+
+ANY_REQUEST_ERRORS = (errors.VALIDATION, errors.SERIALIZATION, errors.NOT_ACCEPTABLE)
+SCHEMA_REF = "#/components/schemas/{model}"
+
+
+def openapi_responses(op: Operation) -> dict[int | str, dict[str, Any]]:
+    by_status: dict[int, list[ErrorKind]] = {}
+    kinds = [*op.errors, *ANY_REQUEST_ERRORS]
+    if op.authenticated:
+        kinds.insert(0, errors.SESSION_INVALID)
+    for kind in dict.fromkeys(kinds):
+        by_status.setdefault(kind.http_status, []).append(kind)
+    responses: dict[int | str, dict[str, Any]] = {
+        200: {"model": op.response or EmptyResponse, "description": "Success"}
+    }
+    for status, (description, model) in op.extra_responses.items():
+        responses[status] = {"model": model, "description": description}
+    for status, kinds_here in sorted(by_status.items()):
+        listed = "; ".join(f"{k.code}: {k.message}" for k in kinds_here)
+        responses[status] = {"model": ErrorResponse, "description": listed}
+    return responses
+
+
+def openapi_request(
+    op: Operation, method: str, path: str, components: dict[str, Any]
+) -> dict[str, Any]:
+    schema = op.request.model_json_schema(by_alias=True, ref_template=SCHEMA_REF)
+    components.update(schema.pop("$defs", {}))
+    properties: dict[str, Any] = schema.get("properties", {})
+    in_path = {p.strip("{}") for p in path.split("/") if p.startswith("{")}
+    parameters: list[dict[str, Any]] = [
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": properties.get(name, {"type": "string"}),
+        }
+        for name in sorted(in_path)
+    ]
+    extra: dict[str, Any] = {}
+    if method == "GET":
+        parameters += [
+            {"name": name, "in": "query", "required": False, "schema": prop}
+            for name, prop in properties.items()
+            if name not in in_path
+        ]
+    else:
+        body = dict(schema)
+        body["properties"] = {k: v for k, v in properties.items() if k not in in_path}
+        body["required"] = [r for r in schema.get("required", []) if r not in in_path]
+        if not body["required"]:
+            body.pop("required")
+        extra["requestBody"] = {
+            "required": bool(body.get("required")),
+            "content": {"application/json": {"schema": body}},
+        }
+    if op.authenticated:
+        parameters.append(
+            {
+                "name": SESSION_HEADER,
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": "the session token from Login (or Bearer, or the ss-id cookie)",
+            }
+        )
+    if parameters:
+        extra["parameters"] = parameters
+    return extra
+
+
+def _merge_components(app: FastAPI, components: dict[str, Any]) -> None:
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

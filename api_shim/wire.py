@@ -218,6 +218,9 @@ class ContentNegotiation:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
+        if not path.startswith(("/api/", "/json/")):  # /openapi.json, /metrics, /readyz …
+            await self.app(scope, receive, send)
+            return
         last = path.rsplit("/", 1)[-1]
         stem, dot, suffix = last.rpartition(".")
         if dot and stem:

@@ -124,7 +124,8 @@ def postgres_stack(
             name="postgres",
             database_url=database_url,
             redis_url=REDIS_TEST_URL,
-            env={**MAIL_RETRY_ENV, "SMTP_URL": smtp_sink.url},
+            # JSON logs, as in production (SECURESEND_ENV=production would also do it).
+            env={**MAIL_RETRY_ENV, "SMTP_URL": smtp_sink.url, "LOG_FORMAT": "json"},
         )
         yield from _start_stack(config, tmp_path_factory.mktemp("postgres-var"))
     finally:

@@ -8,7 +8,7 @@ fields travel sealed (`sealedSecrets`), never in plain text in the broker or in 
 from __future__ import annotations
 
 import json
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
@@ -85,3 +85,11 @@ def payload_error(error: ValidationError) -> dict[str, object]:
         for e in error.errors(include_input=False, include_url=False)
     ]
     return ApiError(VALIDATION, errors=field_errors, message="Invalid job payload").response_body()
+
+
+def published_schemas() -> dict[str, Any]:
+    """The JSON Schemas other services code against (docs/send-job-v1.schema.json)."""
+    return {
+        "SendJobV1": SendJobV1.model_json_schema(by_alias=True),
+        "SendResult": SendResult.model_json_schema(by_alias=True),
+    }

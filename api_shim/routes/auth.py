@@ -6,7 +6,8 @@ from typing import Any
 
 from api_shim.dtos import Empty, LoginRequest
 from api_shim.operations import SESSION_COOKIE, Call, Operation, Reply
-from worker.domain import auth, clock
+from api_shim.responses import LoginResponse
+from worker.domain import auth, clock, errors
 from worker.domain.errors import ApiError
 
 
@@ -29,6 +30,20 @@ async def logout(call: Call) -> dict[str, Any]:
 
 
 OPERATIONS = [
-    Operation("Login", (("POST", "/login"),), LoginRequest, login, authenticated=False),
-    Operation("Logout", (("POST", "/logout"),), Empty, logout),
+    Operation(
+        "Login",
+        (("POST", "/login"),),
+        LoginRequest,
+        login,
+        authenticated=False,
+        summary="Open a session",
+        response=LoginResponse,
+        errors=(
+            errors.USER_NOT_FOUND,
+            errors.INVALID_CREDENTIALS,
+            errors.USER_DISABLED,
+            errors.LOGIN_LOCKED,
+        ),
+    ),
+    Operation("Logout", (("POST", "/logout"),), Empty, logout, summary="End the session"),
 ]

@@ -15,6 +15,12 @@ from api_shim.dtos import (
     SaveMessageRequest,
 )
 from api_shim.operations import Call, Operation
+from api_shim.responses import (
+    InboxResponse,
+    MessageSummary,
+    PreCreateMessageResponse,
+    QuotasResponse,
+)
 from worker.domain import clock, errors, messages, quotas
 from worker.domain.errors import ApiError
 
@@ -101,22 +107,74 @@ async def get_user_quotas(call: Call) -> dict[str, Any]:
 
 OPERATIONS = [
     # GetInbox before GetMessage: /messages/inbox must not be taken for a GUID.
-    Operation("GetInbox", (("GET", "/messages/inbox"),), InboxRequest, get_inbox),
-    Operation("GetUserQuotas", (("GET", "/user/quotas"),), Empty, get_user_quotas),
+    Operation(
+        "GetInbox",
+        (("GET", "/messages/inbox"),),
+        InboxRequest,
+        get_inbox,
+        summary="What the caller received",
+        response=InboxResponse,
+    ),
+    Operation(
+        "GetUserQuotas",
+        (("GET", "/user/quotas"),),
+        Empty,
+        get_user_quotas,
+        summary="Sends and invites left today",
+        response=QuotasResponse,
+    ),
     Operation(
         "RecallMessage",
         (("POST", "/messages/{messageGuid}/recall"),),
         RecallMessageRequest,
         recall_message,
+        summary="Recall a message (or a draft)",
+        errors=(errors.MESSAGE_NOT_FOUND, errors.NO_RECALL_FEATURE),
     ),
     Operation(
         "PreCreateMessage",
         (("POST", "/messages/"), ("POST", "/messages")),
         PreCreateMessageRequest,
         precreate_message,
+        summary="Create an empty draft (new, reply, reply-all or forward)",
+        response=PreCreateMessageResponse,
+        errors=(
+            errors.PARENT_NOT_FOUND,
+            errors.FYEO_PASSWORD_WRONG,
+            errors.NO_ACCESS,
+            errors.MESSAGE_RECALLED,
+            errors.REPLY_NOT_ALLOWED,
+            errors.FORWARD_NOT_ALLOWED,
+            errors.REPLY_ALL_NOT_ALLOWED,
+        ),
     ),
     Operation(
-        "SaveMessage", (("PUT", "/messages/{messageGuid}/save"),), SaveMessageRequest, save_message
+        "SaveMessage",
+        (("PUT", "/messages/{messageGuid}/save"),),
+        SaveMessageRequest,
+        save_message,
+        summary="Save a draft",
+        errors=(
+            errors.MESSAGE_NOT_FOUND,
+            errors.NO_CONFIDENTIAL_FEATURE,
+            errors.NO_FYEO_FEATURE,
+            errors.REPLY_ALL_NOT_ALLOWED,
+            errors.ALREADY_SENT,
+        ),
     ),
-    Operation("GetMessage", (("GET", "/messages/{messageGuid}"),), MessageRequest, get_message),
+    Operation(
+        "GetMessage",
+        (("GET", "/messages/{messageGuid}"),),
+        MessageRequest,
+        get_message,
+        summary="A message, for its sender or a recipient",
+        response=MessageSummary,
+        errors=(
+            errors.MESSAGE_NOT_FOUND,
+            errors.MESSAGE_RECALLED,
+            errors.EXPIRY_INVALID,
+            errors.FYEO_PASSWORD_MISSING,
+            errors.FYEO_PASSWORD_WRONG,
+        ),
+    ),
 ]

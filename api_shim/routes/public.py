@@ -13,5 +13,12 @@ async def ping(_: Call) -> dict[str, Any]:
 
 
 OPERATIONS = [
-    Operation("Ping", (("GET", "/public/ping"),), Empty, ping, authenticated=False),
+    Operation(
+        "Ping",
+        (("GET", "/public/ping"),),
+        Empty,
+        ping,
+        authenticated=False,
+        summary="Is the service up (no session needed)",
+    ),
 ]

@@ -8,11 +8,34 @@ from sqlalchemy.orm import Session
 
 from api_shim.dtos import JobRequest, SendMessageRequest
 from api_shim.operations import Call, Operation, Reply, resolve_caller
-from worker.domain import clock, jobs
+from api_shim.responses import JobAccepted, JobResponse, SendMessageResponse
+from worker.domain import clock, errors, jobs
 from worker.models import new_guid
 from worker.payloads import SendJobV1, SendSecrets
 
 JOBS_PATH = "/api/v1/jobs/"
+SEND_ERRORS = (
+    errors.MESSAGE_NOT_FOUND,
+    errors.MESSAGE_RECALLED,
+    errors.FORWARD_NOT_ALLOWED,
+    errors.REPLY_NOT_ALLOWED,
+    errors.REPLY_ALL_NOT_ALLOWED,
+    errors.NO_FYEO_FEATURE,
+    errors.NO_CONFIDENTIAL_FEATURE,
+    errors.EXPIRY_DISABLED,
+    errors.EXPIRY_INVALID,
+    errors.FYEO_PASSWORD_MISSING,
+    errors.FYEO_PASSWORD_WRONG,
+    errors.RECIPIENTS_LIMIT,
+    errors.RECIPIENT_DISABLED,
+    errors.CONTACTS_NOT_ALLOWED,
+    errors.BANNED_CONTENT,
+    errors.INVITE_FAILED,
+    errors.CRA_REQUIRED_ONE,
+    errors.CRA_REQUIRED_MANY,
+    errors.DAILY_LIMIT_REACHED,
+    errors.SEND_FAILED,
+)
 
 
 def _job_payload(dto: SendMessageRequest, *, sender_guid: str, job_id: str) -> SendJobV1:
@@ -77,6 +100,17 @@ OPERATIONS = [
         send_message,
         session_in_handler=True,
         summary="Send a draft message",
+        response=SendMessageResponse,
+        errors=SEND_ERRORS,
+        extra_responses={202: ("Queued: Prefer: respond-async, or the wait ran out", JobAccepted)},
     ),
-    Operation("GetJob", (("GET", "/jobs/{jobId}"),), JobRequest, get_job),
+    Operation(
+        "GetJob",
+        (("GET", "/jobs/{jobId}"),),
+        JobRequest,
+        get_job,
+        summary="A send job of the caller's",
+        response=JobResponse,
+        errors=(errors.JOB_NOT_FOUND,),
+    ),
 ]

@@ -1,0 +1,129 @@
+"""Operations endpoints outside /api, without a session: /healthz, /readyz, /metrics."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import redis
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api_shim.services import Services
+from api_shim.wire import JSON_TYPE, dumps
+from worker.celery_app import MAIL_QUEUE, SEND_QUEUE
+from worker.domain import clock, metrics
+
+logger = logging.getLogger(__name__)
+
+
+def _check_database(services: Services) -> str:
+    try:
+        with services.database.read_session() as session:
+            session.execute(text("SELECT 1"))
+    except Exception as e:  # noqa: BLE001 - any failure means "not ready"
+        return f"unavailable: {type(e).__name__}"
+    return "ok"
+
+
+def _redis(services: Services) -> redis.Redis:
+    return redis.Redis.from_url(
+        services.settings.redis_url, socket_timeout=2, socket_connect_timeout=2
+    )
+
+
+def _check_broker(services: Services) -> str:
+    settings = services.settings
+    if not settings.uses_redis:
+        folder = settings.embedded_broker_dir
+        return "ok" if folder.is_dir() else f"unavailable: {folder} is missing"
+    try:
+        _redis(services).ping()
+    except redis.RedisError as e:
+        return f"unavailable: {type(e).__name__}"
+    return "ok"
+
+
+class _Collector:
+    """Reads the figures at scrape time (see worker.domain.metrics)."""
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+
+    def collect(self) -> Iterator[Metric]:
+        services = self._services
+        with services.database.read_session() as session:
+            snap = metrics.snapshot(session, now=clock.now())
+        sends = CounterMetricFamily(
+            "securesend_sends", "SendMessage jobs answered, by result code", labels=["code"]
+        )
+        for code, count in sorted(snap.sends_by_code.items()):
+            sends.add_metric([code], count)
+        yield sends
+        yield GaugeMetricFamily(
+            "securesend_jobs_unfinished", "Send jobs queued or running", value=snap.jobs_queued
+        )
+        wait = GaugeMetricFamily(
+            "securesend_queue_wait_seconds",
+            "Time from a send job's creation to a worker starting it, over the last 5 minutes",
+            labels=["quantile"],
+        )
+        for quantile, seconds in snap.queue_wait_seconds.items():
+            wait.add_metric([quantile], seconds)
+        yield wait
+        backlog = GaugeMetricFamily(
+            "securesend_outbox_emails", "Outbox emails by delivery status", labels=["status"]
+        )
+        for status, count in snap.emails_by_status.items():
+            backlog.add_metric([status], count)
+        yield backlog
+        yield CounterMetricFamily(
+            "securesend_email_retries",
+            "Delivery attempts beyond the first",
+            value=snap.email_retries,
+        )
+        yield CounterMetricFamily(
+            "securesend_email_failures", "Emails that failed for good", value=snap.email_failures
+        )
+        if services.settings.uses_redis:
+            depth = GaugeMetricFamily(
+                "securesend_broker_queue_length", "Messages waiting in Redis", labels=["queue"]
+            )
+            try:
+                client = _redis(services)
+                for queue in (SEND_QUEUE, MAIL_QUEUE):
+                    depth.add_metric([queue], client.llen(queue))
+            except redis.RedisError:
+                logger.warning("metrics: Redis unavailable for queue lengths")
+            yield depth
+
+
+def register_ops(app: FastAPI, services: Services) -> None:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(services))
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> Response:
+        return Response(dumps({"status": "ok"}), media_type=JSON_TYPE)
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> Response:
+        checks: dict[str, Any] = {
+            "database": await run_in_threadpool(_check_database, services),
+            "broker": await run_in_threadpool(_check_broker, services),
+        }
+        ready = all(v == "ok" for v in checks.values())
+        body = {"status": "ready" if ready else "not ready", "checks": checks}
+        return Response(dumps(body), status_code=200 if ready else 503, media_type=JSON_TYPE)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_endpoint(_: Request) -> Response:
+        payload = await run_in_threadpool(generate_latest, registry)
+        return Response(payload, media_type=CONTENT_TYPE_LATEST)
