@@ -46,13 +46,20 @@ class MessageOptionsIn(Dto):
     share_tracking: bool = False
 
 
+# Limits on what a draft may hold (docs/security.md); beyond them: 400 ValidationException.
+MAX_ADDRESSES = 500
+MAX_SUBJECT = 1_000
+MAX_BODY = 1_000_000
+Address = Annotated[str, Field(max_length=320)]
+
+
 class SaveMessageRequest(Dto):
     message_guid: Guid
-    to: list[str] | None = None
-    cc: list[str] | None = None
-    bcc: list[str] | None = None
-    subject: str | None = None
-    body: str | None = None
+    to: list[Address] | None = Field(default=None, max_length=MAX_ADDRESSES)
+    cc: list[Address] | None = Field(default=None, max_length=MAX_ADDRESSES)
+    bcc: list[Address] | None = Field(default=None, max_length=MAX_ADDRESSES)
+    subject: str | None = Field(default=None, max_length=MAX_SUBJECT)
+    body: str | None = Field(default=None, max_length=MAX_BODY)
     body_format: CaseInsensitive(BodyFormat) | None = None  # type: ignore[valid-type]
     message_options: MessageOptionsIn | None = None
     expiry_date: UtcDatetime | None = None

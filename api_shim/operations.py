@@ -33,6 +33,7 @@ PREFIXES = ("/api/v1", "/api")
 SESSION_HEADER = "x-sm-session-token"
 SESSION_COOKIE = "ss-id"
 RESERVED_QUERY = frozenset({"format", "callback", "_"})
+MAX_BODY_BYTES = 2 * 1024 * 1024  # a 1 MB body in JSON, with room for escaping
 
 
 @dataclass
@@ -106,13 +107,27 @@ async def authenticate(services: Services, request: Request) -> Caller:
     return await run_in_threadpool(_authenticate, services, request)
 
 
+async def _capped_body(request: Request) -> bytes:
+    """The body, refused with 413 past MAX_BODY_BYTES without reading it all."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise ApiError(errors.TOO_LARGE)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise ApiError(errors.TOO_LARGE)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def _request_data(request: Request, path_params: Mapping[str, Any]) -> dict[str, Any]:
     data: dict[str, Any] = {
         k: v for k, v in request.query_params.items() if k.lower() not in RESERVED_QUERY
     }
     if request.method in ("POST", "PUT", "PATCH", "DELETE"):
-        raw = await request.body()
-        data.update(parse_json_body(raw))
+        data.update(parse_json_body(await _capped_body(request)))
     data.update(path_params)
     return data
 
@@ -179,7 +194,12 @@ def register(app: FastAPI, operations: list[Operation]) -> None:
         )
 
 
-ANY_REQUEST_ERRORS = (errors.VALIDATION, errors.SERIALIZATION, errors.NOT_ACCEPTABLE)
+ANY_REQUEST_ERRORS = (
+    errors.VALIDATION,
+    errors.SERIALIZATION,
+    errors.NOT_ACCEPTABLE,
+    errors.TOO_LARGE,
+)
 SCHEMA_REF = "#/components/schemas/{model}"
 
 

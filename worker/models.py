@@ -318,6 +318,19 @@ class OutboxEmail(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
+class FyeoAttempt(Base):
+    """Wrong For-Your-Eyes-Only passwords in a row, per message and reader."""
+
+    __tablename__ = "fyeo_attempts"
+    __table_args__ = (UniqueConstraint("message_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
 class DailyUsage(Base):
     """A sender's sends and invites on one UTC day; incremented only under the limit."""
 

@@ -72,7 +72,8 @@ def _fyeo_password(call: Call) -> str | None:
 
 async def get_message(call: Call) -> dict[str, Any]:
     dto: MessageRequest = call.dto
-    return await call.services.read(
+    # A write transaction: wrong FYEO passwords are counted.
+    result = await call.services.write(
         messages.get_message,
         caller=call.user,
         guid=dto.message_guid,
@@ -80,6 +81,9 @@ async def get_message(call: Call) -> dict[str, Any]:
         fyeo_password=_fyeo_password(call),
         now=clock.now(),
     )
+    if isinstance(result, ApiError):
+        raise result
+    return result
 
 
 async def recall_message(call: Call) -> dict[str, Any]:
@@ -175,6 +179,7 @@ OPERATIONS = [
             errors.EXPIRY_INVALID,
             errors.FYEO_PASSWORD_MISSING,
             errors.FYEO_PASSWORD_WRONG,
+            errors.FYEO_LOCKED,
         ),
     ),
 ]

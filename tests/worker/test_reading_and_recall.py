@@ -222,3 +222,29 @@ def test_precreate_errors(stack: Stack, unique: str) -> None:
     draft = _get(stack, token, ok.json()["messageGuid"]).json()
     assert draft["parentGuid"] == fyeo and draft["action"] == "Reply"
     assert draft["subject"].startswith("RE: ")
+
+
+def test_repeated_wrong_fyeo_passwords_lock_the_message_for_that_reader(
+    stack: Stack, unique: str
+) -> None:
+    world = World(stack, unique).setup()
+    reader, _, token = _reader(world)
+    other, other_pw = stack.make_user(unique, name="other2", group=world.group)
+    other_token = stack.login(other, other_pw)
+    guid = world.draft(to=[reader, other], messageOptions={"fyeoType": "UniquePassword"})
+    assert world.send(guid, password="message password").status_code == 200
+    wrong = {"x-sm-password": _b64("guess")}
+    right = {"x-sm-password": _b64("message password")}
+
+    assert _get(stack, token, guid, **wrong).status_code == 403
+    assert _get(stack, token, guid, **right).status_code == 200  # a success resets the count
+    codes = [
+        _get(stack, token, guid, **wrong).json()["responseStatus"]["errorCode"] for _ in range(5)
+    ]
+    locked = _get(stack, token, guid, **right)
+
+    assert codes == ["38"] * 5
+    assert_error(
+        locked, 403, "39", "Too many incorrect For Your Eyes Only passwords. Try again later."
+    )
+    assert _get(stack, other_token, guid, **right).status_code == 200  # only that reader

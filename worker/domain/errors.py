@@ -117,6 +117,10 @@ NO_ACCESS = ErrorKind(403, "907", "You do not have access to this message.")
 ALREADY_SENT = ErrorKind(403, "906", "Message already sent.")
 NO_RECALL_FEATURE = ErrorKind(403, "921", "This user doesn't have access to Recall.")
 JOB_NOT_FOUND = ErrorKind(404, "NotFound", "Job not found")
+# A code of this project (the vendor's is not public): see docs/security.md.
+FYEO_LOCKED = ErrorKind(
+    403, "39", "Too many incorrect For Your Eyes Only passwords. Try again later."
+)
 
 # --- wire-level errors (SPEC 2) ---------------------------------------------------------
 VALIDATION = ErrorKind(400, "ValidationException", "Validation failed")
@@ -124,6 +128,7 @@ SERIALIZATION = ErrorKind(400, "SerializationException", "Could not deserialize 
 NOT_FOUND = ErrorKind(404, "NotFound", "Handler for request not found")
 METHOD_NOT_ALLOWED = ErrorKind(405, "MethodNotAllowed", "Method not allowed")
 NOT_ACCEPTABLE = ErrorKind(406, "NotAcceptable", "The requested format is not supported")
+TOO_LARGE = ErrorKind(413, "RequestEntityTooLarge", "The request body is too large")
 INTERNAL_ERROR = ErrorKind(500, "InternalServerError", "An unexpected error occurred.")
 SEND_FAILED = ErrorKind(
     503, "ServiceUnavailable", "The send could not be completed; nothing was sent. Try again."

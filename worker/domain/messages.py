@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import exists, func, select
@@ -23,6 +23,7 @@ from worker.domain.secrets import verify_password
 from worker.models import (
     BodyFormat,
     Delivery,
+    FyeoAttempt,
     FyeoType,
     Message,
     MessageAction,
@@ -252,6 +253,37 @@ def message_summary(message: Message, *, include_body: bool, show_bcc: bool) -> 
     }
 
 
+MAX_FYEO_FAILURES = 5
+FYEO_LOCKOUT = timedelta(minutes=15)
+
+
+def _guard_fyeo_body(
+    session: Session, message: Message, user: User, password: str, now: datetime
+) -> ApiError | None:
+    """Check a reader's FYEO password, counting wrong ones: the fifth in a row locks this
+    message for this reader for 15 minutes (39), also against the right password."""
+    attempt = session.scalars(
+        select(FyeoAttempt)
+        .where(FyeoAttempt.message_id == message.id, FyeoAttempt.user_id == user.id)
+        .with_for_update()
+    ).one_or_none()
+    if attempt is not None and attempt.locked_until is not None and attempt.locked_until > now:
+        return ApiError(errors.FYEO_LOCKED)
+    try:
+        _check_fyeo_password(message, user, password)
+    except ApiError as wrong:
+        if attempt is None:
+            attempt = FyeoAttempt(message_id=message.id, user_id=user.id, failures=0)
+            session.add(attempt)
+        attempt.failures += 1
+        if attempt.failures >= MAX_FYEO_FAILURES:
+            attempt.failures, attempt.locked_until = 0, now + FYEO_LOCKOUT
+        return wrong
+    if attempt is not None:
+        attempt.failures, attempt.locked_until = 0, None
+    return None
+
+
 def get_message(
     session: Session,
     *,
@@ -260,11 +292,13 @@ def get_message(
     include_body: bool,
     fyeo_password: str | None,
     now: datetime,
-) -> dict[str, Any]:
+) -> dict[str, Any] | ApiError:
     """A message for its sender, or for a recipient once sent (not recalled or expired).
 
-    Errors: 929 (neither sender nor recipient, or a recipient asking for a draft), 915,
-    76, and for a FYEO body 51 (no `x-sm-password`) or 38 (wrong password)."""
+    A wrong FYEO password is *returned*, not raised, so that the count of wrong ones
+    written here is committed before the caller answers. Errors: 929 (neither sender nor
+    recipient, or a recipient asking for a draft), 915, 76, and for a FYEO body 51 (no
+    `x-sm-password`), 38 (wrong password) or 39 (too many wrong ones)."""
     message = session.scalars(
         select(Message)
         .where(Message.guid == guid)
@@ -285,7 +319,11 @@ def get_message(
     if include_body and message.fyeo_type is not FyeoType.DISABLED:
         if not fyeo_password:
             raise ApiError(errors.FYEO_PASSWORD_MISSING)
-        _check_fyeo_password(message, _caller_user(session, caller), fyeo_password)
+        refused = _guard_fyeo_body(
+            session, message, _caller_user(session, caller), fyeo_password, now
+        )
+        if refused is not None:
+            return refused
     return message_summary(message, include_body=include_body, show_bcc=False)
 
 
