@@ -58,7 +58,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         kind = errors.METHOD_NOT_ALLOWED if exc.status_code == 405 else errors.NOT_FOUND
-        return error_response(request, ApiError(kind))
+        response = error_response(request, ApiError(kind))
+        response.headers.update(exc.headers or {})  # 405 keeps its Allow header
+        return response
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:

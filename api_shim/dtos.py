@@ -89,5 +89,5 @@ class RecallMessageRequest(Dto):
 
 
 class InboxRequest(Dto):
-    page: int = Field(default=1, ge=1)
+    page: int = Field(default=1, ge=1, le=1_000_000)
     page_size: int = Field(default=25, ge=1, le=100)

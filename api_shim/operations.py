@@ -201,6 +201,16 @@ ANY_REQUEST_ERRORS = (
     errors.TOO_LARGE,
 )
 SCHEMA_REF = "#/components/schemas/{model}"
+SECURITY_SCHEMES = {
+    "session": {
+        "type": "apiKey",
+        "in": "header",
+        "name": SESSION_HEADER,
+        "description": "the session token from Login",
+    },
+    "bearer": {"type": "http", "scheme": "bearer"},
+    "cookie": {"type": "apiKey", "in": "cookie", "name": SESSION_COOKIE},
+}
 
 
 def openapi_responses(op: Operation) -> dict[int | str, dict[str, Any]]:
@@ -255,15 +265,7 @@ def openapi_request(
             "content": {"application/json": {"schema": body}},
         }
     if op.authenticated:
-        parameters.append(
-            {
-                "name": SESSION_HEADER,
-                "in": "header",
-                "required": False,
-                "schema": {"type": "string"},
-                "description": "the session token from Login (or Bearer, or the ss-id cookie)",
-            }
-        )
+        extra["security"] = [{"session": []}, {"bearer": []}, {"cookie": []}]
     if parameters:
         extra["parameters"] = parameters
     return extra
@@ -275,7 +277,9 @@ def _merge_components(app: FastAPI, components: dict[str, Any]) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = build()
-            schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
+            parts = schema.setdefault("components", {})
+            parts.setdefault("schemas", {}).update(components)
+            parts["securitySchemes"] = SECURITY_SCHEMES
             app.openapi_schema = schema
         return app.openapi_schema
 

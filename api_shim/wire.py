@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar, get_args, get_origin
 
-from pydantic import BaseModel, BeforeValidator, ValidationError
+from pydantic import BaseModel, BeforeValidator, ValidationError, WithJsonSchema
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -65,7 +65,18 @@ def _utc(value: Any) -> Any:
     return value
 
 
-Guid = Annotated[str, BeforeValidator(parse_guid)]
+GUID_SCHEMA = r"^(\{)?[0-9A-Fa-f]{8}(-?[0-9A-Fa-f]{4}){3}-?[0-9A-Fa-f]{12}(\})?$"
+Guid = Annotated[
+    str,
+    BeforeValidator(parse_guid),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": GUID_SCHEMA,
+            "description": "a GUID, N (32 hex) or D (dashed) form",
+        }
+    ),
+]
 UtcDatetime = Annotated[datetime, BeforeValidator(_utc)]
 
 

@@ -29,6 +29,8 @@ def test_openapi_lists_every_operation_with_its_errors(sqlite_stack: Stack) -> N
             assert (
                 "811: The user session is no longer valid." in op["responses"]["401"]["description"]
             )
+        if operation.authenticated:
+            assert {"session": []} in op["security"]
         for parameter in op.get("parameters", []):
             if parameter["in"] == "path":
                 assert "{" + parameter["name"] + "}" in path
