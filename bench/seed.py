@@ -41,28 +41,19 @@ def seed(stack: Stack, *, drafts: int, big_recipients: int, big_drafts: int = 5)
         )
         session.add(group)
         session.flush()
-        senders = [
-            User(
-                email=f"sender{i}@bench.example",
+
+        def user(name: str) -> User:
+            return User(
+                email=f"{name}@bench.example",
                 password_hash=password_hash,
                 first_name="Bench",
-                last_name=f"Sender {i}",
+                last_name=name,
                 group_id=group.id,
                 state=UserState.ACTIVE,
             )
-            for i in range(SENDERS)
-        ]
-        readers = [
-            User(
-                email=f"reader{i}@bench.example",
-                password_hash=password_hash,
-                first_name="Bench",
-                last_name=f"Reader {i}",
-                group_id=group.id,
-                state=UserState.ACTIVE,
-            )
-            for i in range(big_recipients)
-        ]
+
+        senders = [user(f"sender{i}") for i in range(SENDERS)]
+        readers = [user(f"reader{i}") for i in range(big_recipients)]
         session.add_all(senders + readers)
         session.flush()
 

@@ -45,9 +45,7 @@ def banned_scan_ratio() -> dict[str, float]:
 
 def smtp_reuse_ratio(count: int) -> dict[str, float]:
     """Deliver `count` emails over one connection, then over one connection each."""
-    sink = SmtpSink(free_port())
-    sink.start()
-    try:
+    with SmtpSink.running(free_port()) as sink:
         target = SmtpTarget.from_url(sink.url)
         emails = [
             build_mime(
@@ -79,8 +77,6 @@ def smtp_reuse_ratio(count: int) -> dict[str, float]:
 
         t_reused = _best_of(3, reused)
         t_each = _best_of(3, per_email)
-    finally:
-        sink.stop()
     return {
         "emails": count,
         "reused_per_s": round(count / t_reused, 1),

@@ -96,12 +96,8 @@ MAIL_RETRY_ENV = {
 @pytest.fixture(scope="session")
 def smtp_sink() -> Iterator[SmtpSink]:
     """The SMTP server the PostgreSQL stack's workers deliver to."""
-    sink = SmtpSink(free_port())
-    sink.start()
-    try:
+    with SmtpSink.running(free_port()) as sink:
         yield sink
-    finally:
-        sink.stop()
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -60,6 +62,16 @@ class SmtpSink:
     def start(self) -> None:
         self._controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port)
         self._controller.start()
+
+    @classmethod
+    @contextmanager
+    def running(cls, port: int) -> Iterator[SmtpSink]:
+        sink = cls(port)
+        sink.start()
+        try:
+            yield sink
+        finally:
+            sink.stop()
 
     def stop(self) -> None:
         if self._controller is not None:

@@ -22,6 +22,24 @@ from worker.settings import Settings
 READY_TIMEOUT_SECONDS = 60
 
 
+def wait_for_http(
+    url: str, process: subprocess.Popen[bytes], *, timeout: float = READY_TIMEOUT_SECONDS
+) -> None:
+    """Wait until `url` answers 200 while `process` (the server) keeps running."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None:
+            raise RuntimeError(f"{url}: the server exited with {process.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url}: no answer in {timeout}s")
+        time.sleep(0.1)
+
+
 @dataclass(frozen=True)
 class StackConfig:
     name: str
@@ -116,17 +134,10 @@ class Stack:
             time.sleep(0.1)
 
     def _wait_for_api(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        while True:
-            try:
-                if httpx.get(self.url("/api/v1/public/ping"), timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            process = self.processes["api"]
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"api did not start:\n{self.log('api')}")
-            time.sleep(0.1)
+        try:
+            wait_for_http(self.url("/api/v1/public/ping"), self.processes["api"])
+        except RuntimeError as e:
+            raise RuntimeError(f"api did not start ({e}):\n{self.log('api')}") from None
 
     def stop(self) -> None:
         for process in self.processes.values():

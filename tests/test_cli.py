@@ -6,12 +6,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
-
 from tests.conftest import free_port, run_cli
+from tests.support import wait_for_http
 
 
 def test_help_lists_every_command() -> None:
@@ -42,15 +40,7 @@ def test_up_serves_on_embedded_defaults_and_stops_cleanly_on_ctrl_c(tmp_path: Pa
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/api/v1/public/ping").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, "up did not start"
-            time.sleep(0.2)
+        wait_for_http(f"http://127.0.0.1:{port}/api/v1/public/ping", process)
         assert (tmp_path / "var" / "securesend.sqlite3").exists()
         os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         output, _ = process.communicate(timeout=40)

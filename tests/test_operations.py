@@ -17,7 +17,7 @@ import yaml
 from sqlalchemy import select
 
 from tests.conftest import MAIL_RETRY_ENV, free_port
-from tests.support import Stack, StackConfig
+from tests.support import Stack, StackConfig, wait_for_http
 from tests.worker.test_send_rules import World
 from worker.cli import build_parser
 from worker.models import User
@@ -54,15 +54,7 @@ def flower(postgres_stack: Stack) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/api/workers", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, "flower did not start"
-            time.sleep(0.2)
+        wait_for_http(f"{url}/api/workers", process)
         time.sleep(1)  # let it subscribe to the workers' events
         yield url
     finally:

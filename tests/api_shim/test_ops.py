@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import free_port
-from tests.support import Stack
+from tests.support import Stack, wait_for_http
 from tests.worker.test_send_rules import World
 
 
@@ -40,15 +40,7 @@ def test_readiness_names_what_is_down(tmp_path: Path) -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert api.poll() is None and time.monotonic() < deadline, "api did not start"
-            time.sleep(0.1)
+        wait_for_http(f"http://127.0.0.1:{port}/healthz", api)
         ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10)
     finally:
         api.terminate()

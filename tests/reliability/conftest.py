@@ -167,12 +167,8 @@ def _fault_stack(
 
 @pytest.fixture
 def fault_sink() -> Iterator[SmtpSink]:
-    sink = SmtpSink(free_port())
-    sink.start()
-    try:
+    with SmtpSink.running(free_port()) as sink:
         yield sink
-    finally:
-        sink.stop()
 
 
 @pytest.fixture
