@@ -87,11 +87,60 @@ def _worker_argv(concurrency: int | None, queues: str | None, beat: bool) -> lis
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from worker.celery_app import app
-
     _migrate_if_sqlite()
-    app.worker_main(_worker_argv(args.concurrency, args.queues, args.beat))
-    return 0
+    if args.no_supervise:
+        from worker.celery_app import app
+
+        app.worker_main(_worker_argv(args.concurrency, args.queues, args.beat))
+        return 0
+    child_argv = [sys.executable, "-m", "worker.cli", "worker", "--no-supervise"]
+    if args.concurrency:
+        child_argv += ["--concurrency", str(args.concurrency)]
+    if args.queues:
+        child_argv += ["--queues", args.queues]
+    if args.beat:
+        child_argv.append("--beat")
+    return supervise(child_argv)
+
+
+RESTART_DELAY_MAX_SECONDS = 30.0
+STABLE_AFTER_SECONDS = 60.0
+
+
+def supervise(argv: list[str]) -> int:
+    """Run the Celery worker as a child and start it again whenever it dies on its own.
+
+    kombu can kill a worker while it reconnects to a restarted Redis ("Unrecoverable
+    error: AttributeError … 'hostname'", seen here); the service must recover by itself.
+    SIGTERM and SIGINT are passed on (as SIGTERM: a warm shutdown), and then the child's
+    exit ends the supervisor.
+    """
+    stopping = False
+    child: subprocess.Popen[bytes] | None = None
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        if child is not None and child.poll() is None:
+            # SIGTERM either way: a Ctrl-C also reached the child (same process group),
+            # and a second SIGINT would turn its warm shutdown into a cold one.
+            child.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    failures = 0
+    while True:
+        started = time.monotonic()
+        child = subprocess.Popen(argv)
+        code = child.wait()
+        if stopping:
+            return code
+        failures = 0 if time.monotonic() - started > STABLE_AFTER_SECONDS else failures + 1
+        delay = min(RESTART_DELAY_MAX_SECONDS, 0.5 * 2**failures)
+        logger.error("worker exited with code %s; starting it again in %.1fs", code, delay)
+        time.sleep(delay)
+        if stopping:
+            return code
 
 
 def cmd_emails(args: argparse.Namespace) -> int:
@@ -204,6 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--queues", default=None, help="comma-separated queue names")
     worker.add_argument(
         "--beat", action="store_true", help="also run the periodic outbox sweep (one per site)"
+    )
+    worker.add_argument(
+        "--no-supervise",
+        action="store_true",
+        help="run Celery in this process, without restarting it when it dies",
     )
     worker.set_defaults(func=cmd_worker)
 
