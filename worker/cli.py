@@ -103,6 +103,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return supervise(child_argv)
 
 
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 RESTART_DELAY_MAX_SECONDS = 30.0
 STABLE_AFTER_SECONDS = 60.0
 
@@ -131,8 +138,11 @@ def supervise(argv: list[str]) -> int:
     failures = 0
     while True:
         started = time.monotonic()
-        child = subprocess.Popen(argv)
+        # Its own process group, so that pool processes a dead Celery leaves behind can
+        # be cleared away with it.
+        child = subprocess.Popen(argv, start_new_session=True)
         code = child.wait()
+        _kill_group(child.pid)
         if stopping:
             return code
         failures = 0 if time.monotonic() - started > STABLE_AFTER_SECONDS else failures + 1

@@ -4,6 +4,7 @@ SMTP sink, two workers, and short timeouts so recovery happens within seconds.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -45,6 +46,18 @@ FAST_RECOVERY_ENV = {
     "SEND_WAIT_SECONDS": "30",
 }
 REPORT_DIR = Path(os.environ.get("RELIABILITY_REPORT_DIR", "var/reliability"))
+
+
+def descendants(pid: int) -> list[int]:
+    """`pid` and every process below it, parents first."""
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop(0)
+        found.append(current)
+        with contextlib.suppress(OSError):
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+            queue.extend(int(c) for c in children)
+    return found
 
 
 class RedisServer:
@@ -130,8 +143,11 @@ class Fault:
         return done
 
     def kill_worker(self, name: str) -> None:
-        """kill -9 the worker and its pool processes, as the OOM killer or a lost host would."""
-        os.killpg(self.stack.processes[name].pid, signal.SIGKILL)
+        """kill -9 the worker, its Celery process and its pool processes, as a lost host
+        would."""
+        for pid in descendants(self.stack.processes[name].pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def stop_worker(self, name: str) -> None:
         """SIGTERM to the worker's main process only, as `docker stop` or systemd do."""

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import MAIL_RETRY_ENV, free_port
+from tests.reliability.conftest import descendants
 from tests.support import Stack, StackConfig
 from tests.worker.test_send_rules import World
 
@@ -36,6 +37,7 @@ def test_a_dead_celery_worker_is_started_again(embedded: Stack, unique: str) -> 
     supervisor = embedded.processes["worker"]
     first = _celery_pid(supervisor.pid)
 
+    pool = descendants(first)[1:]
     os.kill(first, signal.SIGKILL)  # the Celery main process dies; its supervisor does not
     deadline = time.monotonic() + 30
     while embedded.log("worker").count("ready.") < 2:
@@ -44,6 +46,7 @@ def test_a_dead_celery_worker_is_started_again(embedded: Stack, unique: str) -> 
 
     assert supervisor.poll() is None
     assert _celery_pid(supervisor.pid) != first
+    assert pool and not any(Path(f"/proc/{pid}").exists() for pid in pool)  # cleared away
     assert "starting it again" in embedded.log("worker")
     world = World(embedded, unique).setup()
     assert world.send(world.draft(to=[world.user("r")])).status_code == 200
