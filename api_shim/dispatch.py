@@ -19,6 +19,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from celery import Celery
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
@@ -93,8 +94,16 @@ class RedisResultListener:
         result: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting[channel] = (subscribed, result)
         try:
-            await self._pubsub.subscribe(channel)
-            await asyncio.wait_for(subscribed.wait(), SUBSCRIBE_TIMEOUT_SECONDS)
+            try:
+                await self._pubsub.subscribe(channel)
+                await asyncio.wait_for(subscribed.wait(), SUBSCRIBE_TIMEOUT_SECONDS)
+            except (RedisError, OSError):
+                raise
+            except Exception as e:  # noqa: BLE001
+                # redis-py can fail with AttributeError when the connection drops in the
+                # middle of a command (seen during a Redis restart): the same as a lost
+                # connection to the caller, who then falls back to the database.
+                raise RedisConnectionError(f"subscribe failed: {type(e).__name__}") from e
             yield result
         finally:
             self._waiting.pop(channel, None)
