@@ -20,6 +20,7 @@ from api_shim.services import Services
 from api_shim.wire import JSON_TYPE, dumps
 from worker.celery_app import MAIL_QUEUE, SEND_QUEUE
 from worker.domain import clock, metrics
+from worker.redis_client import redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -33,19 +34,13 @@ def _check_database(services: Services) -> str:
     return "ok"
 
 
-def _redis(services: Services) -> redis.Redis:
-    return redis.Redis.from_url(
-        services.settings.redis_url, socket_timeout=2, socket_connect_timeout=2
-    )
-
-
 def _check_broker(services: Services) -> str:
     settings = services.settings
     if not settings.uses_redis:
         folder = settings.embedded_broker_dir
         return "ok" if folder.is_dir() else f"unavailable: {folder} is missing"
     try:
-        _redis(services).ping()
+        redis_client(settings.redis_url).ping()
     except redis.RedisError as e:
         return f"unavailable: {type(e).__name__}"
     return "ok"
@@ -97,7 +92,7 @@ class _Collector:
                 "securesend_broker_queue_length", "Messages waiting in Redis", labels=["queue"]
             )
             try:
-                client = _redis(services)
+                client = redis_client(services.settings.redis_url)
                 for queue in (SEND_QUEUE, MAIL_QUEUE):
                     depth.add_metric([queue], client.llen(queue))
             except redis.RedisError:

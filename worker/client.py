@@ -16,7 +16,7 @@ from typing import Any
 
 from worker.celery_app import SEND_QUEUE, SEND_TASK
 from worker.models import new_guid
-from worker.payloads import NotificationFormat, SendJobV1, SendSecrets
+from worker.payloads import NotificationFormat, SendJobV1
 
 __all__ = ["SEND_QUEUE", "SEND_TASK", "build_send_job", "send_job_options"]
 
@@ -34,15 +34,15 @@ def build_send_job(
 ) -> dict[str, Any]:
     """A validated `SendJobV1` payload as JSON, secrets sealed. Raises pydantic's
     ValidationError for malformed GUIDs or formats."""
-    secrets = SendSecrets(password=password, cra_code=cra_code)
-    job = SendJobV1(
+    job = SendJobV1.for_send(
         job_id=job_id or new_guid(),
         sender_guid=sender_guid.replace("-", "").lower(),
         message_guid=message_guid.replace("-", "").lower(),
+        password=password,
+        cra_code=cra_code,
         invite_new_users=invite_new_users,
         send_email_notification=send_email_notification,
-        notification_formats=tuple(notification_formats),
-        sealed_secrets=secrets.sealed() if password or cra_code else None,
+        notification_formats=notification_formats,
     )
     return job.model_dump(mode="json", by_alias=True)
 

@@ -4,11 +4,10 @@ outbox drain running at a time."""
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import redis
 
 from worker.domain.mail import EmlDirectoryTransport, MailTransport, SmtpTarget, SmtpTransport
+from worker.redis_client import redis_client
 from worker.settings import Settings, get_settings
 
 _transport: MailTransport | None = None
@@ -39,11 +38,6 @@ def close_mail_transport() -> None:
 DRAIN_FLAG = "securesend:mail:drain-pending"
 
 
-@lru_cache(maxsize=4)
-def _redis(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-
-
 def claim_drain(settings: Settings) -> bool:
     """True when the caller should publish a drain: no drain is pending or running.
 
@@ -54,7 +48,7 @@ def claim_drain(settings: Settings) -> bool:
         return True
     ttl = int(settings.mail_task_time_limit_seconds * 1.5)
     try:
-        return bool(_redis(settings.redis_url).set(DRAIN_FLAG, "1", nx=True, ex=ttl))
+        return bool(redis_client(settings.redis_url).set(DRAIN_FLAG, "1", nx=True, ex=ttl))
     except redis.RedisError:
         return True
 
@@ -62,6 +56,6 @@ def claim_drain(settings: Settings) -> bool:
 def release_drain(settings: Settings) -> None:
     if settings.redis_url:
         try:
-            _redis(settings.redis_url).delete(DRAIN_FLAG)
+            redis_client(settings.redis_url).delete(DRAIN_FLAG)
         except redis.RedisError:
             pass  # it expires by itself

@@ -8,6 +8,7 @@ fields travel sealed (`sealedSecrets`), never in plain text in the broker or in 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -58,6 +59,34 @@ class SendJobV1(_Wire):
     @classmethod
     def _both_when_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return value or ("Text", "Html")
+
+    @classmethod
+    def for_send(
+        cls,
+        *,
+        job_id: str,
+        sender_guid: str,
+        message_guid: str,
+        password: str = "",
+        cra_code: str = "",
+        invite_new_users: bool = False,
+        send_email_notification: bool = True,
+        notification_formats: Iterable[str] = (),
+    ) -> SendJobV1:
+        """A job with its secrets sealed (only when there are any) and its formats
+        de-duplicated. Raises pydantic's ValidationError for malformed GUIDs or formats."""
+        secrets = SendSecrets(password=password, cra_code=cra_code)
+        return cls.model_validate(
+            {
+                "job_id": job_id,
+                "sender_guid": sender_guid,
+                "message_guid": message_guid,
+                "invite_new_users": invite_new_users,
+                "send_email_notification": send_email_notification,
+                "notification_formats": tuple(dict.fromkeys(notification_formats)),
+                "sealed_secrets": secrets.sealed() if password or cra_code else None,
+            }
+        )
 
     def redacted_repr(self) -> str:
         """What Flower and the logs may show of this job."""

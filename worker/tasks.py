@@ -72,9 +72,9 @@ def send_message_task(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
         if self.request.retries < MAX_TRANSIENT_RETRIES:
             logger.warning("send job %s: database unavailable, retrying", job.job_id)
             raise self.retry(exc=e, countdown=2**self.request.retries) from e
-        outcome = _give_up(job, type(e).__name__)
+        outcome = _give_up(job, type(e).__name__, error=e)
     except Exception as e:  # noqa: BLE001 - the caller must always get an answer
-        outcome = _give_up(job, type(e).__name__)
+        outcome = _give_up(job, type(e).__name__, error=e)
     if outcome.email_ids:
         kick_delivery()  # only now: the emails are committed
     logger.info(
@@ -92,8 +92,8 @@ def send_message_task(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
     return _result(outcome)
 
 
-def _give_up(job: SendJobV1, reason: str) -> SendOutcome:
-    logger.error("send job %s failed: %s", job.job_id, reason, exc_info=True)
+def _give_up(job: SendJobV1, reason: str, *, error: Exception | None = None) -> SendOutcome:
+    logger.error("send job %s failed: %s", job.job_id, reason, exc_info=error)
     outcome = SendOutcome.from_error(ApiError(SEND_FAILED))
     with get_database().write_session() as session:
         record_job_outcome(session, job=job, outcome=outcome, now=clock.now())

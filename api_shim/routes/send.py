@@ -11,7 +11,7 @@ from api_shim.operations import Call, Operation, Reply, resolve_caller
 from api_shim.responses import JobAccepted, JobResponse, SendMessageResponse
 from worker.domain import clock, errors, jobs
 from worker.models import new_guid
-from worker.payloads import SendJobV1, SendSecrets
+from worker.payloads import SendJobV1
 
 JOBS_PATH = "/api/v1/jobs/"
 SEND_ERRORS = (
@@ -39,15 +39,15 @@ SEND_ERRORS = (
 
 
 def _job_payload(dto: SendMessageRequest, *, sender_guid: str, job_id: str) -> SendJobV1:
-    secrets = SendSecrets(password=dto.password or "", cra_code=dto.cra_code or "")
-    return SendJobV1(
+    return SendJobV1.for_send(
         job_id=job_id,
         sender_guid=sender_guid,
         message_guid=dto.message_guid,
+        password=dto.password or "",
+        cra_code=dto.cra_code or "",
         invite_new_users=dto.invite_new_users is True,
         send_email_notification=dto.send_email_notification is not False,
-        notification_formats=tuple(dict.fromkeys(dto.notification_formats or ())),
-        sealed_secrets=secrets.sealed() if secrets.password or secrets.cra_code else None,
+        notification_formats=dto.notification_formats or (),
     )
 
 

@@ -30,13 +30,17 @@ def display_name(user: User) -> str:
     return name or user.email
 
 
+def sender_context(user: User) -> dict[str, str]:
+    return {"display_name": display_name(user), "email": user.email}
+
+
 def message_url(settings: Settings, guid: str) -> str:
     return f"{settings.public_base_url.rstrip('/')}/messages/{guid}"
 
 
 def notification_context(message: Message, sender: User, settings: Settings) -> dict[str, Any]:
     return {
-        "sender": {"display_name": display_name(sender), "email": sender.email},
+        "sender": sender_context(sender),
         "message": {
             "subject": message.subject,
             "confidential": message.confidential,
@@ -138,7 +142,7 @@ class NotificationOutbox:
         rows = []
         for invitee, registration_url in invitations:
             context = {
-                "sender": {"display_name": display_name(self.sender), "email": self.sender.email},
+                "sender": sender_context(self.sender),
                 "registration_url": registration_url,
                 "cra_required": cra_required,
             }

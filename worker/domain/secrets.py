@@ -49,14 +49,13 @@ def token_digest(token: str) -> str:
 
 
 @lru_cache(maxsize=4)
-def _fernet(secret_key: str) -> Fernet:
-    key = get_settings().derived_key("seal")
+def _fernet(key: bytes) -> Fernet:
     return Fernet(base64.urlsafe_b64encode(key))
 
 
 def seal(plain: str) -> str:
     """Encrypt (and authenticate) a value with the key derived from SECRET_KEY."""
-    return _fernet(get_settings().secret_key).encrypt(plain.encode()).decode()
+    return _fernet(get_settings().derived_key("seal")).encrypt(plain.encode()).decode()
 
 
 class SealBroken(ValueError):
@@ -65,6 +64,6 @@ class SealBroken(ValueError):
 
 def unseal(token: str) -> str:
     try:
-        return _fernet(get_settings().secret_key).decrypt(token.encode()).decode()
+        return _fernet(get_settings().derived_key("seal")).decrypt(token.encode()).decode()
     except InvalidToken as e:
         raise SealBroken("sealed value cannot be opened with this SECRET_KEY") from e
