@@ -44,6 +44,10 @@ class RedisResultListener:
         self._pubsub = self._client.pubsub()
         self._waiting: dict[str, tuple[asyncio.Event, asyncio.Future[Any]]] = {}
         self._reader: asyncio.Task[None] | None = None
+        # Set once the reader holds the pub/sub connection. Only the reader may open it:
+        # redis-py's PubSub.connect() is not safe against two first connects at once (the
+        # loser's subscription goes to a connection that is then dropped).
+        self._connected = asyncio.Event()
 
     async def start(self) -> None:
         # Never fails: with Redis down the API still starts (and /readyz says why); the
@@ -64,6 +68,7 @@ class RedisResultListener:
                 if not self._pubsub.subscribed:
                     # redis-py reads nothing until something is subscribed: an idle channel.
                     await self._pubsub.subscribe(IDLE_CHANNEL)
+                    self._connected.set()
                 message = await self._pubsub.get_message(timeout=1.0)
             except asyncio.CancelledError:
                 raise
@@ -95,6 +100,7 @@ class RedisResultListener:
         self._waiting[channel] = (subscribed, result)
         try:
             try:
+                await asyncio.wait_for(self._connected.wait(), SUBSCRIBE_TIMEOUT_SECONDS)
                 await self._pubsub.subscribe(channel)
                 await asyncio.wait_for(subscribed.wait(), SUBSCRIBE_TIMEOUT_SECONDS)
             except (RedisError, OSError):
@@ -145,8 +151,7 @@ class DatabasePoller:
 
 
 def _read_job(database: Database, job_id: str) -> JobView | None:
-    with database.read_session() as session:
-        return find_job(session, job_id)
+    return database.run(lambda session: find_job(session, job_id), write=False)
 
 
 class SendDispatcher:

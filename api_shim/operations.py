@@ -96,8 +96,7 @@ def resolve_caller(session: Session, services: Services, request: Request) -> Ca
 
 
 def _authenticate(services: Services, request: Request) -> Caller:
-    with services.database.write_session() as session:
-        return resolve_caller(session, services, request)
+    return services.database.run(lambda session: resolve_caller(session, services, request))
 
 
 async def authenticate(services: Services, request: Request) -> Caller:

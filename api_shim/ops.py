@@ -27,8 +27,7 @@ logger = logging.getLogger(__name__)
 
 def _check_database(services: Services) -> str:
     try:
-        with services.database.read_session() as session:
-            session.execute(text("SELECT 1"))
+        services.database.run(lambda session: session.execute(text("SELECT 1")), write=False)
     except Exception as e:  # noqa: BLE001 - any failure means "not ready"
         return f"unavailable: {type(e).__name__}"
     return "ok"
@@ -54,8 +53,9 @@ class _Collector:
 
     def collect(self) -> Iterator[Metric]:
         services = self._services
-        with services.database.read_session() as session:
-            snap = metrics.snapshot(session, now=clock.now())
+        snap = services.database.run(
+            lambda session: metrics.snapshot(session, now=clock.now()), write=False
+        )
         sends = CounterMetricFamily(
             "securesend_sends", "SendMessage jobs answered, by result code", labels=["code"]
         )

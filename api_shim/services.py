@@ -22,12 +22,10 @@ class Services:
     dispatcher: SendDispatcher
 
     def _in_write(self, fn: Callable[..., T], kwargs: dict[str, Any]) -> T:
-        with self.database.write_session() as session:
-            return fn(session, **kwargs)
+        return self.database.run(lambda session: fn(session, **kwargs), write=True)
 
     def _in_read(self, fn: Callable[..., T], kwargs: dict[str, Any]) -> T:
-        with self.database.read_session() as session:
-            return fn(session, **kwargs)
+        return self.database.run(lambda session: fn(session, **kwargs), write=False)
 
     async def write(self, fn: Callable[..., T], **kwargs: Any) -> T:
         """Run domain function `fn(session, **kwargs)` in one short read-write transaction,

@@ -7,6 +7,7 @@ import itertools
 from dataclasses import dataclass, field
 
 from tests.support import Stack
+from worker.db import Database
 from worker.domain.secrets import hash_password
 from worker.models import Group, Message, MessageStatus, Recipient, RecipientKind, User, UserState
 
@@ -27,9 +28,35 @@ class Seed:
         return chunk
 
 
+@dataclass(frozen=True)
+class SeededRows:
+    drafts: list[tuple[int, str]]  # (sender id, message guid)
+    big_drafts: list[tuple[int, str]]
+    sender_emails: dict[int, str]
+    sender_guids: dict[int, str]
+
+
 def seed(stack: Stack, *, drafts: int, big_recipients: int, big_drafts: int = 5) -> Seed:
+    """Seed the rows, then log every sender in through HTTP."""
+    rows = seed_rows(
+        stack.database, drafts=drafts, big_recipients=big_recipients, big_drafts=big_drafts
+    )
+    tokens = {
+        user_id: stack.login(email, PASSWORD) for user_id, email in rows.sender_emails.items()
+    }
+    return Seed(
+        drafts=[(tokens[s], g) for s, g in rows.drafts],
+        big_drafts=[(tokens[s], g) for s, g in rows.big_drafts],
+    )
+
+
+def seed_rows(
+    database: Database, *, drafts: int, big_recipients: int, big_drafts: int = 5
+) -> SeededRows:
+    """A group, its senders and readers, and drafts to 1 reader (round-robin over the
+    senders) and to `big_recipients` readers, written in one transaction."""
     password_hash = hash_password(PASSWORD)
-    with stack.database.write_session() as session:
+    with database.write_session() as session:
         group = Group(
             name="bench",
             daily_messages=1_000_000,
@@ -74,11 +101,9 @@ def seed(stack: Stack, *, drafts: int, big_recipients: int, big_drafts: int = 5)
         big = [draft(senders[0], readers) for _ in range(big_drafts)]
         session.add_all(small + big)
         session.flush()
-        pairs = [(m.sender_id, m.guid) for m in small]
-        big_pairs = [(m.sender_id, m.guid) for m in big]
-        emails = {u.id: u.email for u in senders}
-    tokens = {user_id: stack.login(email, PASSWORD) for user_id, email in emails.items()}
-    return Seed(
-        drafts=[(tokens[s], g) for s, g in pairs],
-        big_drafts=[(tokens[s], g) for s, g in big_pairs],
-    )
+        return SeededRows(
+            drafts=[(m.sender_id, m.guid) for m in small],
+            big_drafts=[(m.sender_id, m.guid) for m in big],
+            sender_emails={u.id: u.email for u in senders},
+            sender_guids={u.id: u.guid for u in senders},
+        )

@@ -9,23 +9,34 @@ makes the quota counters safe on SQLite.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.settings import Settings, get_settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Connections older than this are replaced on checkout (idle timeouts of proxies and
+# firewalls). There is no pre-ping: see `Database.run`.
+POOL_RECYCLE_SECONDS = 1800
+T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 def _make_engine(url: str, *, immediate: bool) -> Engine:
     if not url.startswith("sqlite"):
         return create_engine(
-            url, pool_pre_ping=True, pool_size=10, max_overflow=20, hide_parameters=True
+            url,
+            pool_size=10,
+            max_overflow=20,
+            pool_recycle=POOL_RECYCLE_SECONDS,
+            hide_parameters=True,
         )
     engine = create_engine(
         url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True
@@ -71,6 +82,30 @@ class Database:
         """A read-only transaction; on SQLite it never takes the write lock."""
         with self._read.begin() as session:
             yield session
+
+    def run(self, fn: Callable[[Session], T], *, write: bool = True) -> T:
+        """`fn(session)` in one transaction, run a second time if the first found its
+        pooled connection dead (the database restarted, or closed it).
+
+        The pool does not ping a connection before handing it out: that round trip, on
+        every transaction, cost more than anything else in the API and the mail worker
+        (docs/performance.md). A dead connection instead fails the first statement; the
+        pool then replaces every connection older than that failure and `fn` runs again
+        on a fresh one. `fn` must be safe to run twice: if the connection died during
+        COMMIT, the first run may have been committed.
+        """
+        opener: Callable[[], AbstractContextManager[Session]] = (
+            self.write_session if write else self.read_session
+        )
+        try:
+            with opener() as session:
+                return fn(session)
+        except DBAPIError as e:
+            if not e.connection_invalidated:
+                raise
+            logger.warning("database connection lost; running the transaction again")
+        with opener() as session:
+            return fn(session)
 
     def dispose(self) -> None:
         self.engine.dispose()

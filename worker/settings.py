@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     mail_retry_max_seconds: float = 900.0
     mail_max_attempts: int = 8
     smtp_timeout_seconds: float = 30.0
+    # A drain of the outbox starts this long after the send that asks for it, so that a
+    # burst of sends shares one drain (docs/performance.md); 0 starts it at once.
+    mail_batch_window_seconds: float = 0.2
     # Reliability (docs/reliability.md). Every task time limit stays below the broker's
     # visibility timeout, or Redis hands a running task to a second worker.
     broker_visibility_timeout_seconds: int = 300

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from worker.domain.rendering import RenderedEmail, Renderer
 from worker.domain.secrets import seal
-from worker.models import EmailKind, EmailStatus, FyeoType, Message, OutboxEmail, User
+from worker.models import EmailKind, EmailStatus, FyeoType, Message, OutboxEmail, User, table
 from worker.settings import Settings
 
 EXPIRY_FORMAT = "%Y-%m-%d %H:%M UTC"
@@ -65,8 +65,12 @@ class NotificationOutbox:
     ids: list[int] = field(default_factory=list)
 
     def _add(self, rows: list[dict[str, Any]]) -> None:
-        # One INSERT … RETURNING for all rows, whatever their number.
-        self.ids.extend(self.session.scalars(insert(OutboxEmail).returning(OutboxEmail.id), rows))
+        # One INSERT … RETURNING for all rows, whatever their number (Core: no ORM bulk
+        # bookkeeping).
+        outbox = table(OutboxEmail)
+        self.ids.extend(
+            self.session.connection().execute(insert(outbox).returning(outbox.c.id), rows).scalars()
+        )
 
     def email_ids(self) -> list[int]:
         """The ids of every email queued so far."""

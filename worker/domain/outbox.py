@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import or_, select, update
@@ -160,8 +161,8 @@ def deliver(
     """
     policy = RetryPolicy.from_settings(settings)
     report = DeliveryReport()
-    with database.write_session() as session:
-        claimed = [
+    claimed = database.run(
+        lambda session: [
             (row.id, row.attempts, _outgoing(row))
             for row in claim(
                 session,
@@ -171,6 +172,7 @@ def deliver(
                 lease=claim_lease(settings),
             )
         ]
+    )
     for email_id, attempts, email in claimed:
         mime = build_mime(email, mail_from=settings.mail_from, date=now())
         try:
@@ -196,8 +198,7 @@ def deliver(
         else:
             outcome = {"status": EmailStatus.SENT, "sent_at": now(), "last_error": None}
             report.sent.append(email_id)
-        with database.write_session() as session:
-            _record(session, email_id, **outcome)
+        database.run(partial(_record, email_id=email_id, **outcome))
     return report
 
 

@@ -267,7 +267,7 @@ def claim_quota(
         )
         .returning(DailyUsage.id)
     )
-    return session.execute(statement).first() is not None
+    return session.connection().execute(statement).first() is not None
 
 
 def _invites_left(ctx: SendContext) -> int:

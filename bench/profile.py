@@ -1,0 +1,107 @@
+"""Profile the worker's half of a send, in this process, on this machine's PostgreSQL.
+
+    .venv/bin/python -m bench.profile [--sends 300] [--html bench/results/profile.html]
+
+Seeds a database of its own (dropped afterwards), records a queued job for each draft as
+the API does, then runs exactly what the send task runs for each job (`run_send_job`)
+under pyinstrument, and prints the time per send, the SQL statements per send and the
+profile. The other half, the API, is profiled in place with py-spy while the benchmark
+runs (docs/performance.md says how).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from pathlib import Path
+
+from pyinstrument import Profiler
+from sqlalchemy import event
+
+from tests.conftest import _create_postgres_database, _drop_postgres_database, _flush_redis
+
+ROOT = Path(__file__).resolve().parent.parent
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
+    parser.add_argument("--sends", type=int, default=300)
+    parser.add_argument("--all-frames", action="store_true", help="show library frames too")
+    parser.add_argument("--html", default=str(ROOT / "bench" / "results" / "profile.html"))
+    args = parser.parse_args(argv)
+
+    database_url = _create_postgres_database()
+    # The worker's modules read their settings (and the Celery app its broker) on import.
+    os.environ.update(DATABASE_URL=database_url, REDIS_URL=REDIS_URL, SMTP_URL="")
+    from bench.seed import seed_rows
+    from worker.db import get_database
+    from worker.domain import clock, jobs
+    from worker.domain.auth import Caller
+    from worker.migrate import upgrade_to_head
+    from worker.models import new_guid
+    from worker.payloads import SendJobV1
+    from worker.settings import get_settings
+    from worker.tasks import run_send_job
+
+    try:
+        settings = get_settings()
+        upgrade_to_head(settings)
+        database = get_database(settings)
+        rows = seed_rows(database, drafts=args.sends + 20, big_recipients=1)
+        payloads = []
+        with database.write_session() as session:
+            for sender_id, guid in rows.drafts:
+                job = SendJobV1.for_send(
+                    job_id=new_guid(), sender_guid=rows.sender_guids[sender_id], message_guid=guid
+                )
+                payload = job.model_dump(mode="json", by_alias=True)
+                caller = Caller(
+                    user_id=sender_id, user_guid=rows.sender_guids[sender_id], session_id=0
+                )
+                jobs.open_send_job(session, caller=caller, payload=payload, now=clock.now())
+                payloads.append(payload)
+
+        for payload in payloads[:20]:  # warm up: connections, templates, caches
+            run_send_job(payload, settings=settings, redelivered=False)
+
+        statements = 0
+
+        def count(*_: object) -> None:
+            nonlocal statements
+            statements += 1
+
+        event.listen(database.engine, "before_cursor_execute", count)
+        timings = []
+        profiler = Profiler(interval=0.0005)
+        profiler.start()
+        for payload in payloads[20:]:
+            started = time.perf_counter()
+            result = run_send_job(payload, settings=settings, redelivered=False)
+            timings.append(time.perf_counter() - started)
+            assert result["httpStatus"] == 200, result
+        profiler.stop()
+        event.remove(database.engine, "before_cursor_execute", count)
+        database.dispose()
+    finally:
+        _drop_postgres_database(database_url)
+        _flush_redis(REDIS_URL)  # the one drain it published
+
+    print(profiler.output_text(unicode=True, color=False, show_all=args.all_frames))
+    html = Path(args.html)
+    html.parent.mkdir(parents=True, exist_ok=True)
+    html.write_text(profiler.output_html())
+    sends = len(timings)
+    print(
+        f"{sends} sends: median {statistics.median(timings) * 1000:.2f} ms, "
+        f"mean {statistics.mean(timings) * 1000:.2f} ms, "
+        f"{statements / sends:.1f} SQL statements per send (BEGIN/COMMIT not counted)\n"
+        f"profile: {html}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
