@@ -86,15 +86,19 @@ def resolve_session(
     """
     if not token:
         raise ApiError(errors.SESSION_INVALID)
-    row = session.execute(
-        select(UserSession.id, UserSession.last_seen_at, User.id, User.guid)
-        .join(User, User.id == UserSession.user_id)
-        .where(
-            UserSession.token_hash == token_digest(token),
-            UserSession.ended_at.is_(None),
-            User.state == UserState.ACTIVE,
+    row = (
+        session.connection()
+        .execute(  # Core: every authenticated request runs this
+            select(UserSession.id, UserSession.last_seen_at, User.id, User.guid)
+            .join(User, User.id == UserSession.user_id)
+            .where(
+                UserSession.token_hash == token_digest(token),
+                UserSession.ended_at.is_(None),
+                User.state == UserState.ACTIVE,
+            )
         )
-    ).one_or_none()
+        .one_or_none()
+    )
     if row is None:
         raise ApiError(errors.SESSION_INVALID)
     session_id, last_seen_at, user_id, user_guid = row

@@ -6,13 +6,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from worker.domain import errors
 from worker.domain.auth import Caller
 from worker.domain.errors import ApiError
-from worker.models import JobStatus, SendJob
+from worker.models import JobStatus, SendJob, table
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,18 +39,19 @@ def open_send_job(
     session: Session, *, caller: Caller, payload: dict[str, Any], now: datetime
 ) -> None:
     """Record a queued job for the caller, with the payload about to be published; the
-    worker fills in its outcome."""
-    session.add(
-        SendJob(
-            id=payload["jobId"],
-            user_id=caller.user_id,
-            message_guid=payload["messageGuid"],
-            status=JobStatus.QUEUED,
-            created_at=now,
-            payload=payload,
-            attempts=1,
-            published_at=now,
-        )
+    worker fills in its outcome. (Core, not `session.add`: this is on every send's path.)"""
+    session.connection().execute(
+        insert(table(SendJob)),
+        {
+            "id": payload["jobId"],
+            "user_id": caller.user_id,
+            "message_guid": payload["messageGuid"],
+            "status": JobStatus.QUEUED,
+            "created_at": now,
+            "payload": payload,
+            "attempts": 1,
+            "published_at": now,
+        },
     )
 
 

@@ -13,11 +13,13 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from functools import cache
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import ReturningInsert
 
 from worker.domain import errors
 from worker.domain.auth import normalize_email
@@ -34,6 +36,7 @@ from worker.models import (
     RecipientKind,
     User,
     UserState,
+    table,
 )
 
 # Deliberately simple: one @, no spaces or control characters, a dot in the domain.
@@ -251,23 +254,37 @@ def claim_quota(
     """
     if messages > group.daily_messages or invites > group.daily_invites:
         return False
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    statement = (
-        insert(DailyUsage)
-        .values(user_id=user_id, day=day, messages_sent=messages, invites_sent=invites)
-        .on_conflict_do_update(
-            index_elements=["user_id", "day"],
-            set_={
-                "messages_sent": DailyUsage.messages_sent + messages,
-                "invites_sent": DailyUsage.invites_sent + invites,
-            },
-            where=(DailyUsage.messages_sent + messages <= group.daily_messages)
-            & (DailyUsage.invites_sent + invites <= group.daily_invites),
-        )
-        .returning(DailyUsage.id)
+    connection = session.connection()
+    claimed = connection.execute(
+        _claim_statement(connection.dialect.name),
+        {
+            "user_id": user_id,
+            "day": day,
+            "messages_sent": messages,
+            "invites_sent": invites,
+            "max_messages": group.daily_messages,
+            "max_invites": group.daily_invites,
+        },
     )
-    return session.connection().execute(statement).first() is not None
+    return claimed.first() is not None
+
+
+@cache
+def _claim_statement(dialect: str) -> ReturningInsert[tuple[int]]:
+    """`claim_quota`'s statement, built once per dialect (it is on every send's path)."""
+    usage = table(DailyUsage)
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = insert(usage)
+    added = statement.excluded
+    return statement.on_conflict_do_update(
+        index_elements=["user_id", "day"],
+        set_={
+            "messages_sent": usage.c.messages_sent + added.messages_sent,
+            "invites_sent": usage.c.invites_sent + added.invites_sent,
+        },
+        where=(usage.c.messages_sent + added.messages_sent <= bindparam("max_messages"))
+        & (usage.c.invites_sent + added.invites_sent <= bindparam("max_invites")),
+    ).returning(usage.c.id)
 
 
 def _invites_left(ctx: SendContext) -> int:

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.orm import Session, contains_eager, joinedload
+from sqlalchemy.orm import Session, contains_eager, joinedload, lazyload
 
 from worker.domain import clock, errors
 from worker.domain.auth import normalize_email
@@ -139,7 +139,11 @@ def _send_draft(
     settings: Settings,
 ) -> SendOutcome:
     addresses = distinct_addresses([(r.kind, r.address) for r in message.recipients])
-    users = session.scalars(select(User).where(User.email.in_([a.email for a in addresses])))
+    users = session.scalars(
+        select(User)
+        .where(User.email.in_([a.email for a in addresses]))
+        .options(lazyload(User.group))  # a recipient's group plays no part in a send
+    )
     ctx = SendContext(
         session=session,
         message=message,
