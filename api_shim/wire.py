@@ -141,8 +141,9 @@ def bind(model: type[M], data: Mapping[str, Any]) -> M:
 
 
 def parse_json_body(raw: bytes) -> dict[str, Any]:
-    """The request body as a JSON object; empty means {}. Raises SerializationException."""
-    if not raw.strip():
+    """The request body as a JSON object; no body means {}. Raises SerializationException
+    for anything else that is not a JSON object, whitespace alone included."""
+    if not raw:
         return {}
     try:
         data = json.loads(raw)

@@ -18,6 +18,7 @@ from tests.worker.test_send_rules import World
 
 MAX_EXAMPLES = os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "15")
 SCHEMATHESIS = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "schemathesis"
+CONFIG = Path(__file__).resolve().parent / "schemathesis.toml"
 
 
 def test_no_server_error_and_responses_match_the_schema(
@@ -29,6 +30,8 @@ def test_no_server_error_and_responses_match_the_schema(
     result = subprocess.run(
         [
             executable,
+            "--config-file",
+            str(CONFIG),
             "run",
             sqlite_stack.url("/openapi.json"),
             "--include-path-regex",

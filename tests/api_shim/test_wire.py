@@ -130,7 +130,7 @@ def test_malformed_json_is_serialization_exception(
 ) -> None:
     token, guid = sender
     with sqlite_stack.client() as client:
-        for raw in (b"{not json", b"[1,2]", b"\xff\xfe", b'"text"'):
+        for raw in (b"{not json", b"[1,2]", b"\xff\xfe", b'"text"', b"\t", b" \r\n"):
             response = client.put(
                 f"/api/v1/messages/{guid}/send",
                 content=raw,

@@ -22,6 +22,7 @@ def _drop_every_connection(stack: Stack) -> int:
             " WHERE datname = %s AND pid <> pg_backend_pid()",
             (database,),
         ).fetchall()
+    stack.database.dispose()  # the test's own pool lost its connections too
     return len(rows)
 
 

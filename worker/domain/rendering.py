@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import css_inline
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, select_autoescape
 
 from worker.settings import BUILTIN_TEMPLATES_DIR, Settings
 
@@ -46,13 +46,17 @@ class _Environments:
 @lru_cache(maxsize=64)
 def _environments(search_path: tuple[str, ...]) -> _Environments:
     loader = FileSystemLoader(list(search_path))
+    # Templates are part of a deployment: a worker reads each once (restart it to pick up
+    # a change) instead of checking the file on every render.
     html = Environment(
         loader=loader,
         autoescape=select_autoescape(enabled_extensions=("html",), default=True),
         undefined=StrictUndefined,
+        auto_reload=False,
     )
     text = Environment(
         loader=loader,
+        auto_reload=False,
         autoescape=False,
         undefined=StrictUndefined,
         trim_blocks=True,
@@ -75,6 +79,15 @@ def _candidates(name: str, part: str, locale: str) -> list[str]:
     return [f"{loc}/{file_name}" for loc in locales] + [file_name]
 
 
+@lru_cache(maxsize=1024)
+def _template(search_path: tuple[str, ...], name: str, part: str, locale: str) -> Template:
+    """The first of the locale's candidates that exists, looked up once per process (a
+    miss is a file-system search of every folder on the path)."""
+    envs = _environments(search_path)
+    env = envs.html if part == "html" else envs.text
+    return env.select_template(_candidates(name, part, locale))
+
+
 class Renderer:
     """Renders the email templates for the configured `TEMPLATES_DIR`."""
 
@@ -93,10 +106,10 @@ class Renderer:
 
         Raises jinja2's TemplateNotFound or UndefinedError for a missing file or variable.
         """
-        envs = _environments(tuple(_search_path(self._templates_dir, group)))
-        subject = envs.text.select_template(_candidates(name, "subject.txt", locale))
-        text = envs.text.select_template(_candidates(name, "txt", locale))
-        html = envs.html.select_template(_candidates(name, "html", locale))
+        search_path = tuple(_search_path(self._templates_dir, group))
+        subject = _template(search_path, name, "subject.txt", locale)
+        text = _template(search_path, name, "txt", locale)
+        html = _template(search_path, name, "html", locale)
         return RenderedEmail(
             subject=" ".join(subject.render(context).split()),
             text=text.render(context),
