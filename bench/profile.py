@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,8 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update(DATABASE_URL=database_url, REDIS_URL=REDIS_URL, SMTP_URL="")
     from bench.seed import seed_rows
     from worker.db import get_database
-    from worker.domain import clock, jobs
+    from worker.domain import clock, jobs, outbox
     from worker.domain.auth import Caller
+    from worker.domain.mail import EmlDirectoryTransport
     from worker.migrate import upgrade_to_head
     from worker.models import new_guid
     from worker.payloads import SendJobV1
@@ -86,16 +88,33 @@ def main(argv: list[str] | None = None) -> int:
         profiler.stop()
         cpu = time.process_time() - cpu_started
         event.remove(database.engine, "before_cursor_execute", count)
+
+        # The other half of a send's work: delivering its notification (.eml files here).
+        delivery = Profiler(interval=0.0005)
+        transport = EmlDirectoryTransport(Path(tempfile.mkdtemp(prefix="securesend-profile-")))
+        delivery_started = time.process_time()
+        delivery.start()
+        report = outbox.drain(
+            database, transport, settings=settings, now=clock.now, budget_seconds=120
+        )
+        delivery.stop()
+        delivery_cpu = time.process_time() - delivery_started
         database.dispose()
     finally:
         _drop_postgres_database(database_url)
         _flush_redis(REDIS_URL)  # the one drain it published
 
     print(profiler.output_text(unicode=True, color=False, show_all=args.all_frames))
+    print(delivery.output_text(unicode=True, color=False, show_all=args.all_frames))
     html = Path(args.html)
     html.parent.mkdir(parents=True, exist_ok=True)
     html.write_text(profiler.output_html())
     sends = len(timings)
+    emails = len(report.sent)
+    print(
+        f"{emails} emails delivered: CPU {delivery_cpu / emails * 1000:.2f} ms each "
+        "(profiler included)"
+    )
     print(
         f"{sends} sends: median {statistics.median(timings) * 1000:.2f} ms, "
         f"mean {statistics.mean(timings) * 1000:.2f} ms, "

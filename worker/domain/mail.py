@@ -16,7 +16,11 @@ import ssl
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime
-from email.message import EmailMessage
+from email import charset as email_charset
+from email.header import Header
+from email.message import Message
+from email.mime.multipart import MIMEMultipart
+from email.mime.nonmultipart import MIMENonMultipart
 from email.utils import format_datetime, formataddr, parseaddr
 from pathlib import Path
 from typing import Protocol
@@ -43,19 +47,34 @@ class OutgoingEmail:
     html: str
 
 
-def build_mime(email: OutgoingEmail, *, mail_from: str, date: datetime) -> EmailMessage:
-    """multipart/alternative (text, then html) addressed to one recipient only."""
-    message = EmailMessage()
+# The classic (compat32) MIME classes: the same standard email as `EmailMessage` with the
+# default policy, built in a quarter of the time (docs/performance.md).
+_UTF8 = email_charset.Charset("utf-8")
+_UTF8.header_encoding = email_charset.SHORTEST
+_UTF8.body_encoding = email_charset.QP
+
+
+def build_mime(email: OutgoingEmail, *, mail_from: str, date: datetime) -> Message:
+    """multipart/alternative (text, then html) addressed to one recipient only; non-ASCII
+    headers encoded (RFC 2047), bodies UTF-8 in quoted-printable."""
+    message = MIMEMultipart("alternative")
     from_name, from_address = parseaddr(mail_from)
-    message["From"] = formataddr((header_safe(from_name), from_address))
-    message["To"] = formataddr((header_safe(email.recipient_name), email.recipient))
-    message["Subject"] = header_safe(email.subject)
+    message["From"] = formataddr((header_safe(from_name), from_address), charset=_UTF8)
+    message["To"] = formataddr((header_safe(email.recipient_name), email.recipient), charset=_UTF8)
+    # A compat32 message takes a Header object here (typeshed only knows str).
+    message["Subject"] = Header(header_safe(email.subject), _UTF8)  # type: ignore[assignment]
     message["Message-ID"] = email.message_id
     message["Date"] = format_datetime(date)
     message["Auto-Submitted"] = "auto-generated"
-    message.set_content(email.text)
-    message.add_alternative(email.html, subtype="html")
+    message.attach(_text_part(email.text, "plain"))
+    message.attach(_text_part(email.html, "html"))
     return message
+
+
+def _text_part(text: str, subtype: str) -> Message:
+    part = MIMENonMultipart("text", subtype)
+    part.set_payload(text, _UTF8)  # sets the charset parameter and the QP encoding
+    return part
 
 
 class MailError(Exception):
@@ -75,7 +94,7 @@ class PermanentMailError(MailError):
 
 
 class MailTransport(Protocol):
-    def send(self, message: EmailMessage, *, recipient: str) -> None: ...
+    def send(self, message: Message, *, recipient: str) -> None: ...
     def close(self) -> None: ...
 
 
@@ -143,7 +162,7 @@ class SmtpTransport:
         logger.info("SMTP connection to %s:%s opened", target.host, target.port)
         return connection
 
-    def send(self, message: EmailMessage, *, recipient: str) -> None:
+    def send(self, message: Message, *, recipient: str) -> None:
         """Send to exactly `recipient` (never to addresses found in the headers)."""
         for attempt in (1, 2):
             try:
@@ -205,7 +224,7 @@ class EmlDirectoryTransport:
     def __init__(self, folder: Path) -> None:
         self._folder = folder
 
-    def send(self, message: EmailMessage, *, recipient: str) -> None:
+    def send(self, message: Message, *, recipient: str) -> None:
         self._folder.mkdir(parents=True, exist_ok=True)
         name = re.sub(r"[^A-Za-z0-9._-]", "_", str(message["Message-ID"]).strip("<>"))
         # Written to a temporary file and renamed: a reader never sees half an email, and

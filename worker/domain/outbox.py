@@ -32,7 +32,7 @@ from worker.domain.mail import (
     build_mime,
 )
 from worker.domain.secrets import unseal
-from worker.models import EmailStatus, Message, OutboxEmail
+from worker.models import EmailStatus, Message, OutboxEmail, table
 from worker.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -138,8 +138,9 @@ def _outgoing(row: OutboxEmail) -> OutgoingEmail:
 
 
 def _record(session: Session, email_id: int, **values: Any) -> None:
-    session.execute(
-        update(OutboxEmail).where(OutboxEmail.id == email_id).values(claimed_until=None, **values)
+    outbox = table(OutboxEmail)  # Core: one per email delivered
+    session.connection().execute(
+        update(outbox).where(outbox.c.id == email_id).values(claimed_until=None, **values)
     )
 
 
