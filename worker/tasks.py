@@ -4,6 +4,7 @@ domain. No SQL, SMTP or Jinja here. docs/reliability.md says what each guarantee
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -43,11 +44,20 @@ def _result(outcome: SendOutcome) -> dict[str, Any]:
     )
 
 
-@app.task(name=SEND_TASK, bind=True, acks_late=True)
+class _SendTask(Task):  # type: ignore[misc]
+    """Queues delivery of a send's emails only after its result is stored (and so on its
+    way to the waiting API), keeping that Redis round trip out of the answer's path."""
+
+    def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
+        if getattr(self.request, "emails_queued", False):
+            kick_delivery()
+
+
+@app.task(name=SEND_TASK, bind=True, acks_late=True, base=_SendTask)
 def send_message_task(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
     """Run one SendMessage job; returns `SendResult` as JSON (httpStatus, response)."""
     try:
-        return run_send_job(
+        run = run_send_job(
             payload,
             settings=get_settings(),
             redelivered=bool(self.request.delivery_info.get("redelivered")),
@@ -58,26 +68,36 @@ def send_message_task(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
         # the whole job is safe (and rule 4 makes a duplicate harmless).
         logger.warning("send job %s: database unavailable, retrying", self.request.id)
         raise self.retry(exc=e, countdown=2**self.request.retries) from e
+    self.request.emails_queued = run.emails_queued
+    return run.result
+
+
+@dataclass(frozen=True, slots=True)
+class SendJobRun:
+    result: dict[str, Any]  # SendResult as JSON
+    emails_queued: bool  # committed emails wait in the outbox: delivery must be kicked
 
 
 def run_send_job(
     payload: dict[str, Any], *, settings: Settings, redelivered: bool, last_attempt: bool = True
-) -> dict[str, Any]:
+) -> SendJobRun:
     """What the send task does, callable without Celery (the profiler calls it): decode,
-    send in one transaction, queue delivery of its emails, log and answer. A database
-    error propagates for a retry unless this is the `last_attempt`."""
+    send in one transaction, log and answer. A database error propagates for a retry
+    unless this is the `last_attempt`."""
     try:
         job = SendJobV1.model_validate(payload)
     except ValidationError as e:
         # Only direct enqueuers can send a bad payload; they get the shape HTTP callers get.
-        return SendResult(http_status=400, response=payload_error(e)).model_dump(by_alias=True)
+        body = SendResult(http_status=400, response=payload_error(e)).model_dump(by_alias=True)
+        return SendJobRun(result=body, emails_queued=False)
     database = get_database(settings)
     if redelivered:
         # The worker that had it died (or shut down) mid-task: count it, and stop a job
         # that keeps killing its workers.
         attempts = database.run(lambda session: jobs.count_attempt(session, job_id=job.job_id))
         if attempts > settings.max_send_attempts:
-            return _result(_give_up(job, f"redelivered {attempts} times"))
+            outcome = _give_up(job, f"redelivered {attempts} times")
+            return SendJobRun(result=_result(outcome), emails_queued=False)
     try:
         secrets = SendSecrets.unsealed(job.sealed_secrets)
         # Safe to run twice (`Database.run`): a second run answers rule 4's stored response.
@@ -92,8 +112,6 @@ def run_send_job(
         outcome = _give_up(job, type(e).__name__, error=e)
     except Exception as e:  # noqa: BLE001 - the caller must always get an answer
         outcome = _give_up(job, type(e).__name__, error=e)
-    if outcome.email_ids:
-        kick_delivery()  # only now: the emails are committed
     logger.info(
         "send job %s answered %s %s",
         job.job_id,
@@ -106,7 +124,7 @@ def run_send_job(
             "http_status": outcome.http_status,
         },
     )
-    return _result(outcome)
+    return SendJobRun(result=_result(outcome), emails_queued=bool(outcome.email_ids))
 
 
 def _give_up(job: SendJobV1, reason: str, *, error: Exception | None = None) -> SendOutcome:
