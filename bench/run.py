@@ -14,7 +14,10 @@ baseline measured in the same run, because the machine is shared and noisy:
 - a 500-recipient send against a 1-recipient send;
 - 1,000 concurrent waiting SendMessage requests on one API process;
 - outbox delivery to a local SMTP server with one connection against one per email;
-- peak RSS of the API and worker processes.
+- peak RSS of the API and worker processes;
+- for each load level, the CPU milliseconds per operation spent by the API, the workers,
+  PostgreSQL, Redis and the load generator (from /proc): on two shared cores, the total
+  is what bounds throughput.
 """
 
 from __future__ import annotations
@@ -23,11 +26,12 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,22 +145,82 @@ async def measure_baseline(stack: Stack, count: int, concurrency: int) -> Run:
         await listener.stop()
 
 
+def _process_tree(pid: int) -> list[int]:
+    """A process and all its descendants."""
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        try:
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue
+        pending.extend(int(c) for c in children)
+    return found
+
+
 def _peak_rss_mb(pid: int) -> float:
     """VmHWM of a process and all its descendants, in MB."""
     total = 0
-    pids = [pid]
-    while pids:
-        current = pids.pop()
+    for current in _process_tree(pid):
         try:
             status = Path(f"/proc/{current}/status").read_text()
-            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
         except OSError:
             continue
         total += next(
             int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")
         )
-        pids.extend(int(c) for c in children)
     return round(total / 1024, 1)
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total / _TICKS
+
+
+def _pids_named(name: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == name:
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def _cpu_snapshot(stack: Stack) -> dict[str, float]:
+    """CPU seconds used so far by each part: where a send's cost goes on two cores."""
+    workers = [p.pid for name, p in stack.processes.items() if name.startswith("worker")]
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "api": _cpu_seconds(_process_tree(stack.processes["api"].pid)),
+        "workers": _cpu_seconds([pid for w in workers for pid in _process_tree(w)]),
+        "postgres": _cpu_seconds(_pids_named("postgres")),
+        "redis": _cpu_seconds(_pids_named("redis-server")),
+        "load_generator": usage.ru_utime + usage.ru_stime,
+    }
+
+
+def _measured(stack: Stack, operations: int, measure: Coroutine[Any, Any, Run]) -> dict[str, Any]:
+    """Run one measurement; its figures with the CPU milliseconds per operation."""
+    before = _cpu_snapshot(stack)
+    figures: dict[str, Any] = asyncio.run(measure).figures()
+    after = _cpu_snapshot(stack)
+    per_op = {part: (after[part] - before[part]) * 1000 / operations for part in before}
+    figures["cpu_ms_per_op"] = {part: round(ms, 2) for part, ms in per_op.items()}
+    figures["cpu_ms_per_op"]["total"] = round(sum(per_op.values()), 2)
+    return figures
 
 
 def _ratio(value: float, baseline: float) -> float:
@@ -191,9 +255,13 @@ def run(quick: bool) -> dict[str, Any]:
         data: Seed = seed(stack, drafts=sum(counts.values()) + 1000 + 40, big_recipients=500)
         results: dict[str, Any] = {"levels": {}}
         for level in LEVELS:
-            sends = asyncio.run(measure_sends(stack, data.take(counts[level]), level))
-            baseline = asyncio.run(measure_baseline(stack, counts[level], level))
-            results["levels"][level] = {"send": sends.figures(), "baseline": baseline.figures()}
+            work = data.take(counts[level])
+            results["levels"][level] = {
+                "send": _measured(stack, len(work), measure_sends(stack, work, level)),
+                "baseline": _measured(
+                    stack, counts[level], measure_baseline(stack, counts[level], level)
+                ),
+            }
 
         one_recipient = [_send_once(stack, *data.take(1)[0]) for _ in range(15)]
         big = [_send_once(stack, token, guid) for token, guid in data.big_drafts]
@@ -283,6 +351,11 @@ def print_table(r: dict[str, Any]) -> None:
             f"{b['p95_ms']:>7} {b['p99_ms']:>7} | "
             f"{_ratio(s['throughput_per_s'], b['throughput_per_s'])}"
         )
+    print("\nCPU milliseconds per operation, by process (the machine has two cores)")
+    for level, figures in r["levels"].items():
+        for kind in ("send", "baseline"):
+            cpu = figures[kind]["cpu_ms_per_op"]
+            print(f"{level:>4} {kind:<8} " + "  ".join(f"{k} {v}" for k, v in cpu.items()))
     print(f"\nrecipients: {r['recipients']}")
     print(f"1,000 concurrent: {r['concurrent_1000']}")
     print(f"banned scan: {r['banned_scan']}")
