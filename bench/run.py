@@ -1,6 +1,6 @@
 """The benchmark: the whole send path against bare Celery, measured in one run.
 
-    .venv/bin/python -m bench [--quick] [--out bench/results/latest.json]
+    .venv/bin/python -m bench [--quick] [--no-email] [--out bench/results/latest.json]
 
 Starts its own API process and two worker processes (concurrency 2 each) on this
 machine's PostgreSQL (a database of its own, dropped afterwards) and Redis (database 11,
@@ -100,6 +100,10 @@ async def _drive(concurrency: int, count: int, one: Callable[[int], Awaitable[bo
     return run
 
 
+# What every benchmark SendMessage sends; `--no-email` turns the notification off.
+SEND_BODY: dict[str, Any] = {}
+
+
 async def measure_sends(stack: Stack, work: list[tuple[str, str]], concurrency: int) -> Run:
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=stack.url(""), limits=limits, timeout=120) as client:
@@ -109,7 +113,7 @@ async def measure_sends(stack: Stack, work: list[tuple[str, str]], concurrency: 
             try:
                 response = await client.put(
                     f"/api/v1/messages/{guid}/send",
-                    json={},
+                    json=SEND_BODY,
                     headers={"x-sm-session-token": token},
                 )
             except httpx.HTTPError:
@@ -231,7 +235,7 @@ def _send_once(stack: Stack, token: str, guid: str) -> float:
     started = time.perf_counter()
     with stack.client() as client:
         response = client.put(
-            f"/api/v1/messages/{guid}/send", json={}, headers={"x-sm-session-token": token}
+            f"/api/v1/messages/{guid}/send", json=SEND_BODY, headers={"x-sm-session-token": token}
         )
     assert response.status_code == 200, response.text
     return time.perf_counter() - started
@@ -376,7 +380,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="a quarter of the requests")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "latest.json"))
+    parser.add_argument(
+        "--no-email",
+        action="store_true",
+        help="sends without a notification email (what delivering it costs, by difference)",
+    )
     args = parser.parse_args(argv)
+    if args.no_email:
+        SEND_BODY["sendEmailNotification"] = False
     results = run(args.quick)
     print_table(results)
     out = Path(args.out)

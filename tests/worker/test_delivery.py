@@ -4,6 +4,7 @@ real in-process server (aiosmtpd) in production mode, with retries and failures.
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any
@@ -13,6 +14,7 @@ from tests.smtp_sink import SmtpSink
 from tests.support import Stack
 from tests.worker.test_send_rules import World
 from worker.db import Database
+from worker.domain.mail import OutgoingEmail, build_mime
 from worker.domain.outbox import email_statuses
 
 
@@ -181,3 +183,30 @@ def test_backoff_doubles_from_the_base_with_jitter_up_to_the_cap() -> None:
         900,
     ]
     assert [policy.delay(n, rng=lambda: 0.0) for n in (1, 2, 3)] == [15, 30, 60]
+
+
+def test_mime_headers_fold_and_decode_to_what_was_sent() -> None:
+    """Long and non-ASCII subjects and names: every line stays short (SMTP servers refuse
+    lines over 998 octets) and a mail reader decodes exactly the text that was queued."""
+    cases = [
+        ("s" * 1000, "Bob Reader"),  # one word too long to fold at a space
+        ("Secure message from Zoë: " + "Grüße " * 150, "Zoë Grüße"),
+        ("Quarterly figures", "Bob"),
+    ]
+    for subject, name in cases:
+        email = OutgoingEmail(
+            message_id="<id@securesend.test>",
+            recipient="bob@example.com",
+            recipient_name=name,
+            subject=subject,
+            text="Grüße\n" * 200,
+            html="<p>Grüße</p>" * 200,
+        )
+        raw = build_mime(email, mail_from="securesend <a@b.test>", date=datetime.now(UTC))
+        data = raw.as_bytes()
+        assert max(len(line) for line in data.split(b"\n")) < 100
+        parsed = message_from_bytes(data, policy=policy.default)
+        assert str(parsed["Subject"]) == " ".join(subject.split())
+        assert parsed["To"].addresses[0].display_name == name
+        assert parsed.get_body(("plain",)).get_content() == email.text
+        assert parsed.get_body(("html",)).get_content() == email.html

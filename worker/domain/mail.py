@@ -52,6 +52,7 @@ class OutgoingEmail:
 _UTF8 = email_charset.Charset("utf-8")
 _UTF8.header_encoding = email_charset.BASE64
 _UTF8.body_encoding = email_charset.QP
+MAX_PLAIN_WORD = 60
 
 
 def build_mime(email: OutgoingEmail, *, mail_from: str, date: datetime) -> Message:
@@ -61,16 +62,23 @@ def build_mime(email: OutgoingEmail, *, mail_from: str, date: datetime) -> Messa
     from_name, from_address = parseaddr(mail_from)
     message["From"] = formataddr((header_safe(from_name), from_address), charset=_UTF8)
     message["To"] = formataddr((header_safe(email.recipient_name), email.recipient), charset=_UTF8)
-    subject = header_safe(email.subject)
-    # A compat32 message takes a Header object here (typeshed only knows str); an ASCII
-    # subject needs no encoding.
-    message["Subject"] = subject if subject.isascii() else Header(subject, _UTF8)  # type: ignore[assignment]
+    message["Subject"] = _subject_header(header_safe(email.subject))
     message["Message-ID"] = email.message_id
     message["Date"] = format_datetime(date)
     message["Auto-Submitted"] = "auto-generated"
     message.attach(_text_part(email.text, "plain"))
     message.attach(_text_part(email.html, "html"))
     return message
+
+
+def _subject_header(subject: str) -> str:
+    """Plain when it is ASCII that folds at its spaces, RFC 2047 encoded words otherwise:
+    non-ASCII text, or a word too long for one line (a header line must stay under 998
+    octets, and compat32 folds plain text only at whitespace)."""
+    if subject.isascii() and all(len(word) <= MAX_PLAIN_WORD for word in subject.split()):
+        return subject
+    # A compat32 message takes a Header object as a value (typeshed only knows str).
+    return Header(subject, _UTF8)  # type: ignore[return-value]
 
 
 def _text_part(text: str, subtype: str) -> Message:
