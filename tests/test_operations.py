@@ -66,7 +66,10 @@ def test_flower_shows_a_finished_send_with_redacted_arguments(
     postgres_stack: Stack, flower: str, unique: str
 ) -> None:
     world = World(postgres_stack, unique).setup()
-    guid = world.draft(to=[world.user("r")], messageOptions={"fyeoType": "UniquePassword"})
+    subject = f"Merger plans {unique}"
+    guid = world.draft(
+        to=[world.user("r")], subject=subject, messageOptions={"fyeoType": "UniquePassword"}
+    )
     with postgres_stack.client() as client:
         accepted = client.put(
             f"/api/v1/messages/{guid}/send",
@@ -85,8 +88,9 @@ def test_flower_shows_a_finished_send_with_redacted_arguments(
     assert task.get("state") == "SUCCESS", task
     assert task["name"] == "securesend.send_message"
     assert task["args"] == f"SendJobV1(job={job_id}, message={guid})"
+    assert str(task["result"]).startswith("{'httpStatus': 200")  # the status, no content
     shown = json.dumps(httpx.get(f"{flower}/api/tasks", timeout=5).json())
-    for secret in (SENTINEL_PASSWORD, "cra-sentinel-77", "sealedSecrets"):
+    for secret in (SENTINEL_PASSWORD, "cra-sentinel-77", "sealedSecrets", subject):
         assert secret not in shown
 
 
