@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from worker.domain import errors
@@ -76,6 +76,18 @@ def login(
     return LoginResult(session_token=token, user_guid=user.guid)
 
 
+# Every authenticated request runs this: built once, run through Core.
+_CALLER_BY_TOKEN = (
+    select(UserSession.id, UserSession.last_seen_at, User.id, User.guid)
+    .join(User, User.id == UserSession.user_id)
+    .where(
+        UserSession.token_hash == bindparam("token_hash"),
+        UserSession.ended_at.is_(None),
+        User.state == UserState.ACTIVE,
+    )
+)
+
+
 def resolve_session(
     session: Session, *, token: str | None, now: datetime, idle: timedelta
 ) -> Caller:
@@ -88,15 +100,7 @@ def resolve_session(
         raise ApiError(errors.SESSION_INVALID)
     row = (
         session.connection()
-        .execute(  # Core: every authenticated request runs this
-            select(UserSession.id, UserSession.last_seen_at, User.id, User.guid)
-            .join(User, User.id == UserSession.user_id)
-            .where(
-                UserSession.token_hash == token_digest(token),
-                UserSession.ended_at.is_(None),
-                User.state == UserState.ACTIVE,
-            )
-        )
+        .execute(_CALLER_BY_TOKEN, {"token_hash": token_digest(token)})
         .one_or_none()
     )
     if row is None:

@@ -14,6 +14,8 @@ from worker.domain.auth import Caller
 from worker.domain.errors import ApiError
 from worker.models import JobStatus, SendJob, table
 
+_INSERT_JOB = insert(table(SendJob))  # built once: on every send's path
+
 
 @dataclass(frozen=True, slots=True)
 class JobView:
@@ -41,7 +43,7 @@ def open_send_job(
     """Record a queued job for the caller, with the payload about to be published; the
     worker fills in its outcome. (Core, not `session.add`: this is on every send's path.)"""
     session.connection().execute(
-        insert(table(SendJob)),
+        _INSERT_JOB,
         {
             "id": payload["jobId"],
             "user_id": caller.user_id,

@@ -23,6 +23,8 @@ from worker.models import EmailKind, EmailStatus, FyeoType, Message, OutboxEmail
 from worker.settings import Settings
 
 EXPIRY_FORMAT = "%Y-%m-%d %H:%M UTC"
+# Built once, through Core: it is on every send's path (see worker/domain/send.py).
+_INSERT_EMAILS = insert(table(OutboxEmail)).returning(table(OutboxEmail).c.id)
 
 
 def display_name(user: User) -> str:
@@ -65,12 +67,8 @@ class NotificationOutbox:
     ids: list[int] = field(default_factory=list)
 
     def _add(self, rows: list[dict[str, Any]]) -> None:
-        # One INSERT … RETURNING for all rows, whatever their number (Core: no ORM bulk
-        # bookkeeping).
-        outbox = table(OutboxEmail)
-        self.ids.extend(
-            self.session.connection().execute(insert(outbox).returning(outbox.c.id), rows).scalars()
-        )
+        # One INSERT … RETURNING for all rows, whatever their number.
+        self.ids.extend(self.session.connection().execute(_INSERT_EMAILS, rows).scalars())
 
     def email_ids(self) -> list[int]:
         """The ids of every email queued so far."""

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from worker.db import Database
@@ -137,10 +137,13 @@ def _outgoing(row: OutboxEmail) -> OutgoingEmail:
     )
 
 
+# Built once, through Core: one per email delivered.
+_RECORD_EMAIL = update(table(OutboxEmail)).where(table(OutboxEmail).c.id == bindparam("email_id"))
+
+
 def _record(session: Session, email_id: int, **values: Any) -> None:
-    outbox = table(OutboxEmail)  # Core: one per email delivered
     session.connection().execute(
-        update(outbox).where(outbox.c.id == email_id).values(claimed_until=None, **values)
+        _RECORD_EMAIL, {"email_id": email_id, "claimed_until": None, **values}
     )
 
 

@@ -41,6 +41,34 @@ from worker.settings import Settings
 logger = logging.getLogger(__name__)
 
 
+# The send's statements, built once: building one (and its cache key) per send cost about
+# as much as running it. Writes go through Core on the session's connection: the ORM's
+# unit of work (flush, identity map, bulk bookkeeping) cost more than the statements.
+MESSAGES = table(Message)
+RECIPIENTS = table(Recipient)
+SEND_JOBS = table(SendJob)
+_MESSAGE_FOR_UPDATE = (
+    select(Message)
+    .join(Message.sender)
+    .where(Message.guid == bindparam("guid"))
+    .options(contains_eager(Message.sender), joinedload(Message.recipients))
+    .with_for_update(of=Message)
+)
+_USERS_BY_EMAIL = (
+    select(User)
+    .where(User.email.in_(bindparam("emails", expanding=True)))
+    .options(lazyload(User.group))  # a recipient's group plays no part in a send
+)
+_MARK_SENT = update(MESSAGES).where(MESSAGES.c.id == bindparam("sent_message_id"))
+_BIND_RECIPIENT = (
+    update(RECIPIENTS)
+    .where(RECIPIENTS.c.id == bindparam("recipient_id"))
+    .values(user_id=bindparam("bound_user_id"))
+)
+_INSERT_DELIVERIES = insert(table(Delivery))
+_RECORD_JOB = update(SEND_JOBS).where(SEND_JOBS.c.id == bindparam("job_id"))
+
+
 @dataclass(frozen=True, slots=True)
 class SendOutcome:
     """What SendMessage answers: an HTTP status and the body."""
@@ -65,17 +93,7 @@ def _load_message_for_update(session: Session, guid: str) -> Message | None:
 
     The row lock serialises concurrent sends of one draft (PostgreSQL); on SQLite the
     transaction already holds the database write lock."""
-    return (
-        session.scalars(
-            select(Message)
-            .join(Message.sender)
-            .where(Message.guid == guid)
-            .options(contains_eager(Message.sender), joinedload(Message.recipients))
-            .with_for_update(of=Message)
-        )
-        .unique()
-        .one_or_none()
-    )
+    return session.scalars(_MESSAGE_FOR_UPDATE, {"guid": guid}).unique().one_or_none()
 
 
 def _sender_exists(session: Session, guid: str) -> bool:
@@ -139,11 +157,7 @@ def _send_draft(
     settings: Settings,
 ) -> SendOutcome:
     addresses = distinct_addresses([(r.kind, r.address) for r in message.recipients])
-    users = session.scalars(
-        select(User)
-        .where(User.email.in_([a.email for a in addresses]))
-        .options(lazyload(User.group))  # a recipient's group plays no part in a send
-    )
+    users = session.scalars(_USERS_BY_EMAIL, {"emails": [a.email for a in addresses]})
     ctx = SendContext(
         session=session,
         message=message,
@@ -177,12 +191,15 @@ def _send_draft(
         "notificationSent": job.send_email_notification,
         "responseStatus": None,
     }
-    sent: dict[str, Any] = {"status": MessageStatus.SENT, "sent_at": now, "send_response": body}
+    sent: dict[str, Any] = {
+        "sent_message_id": message.id,
+        "status": MessageStatus.SENT,
+        "sent_at": now,
+        "send_response": body,
+    }
     if message.fyeo_type is FyeoType.UNIQUE_PASSWORD:
         sent["password_hash"] = hash_password(secrets.password)
-    # Writes go through Core on the session's connection: the ORM's unit of work (flush,
-    # identity map, bulk bookkeeping) cost more than the statements themselves.
-    session.connection().execute(update(MESSAGES).where(MESSAGES.c.id == message.id), sent)
+    session.connection().execute(_MARK_SENT, sent)
     if job.send_email_notification:
         outbox.queue_notifications(
             message,
@@ -196,16 +213,6 @@ def _send_draft(
         len(invited),
     )
     return SendOutcome(http_status=200, body=body, email_ids=tuple(outbox.email_ids()))
-
-
-MESSAGES = table(Message)
-RECIPIENTS = table(Recipient)
-SEND_JOBS = table(SendJob)
-_BIND_RECIPIENT = (
-    update(RECIPIENTS)
-    .where(RECIPIENTS.c.id == bindparam("recipient_id"))
-    .values(user_id=bindparam("bound_user_id"))
-)
 
 
 def _bind_recipients(session: Session, ctx: SendContext) -> None:
@@ -223,7 +230,7 @@ def _bind_recipients(session: Session, ctx: SendContext) -> None:
         ],
     )
     connection.execute(
-        insert(table(Delivery)),
+        _INSERT_DELIVERIES,
         [
             {
                 "message_id": ctx.message.id,
@@ -250,11 +257,7 @@ def record_job_outcome(
         "started_at": now,
         "finished_at": clock.now(),
     }
-    updated = (
-        session.connection()
-        .execute(update(SEND_JOBS).where(SEND_JOBS.c.id == job.job_id), values)
-        .rowcount
-    )
+    updated = session.connection().execute(_RECORD_JOB, {"job_id": job.job_id, **values}).rowcount
     if updated:
         return
     sender_id = session.scalar(select(User.id).where(User.guid == job.sender_guid))
