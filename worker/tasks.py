@@ -210,12 +210,7 @@ def deliver_emails_task(payload: dict[str, Any]) -> dict[str, int]:
     report = outbox.deliver(
         get_database(), mail_transport(), job.email_ids, settings=settings, now=clock.now
     )
-    for email_id, delay in report.retry_in.items():
-        # A countdown task waits unacknowledged in a worker; past the visibility timeout
-        # Redis would hand it to a second worker. Longer waits are left to the sweep,
-        # which finds the email due by its `next_attempt_at`.
-        if delay < settings.broker_visibility_timeout_seconds / 2:
-            queue_delivery([email_id], countdown=delay)
+    _schedule_retries(report.retry_in, settings)
     return {
         "sent": len(report.sent),
         "failed": len(report.failed),
