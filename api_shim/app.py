@@ -17,7 +17,7 @@ from api_shim.ops import register_ops
 from api_shim.routes import all_operations
 from api_shim.services import Services
 from api_shim.wire import ContentNegotiation, error_response
-from worker.celery_app import app as celery_app
+from worker.celery_app import create_app as create_celery_app
 from worker.db import get_database
 from worker.domain import errors
 from worker.domain.errors import ApiError
@@ -32,7 +32,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if not logging.getLogger().handlers:  # `--workers N` processes start without ours
         configure_logging(settings)
     database = get_database(settings)
-    dispatcher = SendDispatcher(celery=celery_app, database=database, redis_url=settings.redis_url)
+    dispatcher = SendDispatcher(
+        celery=create_celery_app(settings, results=False),
+        database=database,
+        redis_url=settings.redis_url,
+    )
     services = Services(settings=settings, database=database, dispatcher=dispatcher)
 
     @asynccontextmanager

@@ -124,7 +124,7 @@ async def measure_sends(stack: Stack, work: list[tuple[str, str]], concurrency: 
 
 
 async def measure_baseline(stack: Stack, count: int, concurrency: int) -> Run:
-    celery = create_app(stack.settings)
+    celery = create_app(stack.settings, results=False)  # publishes as the API does
     listener = RedisResultListener(stack.config.redis_url)
     await listener.start()
     loop = asyncio.get_running_loop()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import redis
 from sqlalchemy import func, select
 
 from tests.support import Stack
@@ -205,3 +206,24 @@ def test_recalled_message_answers_915(stack: Stack, unique: str) -> None:
     assert response.status_code == 403
     assert response.json()["responseStatus"]["errorCode"] == "915"
     assert response.json()["responseStatus"]["message"] == "The message has been recalled."
+
+
+def test_the_api_subscribes_once_per_waiting_send(postgres_stack: Stack, unique: str) -> None:
+    """Only the API's own listener subscribes to a job's result channel. Celery's result
+    consumer would also subscribe for every task the API publishes and never read what
+    arrives (celery/celery#6963): unread results piling up on the API's connections."""
+    stack = postgres_stack
+    sender, password = stack.make_user(unique)
+    reader, _ = stack.make_user(unique, name="reader")
+    token = stack.login(sender, password)
+    guids = [stack.draft(token, to=[reader], subject=f"s{i}", body="b") for i in range(10)]
+    server = redis.Redis.from_url(stack.config.redis_url)
+
+    def subscribe_calls() -> int:
+        stats = server.info("commandstats").get("cmdstat_subscribe", {})
+        return int(stats.get("calls", 0))
+
+    before = subscribe_calls()
+    for guid in guids:
+        assert stack.send(token, guid).status_code == 200
+    assert subscribe_calls() - before == len(guids)

@@ -47,9 +47,20 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def create_app(settings: Settings | None = None) -> Celery:
+def create_app(settings: Settings | None = None, *, results: bool = True) -> Celery:
+    """The Celery app. `results=False` gives a publisher that never reads results itself
+    (the API, which awaits them on its own pub/sub connection): with a Redis result
+    backend, Celery's result consumer subscribes to the result channel of every task it
+    publishes and never reads what arrives unless someone calls `.get()`, so replies and
+    results pile up unread on its connections (celery/celery#6963). The workers store
+    results with their own backend either way."""
     settings = settings or get_settings()
-    app = Celery("securesend", broker=settings.broker_url, backend=settings.result_backend_url)
+    app = Celery(
+        "securesend",
+        broker=settings.broker_url,
+        backend=settings.result_backend_url if results else None,
+        set_as_current=results,
+    )
     transport_options = _transport_options(settings)
     app.conf.update(
         task_serializer="json",
