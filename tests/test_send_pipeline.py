@@ -227,3 +227,26 @@ def test_the_api_subscribes_once_per_waiting_send(postgres_stack: Stack, unique:
     for guid in guids:
         assert stack.send(token, guid).status_code == 200
     assert subscribe_calls() - before == len(guids)
+
+
+def test_redis_keeps_a_send_result_for_an_hour(
+    postgres_stack: Stack, unique: str, wait_until: Any
+) -> None:
+    """The answer lives on in the job row; Redis keeps the result (the rendered
+    notification) only for `result.get()` by direct enqueuers (RESULT_TTL_SECONDS)."""
+    stack = postgres_stack
+    sender, password = stack.make_user(unique)
+    reader, _ = stack.make_user(unique, name="reader")
+    token = stack.login(sender, password)
+    guid = stack.draft(token, to=[reader], subject="ttl", body="b")
+    with stack.client() as client:
+        accepted = client.put(
+            f"/api/v1/messages/{guid}/send",
+            json={},
+            headers={"x-sm-session-token": token, "prefer": "respond-async"},
+        )
+    assert accepted.status_code == 202
+    key = "celery-task-meta-" + accepted.json()["jobId"]
+    server = redis.Redis.from_url(stack.config.redis_url)
+    assert wait_until(lambda: server.exists(key))
+    assert 3500 < server.ttl(key) <= 3600

@@ -88,7 +88,7 @@ def create_app(settings: Settings | None = None, *, results: bool = True) -> Cel
         visibility_timeout=settings.broker_visibility_timeout_seconds,
         worker_soft_shutdown_timeout=settings.worker_soft_shutdown_seconds,
         worker_enable_soft_shutdown_on_idle=True,
-        result_expires=24 * 3600,
+        result_expires=settings.result_ttl_seconds,
         result_extended=False,
         broker_connection_retry_on_startup=True,
         # Flower's events. Not `task_send_sent_event`: it costs every publisher a second

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     sweep_interval_seconds: float = 30.0
     job_republish_after_seconds: float = 60.0
     max_send_attempts: int = 3
+    # How long Redis keeps a task's result for `result.get()` by direct enqueuers; the job
+    # row keeps the answer for good. Each send's result is a few KB (docs/reliability.md).
+    result_ttl_seconds: int = 3600
 
     @model_validator(mode="after")
     def _time_limits_below_visibility_timeout(self) -> Settings:
