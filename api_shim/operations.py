@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import Any, TypeVar
 
 from fastapi import FastAPI
 from pydantic import BaseModel
@@ -24,10 +25,11 @@ from api_shim.responses import EmptyResponse, ErrorResponse
 from api_shim.services import Services
 from api_shim.wire import bind, error_response, parse_json_body, respond
 from worker.domain import clock, errors
-from worker.domain.auth import Caller, resolve_session
+from worker.domain.auth import Caller, resolve_session, touch_session
 from worker.domain.errors import ApiError, ErrorKind
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PREFIXES = ("/api/v1", "/api")
 SESSION_HEADER = "x-sm-session-token"
@@ -46,15 +48,49 @@ class Reply:
 
 @dataclass(frozen=True)
 class Call:
+    """One request to an operation. An authenticated operation reaches the database only
+    through `write` or `read`, which check rule 1 inside the same transaction: one
+    transaction (and one hop to a thread) per request, and nothing happens for a bad
+    session."""
+
     request: Request
     dto: Any
-    caller: Caller | None
     services: Services
 
-    @property
-    def user(self) -> Caller:
-        assert self.caller is not None, "operation declared authenticated=False"
-        return self.caller
+    async def write(self, fn: Callable[..., T], **kwargs: Any) -> T:
+        """`fn(session, caller=<the caller>, **kwargs)` in one read-write transaction that
+        first resolves the caller's session (ApiError 811)."""
+        return await self._as_caller(fn, kwargs, write=True)
+
+    async def read(self, fn: Callable[..., T], **kwargs: Any) -> T:
+        """The same in a read-only transaction. A session whose idle timer is due a
+        refresh (once a minute) gets it in a short write afterwards."""
+        return await self._as_caller(fn, kwargs, write=False)
+
+    async def _as_caller(self, fn: Callable[..., T], kwargs: dict[str, Any], *, write: bool) -> T:
+        token = session_token(self.request)
+        settings, database = self.services.settings, self.services.database
+        now = clock.now()
+        callers: list[Caller] = []
+
+        def as_caller(session: Session) -> T:
+            caller = resolve_session(
+                session, token=token, now=now, idle=settings.session_idle, touch=write
+            )
+            callers.append(caller)
+            return fn(session, caller=caller, **kwargs)
+
+        try:
+            return await run_in_threadpool(database.run, as_caller, write=write)
+        finally:
+            if callers and callers[-1].touch_due:
+                await self._touch(callers[-1], now)
+
+    async def _touch(self, caller: Caller, now: datetime) -> None:
+        try:
+            await self.services.write(touch_session, session_id=caller.session_id, now=now)
+        except Exception:  # noqa: BLE001 - the answer stands; the next request tries again
+            logger.warning("could not refresh session %s", caller.session_id, exc_info=True)
 
 
 Handler = Callable[[Call], Awaitable[Reply | dict[str, Any]]]
@@ -66,10 +102,9 @@ class Operation:
     routes: tuple[tuple[str, str], ...]
     request: type[BaseModel]
     handler: Handler
+    # An authenticated handler reaches the database through `Call.write`/`Call.read`
+    # (rule 1 inside its transaction); the others through `Services`.
     authenticated: bool = True
-    # The handler resolves the session itself, inside its first transaction (SendMessage:
-    # rule 1 and the job row in one round trip). It must call `resolve_caller`.
-    session_in_handler: bool = False
     summary: str = ""
     # For /openapi.json: the 200 body and the errors this operation can answer.
     response: type[BaseModel] | None = None
@@ -86,24 +121,6 @@ def session_token(request: Request) -> str | None:
     if scheme.lower() == "bearer" and credentials.strip():
         return credentials.strip()
     return request.cookies.get(SESSION_COOKIE) or None
-
-
-def resolve_caller(session: Session, services: Services, request: Request) -> Caller:
-    """Rule 1 inside the caller's transaction: the caller, or ApiError 811."""
-    return resolve_session(
-        session, token=session_token(request), now=clock.now(), idle=services.settings.session_idle
-    )
-
-
-def _authenticate(services: Services, request: Request) -> Caller:
-    return services.database.run(lambda session: resolve_caller(session, services, request))
-
-
-async def authenticate(services: Services, request: Request) -> Caller:
-    """Rule 1: the caller behind the request's session, or ApiError 811."""
-    if not session_token(request):
-        raise ApiError(errors.SESSION_INVALID)
-    return await run_in_threadpool(_authenticate, services, request)
 
 
 async def _capped_body(request: Request) -> bytes:
@@ -137,9 +154,9 @@ async def run_operation(
     services: Services = request.app.state.services
     try:
         dto = bind(op.request, await _request_data(request, path_params))
-        needs_session = op.authenticated and not op.session_in_handler
-        caller = await authenticate(services, request) if needs_session else None
-        reply = await op.handler(Call(request=request, dto=dto, caller=caller, services=services))
+        if op.authenticated and not session_token(request):
+            raise ApiError(errors.SESSION_INVALID)  # before the handler does anything
+        reply = await op.handler(Call(request=request, dto=dto, services=services))
     except ApiError as error:
         return error_response(request, error)
     if not isinstance(reply, Reply):

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import redis
-from sqlalchemy import inspect, text, update
+from sqlalchemy import func, inspect, select, text, update
 
 from tests.conftest import REDIS_TEST_URL
 from tests.smtp_sink import SmtpSink
 from tests.support import Stack
 from tests.worker.test_send_rules import World, assert_error
 from worker.domain import clock
-from worker.models import UserSession
+from worker.models import User, UserSession
 
 SECRETS = {
     "fyeo": "Sentinel-FYEO-pw-3141",
@@ -79,6 +79,43 @@ def test_sessions_expire_after_the_idle_time(sqlite_stack: Stack, unique: str) -
     with sqlite_stack.client() as client:
         expired = client.get("/api/v1/user/quotas", headers={"x-sm-session-token": world.token})
     assert_error(expired, 401, "811", "The user session is no longer valid.")
+
+
+def _set_last_seen(stack: Stack, sender: str, when: datetime) -> None:
+    user_id = select(User.id).where(User.email == sender).scalar_subquery()
+    with stack.database.write_session() as session:
+        session.execute(
+            update(UserSession).where(UserSession.user_id == user_id).values(last_seen_at=when)
+        )
+
+
+def test_reading_keeps_a_session_alive(stack: Stack, unique: str) -> None:
+    """Reads run rule 1 in a read-only transaction and refresh the idle timer in a write
+    of their own: a session used only for reading does not expire under its user."""
+    world = World(stack, unique).setup()
+    headers = {"x-sm-session-token": world.token}
+    _set_last_seen(stack, world.sender, clock.now() - timedelta(minutes=59))
+    with stack.client() as client:
+        assert client.get("/api/v1/messages/inbox", headers=headers).status_code == 200
+    with stack.database.read_session() as session:
+        last_seen = session.scalar(
+            select(func.max(UserSession.last_seen_at))
+            .join(User, User.id == UserSession.user_id)
+            .where(User.email == world.sender)
+        )
+    assert last_seen is not None and last_seen > clock.now() - timedelta(minutes=1)
+    _set_last_seen(stack, world.sender, clock.now() - timedelta(minutes=30))
+    with stack.client() as client:  # 30 minutes idle: the session lives on
+        assert client.get("/api/v1/user/quotas", headers=headers).status_code == 200
+
+
+def test_a_bad_session_answers_811_before_anything_in_the_request(stack: Stack) -> None:
+    with stack.client() as client:
+        answer = client.get(
+            f"/api/v1/messages/{'0' * 32}",
+            headers={"x-sm-session-token": "not-a-session", "x-sm-password": "not base64!"},
+        )
+    assert_error(answer, 401, "811", "The user session is no longer valid.")
 
 
 def test_other_users_messages_and_jobs_answer_404_on_every_operation(

@@ -25,7 +25,7 @@ async def login(call: Call) -> Reply:
 
 
 async def logout(call: Call) -> dict[str, Any]:
-    await call.services.write(auth.logout, caller=call.user, now=clock.now())
+    await call.write(auth.logout, now=clock.now())
     return {}
 
 

@@ -7,9 +7,10 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from api_shim.dtos import JobRequest, SendMessageRequest
-from api_shim.operations import Call, Operation, Reply, resolve_caller
+from api_shim.operations import Call, Operation, Reply
 from api_shim.responses import JobAccepted, JobResponse, SendMessageResponse
 from worker.domain import clock, errors, jobs
+from worker.domain.auth import Caller
 from worker.models import new_guid
 from worker.payloads import SendJobV1
 
@@ -64,18 +65,16 @@ def _prefers_async(call: Call) -> bool:
     return any(p.strip().lower() == "respond-async" for p in prefer.split(","))
 
 
-def _open_job(session: Session, *, call: Call) -> SendJobV1:
-    """Rule 1 and the queued job row, in one transaction: nothing is queued for a bad
-    session."""
-    caller = resolve_caller(session, call.services, call.request)
-    job = _job_payload(call.dto, sender_guid=caller.user_guid, job_id=new_guid())
+def _open_job(session: Session, *, caller: Caller, dto: SendMessageRequest) -> SendJobV1:
+    """The queued job row, in rule 1's transaction: nothing is queued for a bad session."""
+    job = _job_payload(dto, sender_guid=caller.user_guid, job_id=new_guid())
     payload = job.model_dump(mode="json", by_alias=True)
     jobs.open_send_job(session, caller=caller, payload=payload, now=clock.now())
     return job
 
 
 async def send_message(call: Call) -> Reply:
-    job = await call.services.write(_open_job, call=call)
+    job = await call.write(_open_job, dto=call.dto)
     dispatcher = call.services.dispatcher
     if _prefers_async(call):
         await dispatcher.publish(job)  # if the broker is down, the jobs sweep publishes it
@@ -88,7 +87,7 @@ async def send_message(call: Call) -> Reply:
 
 async def get_job(call: Call) -> dict[str, Any]:
     dto: JobRequest = call.dto
-    job = await call.services.read(jobs.get_own_job, caller=call.user, job_id=dto.job_id)
+    job = await call.read(jobs.get_own_job, job_id=dto.job_id)
     return job.as_wire()
 
 
@@ -98,7 +97,6 @@ OPERATIONS = [
         (("PUT", "/messages/{messageGuid}/send"),),
         SendMessageRequest,
         send_message,
-        session_in_handler=True,
         summary="Send a draft message",
         response=SendMessageResponse,
         errors=SEND_ERRORS,

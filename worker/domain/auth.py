@@ -32,6 +32,9 @@ class Caller:
     user_id: int
     user_guid: str
     session_id: int
+    # The session's idle timer is due a refresh that this transaction did not write (a
+    # read-only one): `touch_session` in a write of its own.
+    touch_due: bool = False
 
 
 def normalize_email(address: str) -> str:
@@ -89,9 +92,10 @@ _CALLER_BY_TOKEN = (
 
 
 def resolve_session(
-    session: Session, *, token: str | None, now: datetime, idle: timedelta
+    session: Session, *, token: str | None, now: datetime, idle: timedelta, touch: bool = True
 ) -> Caller:
-    """The caller behind a session token, refreshing its idle timer.
+    """The caller behind a session token, refreshing its idle timer (at most once a
+    minute; with `touch=False`, in a read-only transaction, the caller says it is due).
 
     Raises ApiError 811 for a missing, unknown, idle-expired or logged-out token, or one
     whose user is no longer active.
@@ -108,11 +112,19 @@ def resolve_session(
     session_id, last_seen_at, user_id, user_guid = row
     if last_seen_at + idle <= now:
         raise ApiError(errors.SESSION_INVALID)
-    if now - last_seen_at >= SESSION_TOUCH_INTERVAL:
-        session.execute(
-            update(UserSession).where(UserSession.id == session_id).values(last_seen_at=now)
-        )
-    return Caller(user_id=user_id, user_guid=user_guid, session_id=session_id)
+    due = now - last_seen_at >= SESSION_TOUCH_INTERVAL
+    if due and touch:
+        touch_session(session, session_id=session_id, now=now)
+    return Caller(
+        user_id=user_id, user_guid=user_guid, session_id=session_id, touch_due=due and not touch
+    )
+
+
+def touch_session(session: Session, *, session_id: int, now: datetime) -> None:
+    """Restart a session's idle timer."""
+    session.execute(
+        update(UserSession).where(UserSession.id == session_id).values(last_seen_at=now)
+    )
 
 
 def logout(session: Session, *, caller: Caller, now: datetime) -> None:
