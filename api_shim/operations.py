@@ -63,8 +63,7 @@ class Call:
         return await self._as_caller(fn, kwargs, write=True)
 
     async def read(self, fn: Callable[..., T], **kwargs: Any) -> T:
-        """The same in a read-only transaction. A session whose idle timer is due a
-        refresh (once a minute) gets it in a short write afterwards."""
+        """The same in a read-only transaction."""
         return await self._as_caller(fn, kwargs, write=False)
 
     async def _as_caller(self, fn: Callable[..., T], kwargs: dict[str, Any], *, write: bool) -> T:
@@ -74,9 +73,7 @@ class Call:
         callers: list[Caller] = []
 
         def as_caller(session: Session) -> T:
-            caller = resolve_session(
-                session, token=token, now=now, idle=settings.session_idle, touch=write
-            )
+            caller = resolve_session(session, token=token, now=now, idle=settings.session_idle)
             callers.append(caller)
             return fn(session, caller=caller, **kwargs)
 
@@ -87,6 +84,8 @@ class Call:
                 await self._touch(callers[-1], now)
 
     async def _touch(self, caller: Caller, now: datetime) -> None:
+        """Restart the session's idle timer, in a write of its own: at most once a minute
+        per session, kept whether or not the operation succeeded."""
         try:
             await self.services.write(touch_session, session_id=caller.session_id, now=now)
         except Exception:  # noqa: BLE001 - the answer stands; the next request tries again

@@ -89,24 +89,32 @@ def _set_last_seen(stack: Stack, sender: str, when: datetime) -> None:
         )
 
 
-def test_reading_keeps_a_session_alive(stack: Stack, unique: str) -> None:
-    """Reads run rule 1 in a read-only transaction and refresh the idle timer in a write
-    of their own: a session used only for reading does not expire under its user."""
-    world = World(stack, unique).setup()
-    headers = {"x-sm-session-token": world.token}
-    _set_last_seen(stack, world.sender, clock.now() - timedelta(minutes=59))
-    with stack.client() as client:
-        assert client.get("/api/v1/messages/inbox", headers=headers).status_code == 200
+def _last_seen(stack: Stack, sender: str) -> datetime | None:
     with stack.database.read_session() as session:
-        last_seen = session.scalar(
+        return session.scalar(
             select(func.max(UserSession.last_seen_at))
             .join(User, User.id == UserSession.user_id)
-            .where(User.email == world.sender)
+            .where(User.email == sender)
         )
-    assert last_seen is not None and last_seen > clock.now() - timedelta(minutes=1)
-    _set_last_seen(stack, world.sender, clock.now() - timedelta(minutes=30))
-    with stack.client() as client:  # 30 minutes idle: the session lives on
-        assert client.get("/api/v1/user/quotas", headers=headers).status_code == 200
+
+
+def test_reads_and_failed_requests_keep_a_session_alive(stack: Stack, unique: str) -> None:
+    """Rule 1 runs in the operation's transaction (read-only for reads); the idle timer is
+    refreshed in a write of its own, which a failing operation does not roll back."""
+    world = World(stack, unique).setup()
+    headers = {"x-sm-session-token": world.token}
+    just_now = clock.now() - timedelta(minutes=1)
+    with stack.client() as client:
+        _set_last_seen(stack, world.sender, clock.now() - timedelta(minutes=59))
+        assert client.get("/api/v1/messages/inbox", headers=headers).status_code == 200
+        last_seen = _last_seen(stack, world.sender)
+        assert last_seen is not None and last_seen > just_now
+
+        _set_last_seen(stack, world.sender, clock.now() - timedelta(minutes=59))
+        missing = client.put(f"/api/v1/messages/{'0' * 32}/save", json={}, headers=headers)
+        assert missing.status_code == 404
+        last_seen = _last_seen(stack, world.sender)
+        assert last_seen is not None and last_seen > just_now
 
 
 def test_a_bad_session_answers_811_before_anything_in_the_request(stack: Stack) -> None:

@@ -32,8 +32,8 @@ class Caller:
     user_id: int
     user_guid: str
     session_id: int
-    # The session's idle timer is due a refresh that this transaction did not write (a
-    # read-only one): `touch_session` in a write of its own.
+    # The session's idle timer is due a refresh: `touch_session`, in a transaction of its
+    # own (which a failing operation does not roll back, and a read-only one need not hold).
     touch_due: bool = False
 
 
@@ -92,10 +92,10 @@ _CALLER_BY_TOKEN = (
 
 
 def resolve_session(
-    session: Session, *, token: str | None, now: datetime, idle: timedelta, touch: bool = True
+    session: Session, *, token: str | None, now: datetime, idle: timedelta
 ) -> Caller:
-    """The caller behind a session token, refreshing its idle timer (at most once a
-    minute; with `touch=False`, in a read-only transaction, the caller says it is due).
+    """The caller behind a session token. Only reads: `Caller.touch_due` says when the
+    idle timer wants a refresh (at most once a minute).
 
     Raises ApiError 811 for a missing, unknown, idle-expired or logged-out token, or one
     whose user is no longer active.
@@ -112,11 +112,11 @@ def resolve_session(
     session_id, last_seen_at, user_id, user_guid = row
     if last_seen_at + idle <= now:
         raise ApiError(errors.SESSION_INVALID)
-    due = now - last_seen_at >= SESSION_TOUCH_INTERVAL
-    if due and touch:
-        touch_session(session, session_id=session_id, now=now)
     return Caller(
-        user_id=user_id, user_guid=user_guid, session_id=session_id, touch_due=due and not touch
+        user_id=user_id,
+        user_guid=user_guid,
+        session_id=session_id,
+        touch_due=now - last_seen_at >= SESSION_TOUCH_INTERVAL,
     )
 
 
