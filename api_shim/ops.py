@@ -53,9 +53,8 @@ class _Collector:
 
     def collect(self) -> Iterator[Metric]:
         services = self._services
-        snap = services.database.run(
-            lambda session: metrics.snapshot(session, now=clock.now()), write=False
-        )
+        # A write: the scrape may move the metrics checkpoint (worker.domain.metrics).
+        snap = services.database.run(lambda session: metrics.snapshot(session, now=clock.now()))
         sends = CounterMetricFamily(
             "securesend_sends", "SendMessage jobs answered, by result code", labels=["code"]
         )
