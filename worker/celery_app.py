@@ -25,6 +25,8 @@ DELIVER_TASK = "securesend.mail.deliver"
 DRAIN_TASK = "securesend.mail.drain"
 SWEEP_TASK = "securesend.mail.sweep"
 JOBS_SWEEP_TASK = "securesend.jobs.sweep"
+PRUNE_TASK = "securesend.prune"
+PRUNE_INTERVAL_SECONDS = 3600
 PING_TASK = "securesend.ping"
 
 
@@ -100,6 +102,7 @@ def create_app(settings: Settings | None = None, *, results: bool = True) -> Cel
         beat_schedule={
             "sweep-outbox": {"task": SWEEP_TASK, "schedule": settings.sweep_interval_seconds},
             "sweep-jobs": {"task": JOBS_SWEEP_TASK, "schedule": settings.sweep_interval_seconds},
+            "prune": {"task": PRUNE_TASK, "schedule": PRUNE_INTERVAL_SECONDS},
         },
     )
     return app

@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     # How long Redis keeps a task's result for `result.get()` by direct enqueuers; the job
     # row keeps the answer for good. Each send's result is a few KB (docs/reliability.md).
     result_ttl_seconds: int = 3600
+    # Jobs, emails and sessions older than this are deleted (hourly; 0 keeps everything).
+    retention_days: int = 7
 
     @model_validator(mode="after")
     def _time_limits_below_visibility_timeout(self) -> Settings:

@@ -18,13 +18,14 @@ from worker.celery_app import (
     JOBS_SWEEP_TASK,
     MAIL_QUEUE,
     PING_TASK,
+    PRUNE_TASK,
     SEND_QUEUE,
     SEND_TASK,
     SWEEP_TASK,
     app,
 )
 from worker.db import get_database
-from worker.domain import clock, jobs, outbox
+from worker.domain import clock, jobs, outbox, retention
 from worker.domain.errors import SEND_FAILED, ApiError
 from worker.domain.send import SendOutcome, record_job_outcome, send_message
 from worker.mailer import claim_drain, mail_transport, release_drain
@@ -266,6 +267,24 @@ def sweep_outbox_task() -> int:
     )
     queue_delivery(email_ids)
     return len(email_ids)
+
+
+@app.task(name=PRUNE_TASK, acks_late=True, ignore_result=True)
+def prune_task() -> dict[str, int]:
+    """Delete jobs, emails and sessions past `RETENTION_DAYS` (worker.domain.retention)."""
+    settings = get_settings()
+    if settings.retention_days <= 0:
+        return {}
+    pruned = retention.prune(
+        get_database(settings),
+        now=clock.now,
+        keep=timedelta(days=settings.retention_days),
+        budget_seconds=settings.send_task_time_limit_seconds / 2,
+    )
+    logger.info(
+        "pruned %d jobs, %d emails and %d sessions", pruned.jobs, pruned.emails, pruned.sessions
+    )
+    return {"jobs": pruned.jobs, "emails": pruned.emails, "sessions": pruned.sessions}
 
 
 @app.task(name=PING_TASK)

@@ -95,9 +95,10 @@ def _add(session: Session, name: str, label: str, value: int) -> None:
         session.flush()
 
 
-def _advance_checkpoint(session: Session, *, now: datetime) -> datetime:
+def fold_settled(session: Session, *, now: datetime) -> datetime:
     """Fold the settled rows created since the checkpoint into the totals and move it;
-    returns where it stands. Takes the checkpoint's row lock: one scrape at a time folds."""
+    returns where it stands (rows created before it are counted and may be deleted).
+    Takes the checkpoint's row lock: one scrape (or prune) at a time folds."""
     checkpoint = session.scalars(select(MetricCheckpoint).with_for_update()).one()
     oldest_unfinished = [
         session.scalar(
@@ -128,7 +129,7 @@ def _merged(pairs: Iterable[tuple[str, int]]) -> dict[str, int]:
 
 def snapshot(session: Session, *, now: datetime) -> Snapshot:
     """The figures; run it in a write transaction (it may move the checkpoint)."""
-    since = _advance_checkpoint(session, now=now)
+    since = fold_settled(session, now=now)
     totals = session.execute(select(MetricTotal.name, MetricTotal.label, MetricTotal.value)).all()
     folded = {
         name: [(label, int(value)) for n, label, value in totals if n == name]
