@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     job_republish_after_seconds: float = 60.0
     max_send_attempts: int = 3
     # How long Redis keeps a task's result for `result.get()` by direct enqueuers; the job
-    # row keeps the answer for good. Each send's result is a few KB (docs/reliability.md).
+    # row keeps the answer for RETENTION_DAYS. A send's result is a few KB (docs/reliability.md).
     result_ttl_seconds: int = 3600
     # Jobs, emails and sessions older than this are deleted (hourly; 0 keeps everything).
     retention_days: int = 7
