@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
+from worker.domain.outbox import PENDING
 from worker.models import (
     EmailStatus,
     JobStatus,
@@ -37,7 +38,6 @@ SETTLED_AFTER = timedelta(hours=1)
 # The checkpoint moves at most this often, so most scrapes write nothing.
 FOLD_EVERY = timedelta(minutes=1)
 UNFINISHED_JOBS = (JobStatus.QUEUED, JobStatus.RUNNING)
-PENDING_EMAILS = (EmailStatus.QUEUED, EmailStatus.RETRYING)
 # metric_totals.name
 SENDS, EMAILS, EMAIL_RETRIES = "sends", "emails", "email_retries"
 
@@ -105,7 +105,7 @@ def fold_settled(session: Session, *, now: datetime) -> datetime:
             select(func.min(SendJob.created_at)).where(SendJob.status.in_(UNFINISHED_JOBS))
         ),
         session.scalar(
-            select(func.min(OutboxEmail.created_at)).where(OutboxEmail.status.in_(PENDING_EMAILS))
+            select(func.min(OutboxEmail.created_at)).where(OutboxEmail.status.in_(PENDING))
         ),
     ]
     target = min([now - SETTLED_AFTER, *(t for t in oldest_unfinished if t is not None)])

@@ -17,7 +17,8 @@ from sqlalchemy import ColumnElement, delete, or_, select
 from sqlalchemy.orm import Session
 
 from worker.db import Database
-from worker.domain.metrics import PENDING_EMAILS, fold_settled
+from worker.domain.metrics import fold_settled
+from worker.domain.outbox import PENDING
 from worker.models import Base, OutboxEmail, SendJob, UserSession, table
 
 PRUNE_BATCH = 5000
@@ -56,7 +57,7 @@ def prune_batch(
         emails=_delete_some(
             session,
             OutboxEmail,
-            (OutboxEmail.created_at < cutoff) & OutboxEmail.status.not_in(PENDING_EMAILS),
+            (OutboxEmail.created_at < cutoff) & OutboxEmail.status.not_in(PENDING),
             limit,
         ),
         sessions=_delete_some(
