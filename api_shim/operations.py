@@ -17,7 +17,6 @@ from typing import Any, TypeVar
 from fastapi import FastAPI
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -68,17 +67,18 @@ class Call:
 
     async def _as_caller(self, fn: Callable[..., T], kwargs: dict[str, Any], *, write: bool) -> T:
         token = session_token(self.request)
-        settings, database = self.services.settings, self.services.database
+        idle = self.services.settings.session_idle
         now = clock.now()
         callers: list[Caller] = []
 
         def as_caller(session: Session) -> T:
-            caller = resolve_session(session, token=token, now=now, idle=settings.session_idle)
+            caller = resolve_session(session, token=token, now=now, idle=idle)
             callers.append(caller)
             return fn(session, caller=caller, **kwargs)
 
+        run = self.services.write if write else self.services.read
         try:
-            return await run_in_threadpool(database.run, as_caller, write=write)
+            return await run(as_caller)
         finally:
             if callers and callers[-1].touch_due:
                 await self._touch(callers[-1], now)
