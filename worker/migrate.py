@@ -26,7 +26,9 @@ def upgrade_to_head(settings: Settings | None = None) -> None:
     on PostgreSQL (Alembic's version table serialises them) and on SQLite (the write lock)."""
     database = get_database(settings or get_settings())
     config = alembic_config()
-    with database.engine.begin() as connection:
+    # Alembic owns the transaction (migrations/env.py): a migration may step outside it
+    # (0006 builds indexes CONCURRENTLY on PostgreSQL).
+    with database.engine.connect() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
     logger.info("database schema is at head")

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
+from tests.conftest import _create_postgres_database, _drop_postgres_database
 from tests.support import Stack
-from worker.migrate import upgrade_to_head
+from worker.db import Database
+from worker.migrate import alembic_config, upgrade_to_head
 from worker.models import Base
+from worker.settings import Settings
 
 
 def test_schema_at_head_matches_the_models(stack: Stack) -> None:
@@ -32,3 +39,63 @@ def test_schema_at_head_matches_the_models(stack: Stack) -> None:
         "groups",
         "users",
     } <= tables
+
+
+def test_created_at_indexes_build_without_blocking_writes_on_postgres() -> None:
+    """Migration 0006 indexes the two largest tables. While it waits to build them (here
+    behind a transaction that is writing to send_jobs), other writers to send_jobs must
+    go on: a plain CREATE INDEX queues for a SHARE lock, and every later INSERT or UPDATE
+    queues behind it; CREATE INDEX CONCURRENTLY does not."""
+    url = _create_postgres_database()
+    settings = Settings(database_url=url)
+    database = Database(url)
+    config = alembic_config()
+    try:
+        with database.engine.connect() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0005")
+        with database.engine.connect() as writer:
+            writer.execute(_TOUCH_JOBS)  # holds ROW EXCLUSIVE on send_jobs until rollback
+            migration = threading.Thread(target=upgrade_to_head, args=(settings,))
+            migration.start()
+            try:
+                _wait_for_index_build(database)
+                with database.engine.connect() as other_writer:
+                    other_writer.execute(text("SET LOCAL lock_timeout = '2s'"))
+                    other_writer.execute(_TOUCH_JOBS)  # LockNotAvailable if blocked
+                    other_writer.commit()
+            finally:
+                writer.rollback()
+                migration.join(timeout=30)
+        with database.engine.connect() as connection:
+            assert connection.scalar(text("SELECT version_num FROM alembic_version")) == "0006"
+            valid = connection.execute(
+                text(
+                    "SELECT indexrelid::regclass::text, indisvalid FROM pg_index "
+                    "WHERE indexrelid::regclass::text LIKE 'ix_%created_at'"
+                )
+            ).all()
+        assert sorted(valid) == [("ix_outbox_created_at", True), ("ix_send_jobs_created_at", True)]
+    finally:
+        database.dispose()
+        _drop_postgres_database(url)
+
+
+_TOUCH_JOBS = text("UPDATE send_jobs SET attempts = attempts WHERE false")
+
+
+def _wait_for_index_build(database: Database) -> None:
+    deadline = time.monotonic() + 20
+    with database.engine.connect() as connection:
+        while time.monotonic() < deadline:
+            waiting = connection.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND query ILIKE 'CREATE INDEX%' AND wait_event_type = 'Lock'"
+                )
+            )
+            connection.rollback()
+            if waiting:
+                return
+            time.sleep(0.05)
+    raise AssertionError("the migration never started building its indexes")

@@ -20,6 +20,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    _index_created_at()
     op.create_table(
         "metric_totals",
         sa.Column("name", sa.String(length=40), nullable=False),
@@ -36,8 +37,28 @@ def upgrade() -> None:
     # Nothing folded yet: every existing row is counted from the table until the first
     # scrape moves the checkpoint.
     op.bulk_insert(checkpoint, [{"id": 1, "until": datetime(1970, 1, 1, tzinfo=UTC)}])
-    op.create_index(op.f("ix_send_jobs_created_at"), "send_jobs", ["created_at"])
-    op.create_index(op.f("ix_outbox_created_at"), "outbox", ["created_at"])
+
+
+def _index_created_at() -> None:
+    """The two tables hold every send and email so far (nothing pruned them before this
+    release). On PostgreSQL the indexes are built CONCURRENTLY, outside the migration's
+    transaction (which commits what came before them), so sends and deliveries go on
+    while they build; first, so that a run interrupted after them runs this migration
+    again cleanly."""
+    indexes = (("ix_send_jobs_created_at", "send_jobs"), ("ix_outbox_created_at", "outbox"))
+    if op.get_bind().dialect.name != "postgresql":
+        for index, table in indexes:
+            op.create_index(op.f(index), table, ["created_at"])
+        return
+    with op.get_context().autocommit_block():
+        for index, table in indexes:
+            op.create_index(
+                op.f(index),
+                table,
+                ["created_at"],
+                postgresql_concurrently=True,
+                if_not_exists=True,
+            )
 
 
 def downgrade() -> None:
