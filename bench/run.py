@@ -37,9 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from bench.seed import Seed, seed
+from bench.http import Connection, HttpError
+from bench.seed import SENDERS, Seed, seed
 from bench.standalone import banned_scan_ratio, smtp_reuse_ratio
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,6 +56,7 @@ from worker.celery_app import PING_TASK, SEND_QUEUE, create_app  # noqa: E402
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")
 LEVELS = (1, 16, 64)
+KINDS = ("send", "baseline", "api_read")
 
 
 @dataclass
@@ -83,21 +83,33 @@ class Run:
         }
 
 
-async def _drive(concurrency: int, count: int, one: Callable[[int], Awaitable[bool]]) -> Run:
+async def _drive(concurrency: int, count: int, one: Callable[[int, int], Awaitable[bool]]) -> Run:
+    """`count` operations `one(index, lane)`, `concurrency` lanes at a time."""
     run = Run()
     next_index = iter(range(count))
 
-    async def lane() -> None:
+    async def lane(number: int) -> None:
         for i in next_index:
             started = time.perf_counter()
-            ok = await one(i)
+            ok = await one(i, number)
             run.latencies.append(time.perf_counter() - started)
             run.errors += 0 if ok else 1
 
     started = time.perf_counter()
-    await asyncio.gather(*(lane() for _ in range(concurrency)))
+    await asyncio.gather(*(lane(n) for n in range(concurrency)))
     run.wall = time.perf_counter() - started
     return run
+
+
+async def _drive_http(
+    stack: Stack, concurrency: int, count: int, one: Callable[[Connection, int], Awaitable[bool]]
+) -> Run:
+    """The same over HTTP: one kept-alive connection per lane (bench/http.py)."""
+    connections = [Connection(stack.url("")) for _ in range(concurrency)]
+    try:
+        return await _drive(concurrency, count, lambda i, lane: one(connections[lane], i))
+    finally:
+        await asyncio.gather(*(c.close() for c in connections))
 
 
 # What every benchmark SendMessage sends; `--no-email` turns the notification off.
@@ -105,22 +117,39 @@ SEND_BODY: dict[str, Any] = {}
 
 
 async def measure_sends(stack: Stack, work: list[tuple[str, str]], concurrency: int) -> Run:
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=stack.url(""), limits=limits, timeout=120) as client:
+    async def one(connection: Connection, i: int) -> bool:
+        token, guid = work[i]
+        try:
+            answer = await connection.request(
+                "PUT",
+                f"/api/v1/messages/{guid}/send",
+                headers={"x-sm-session-token": token},
+                json_body=SEND_BODY,
+            )
+        except HttpError:
+            return False
+        return answer.status == 200
 
-        async def one(i: int) -> bool:
-            token, guid = work[i]
-            try:
-                response = await client.put(
-                    f"/api/v1/messages/{guid}/send",
-                    json=SEND_BODY,
-                    headers={"x-sm-session-token": token},
-                )
-            except httpx.HTTPError:
-                return False
-            return response.status_code == 200
+    return await _drive_http(stack, concurrency, len(work), one)
 
-        return await _drive(concurrency, len(work), one)
+
+async def measure_reads(
+    stack: Stack, jobs: list[tuple[str, str]], count: int, concurrency: int
+) -> Run:
+    """GetJob through HTTP: what every authenticated request costs (HTTP, rule 1 and one
+    transaction in the API), with no Celery and no send. Part of the floor below."""
+
+    async def one(connection: Connection, i: int) -> bool:
+        token, job_id = jobs[i % len(jobs)]
+        try:
+            answer = await connection.request(
+                "GET", f"/api/v1/jobs/{job_id}", headers={"x-sm-session-token": token}
+            )
+        except HttpError:
+            return False
+        return answer.status == 200
+
+    return await _drive_http(stack, concurrency, count, one)
 
 
 async def measure_baseline(stack: Stack, count: int, concurrency: int) -> Run:
@@ -131,7 +160,7 @@ async def measure_baseline(stack: Stack, count: int, concurrency: int) -> Run:
     publisher = ThreadPoolExecutor(max_workers=8)
     try:
 
-        async def one(_: int) -> bool:
+        async def one(_: int, __: int) -> bool:
             from worker.models import new_guid
 
             task_id = new_guid()
@@ -181,13 +210,15 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _cpu_seconds(pids: list[int]) -> float:
+    """CPU used by `pids` and by their children that have exited (a PostgreSQL backend
+    whose connection closed is counted in the postmaster's cutime, not lost)."""
     total = 0
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])  # utime + stime
+        total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
     return total / _TICKS
 
 
@@ -241,6 +272,21 @@ def _send_once(stack: Stack, token: str, guid: str) -> float:
     return time.perf_counter() - started
 
 
+def _open_jobs(stack: Stack, work: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(session token, job id) of one queued send per draft in `work`, for GetJob."""
+    opened = []
+    with stack.client() as client:
+        for token, guid in work:
+            response = client.put(
+                f"/api/v1/messages/{guid}/send",
+                json=SEND_BODY,
+                headers={"x-sm-session-token": token, "prefer": "respond-async"},
+            )
+            assert response.status_code == 202, response.text
+            opened.append((token, response.json()["jobId"]))
+    return opened
+
+
 def run(quick: bool) -> dict[str, Any]:
     scale = 0.25 if quick else 1.0
     counts = {1: int(300 * scale), 16: int(800 * scale), 64: int(1200 * scale)}
@@ -256,14 +302,20 @@ def run(quick: bool) -> dict[str, Any]:
     )
     stack = Stack.start(config, var_dir=var_dir, api_port=free_port(), workers=2)
     try:
-        data: Seed = seed(stack, drafts=sum(counts.values()) + 1000 + 40, big_recipients=500)
+        data: Seed = seed(
+            stack, drafts=sum(counts.values()) + 1000 + 40 + SENDERS, big_recipients=500
+        )
         results: dict[str, Any] = {"levels": {}}
+        jobs = _open_jobs(stack, data.take(SENDERS))
         for level in LEVELS:
             work = data.take(counts[level])
             results["levels"][level] = {
                 "send": _measured(stack, len(work), measure_sends(stack, work, level)),
                 "baseline": _measured(
                     stack, counts[level], measure_baseline(stack, counts[level], level)
+                ),
+                "api_read": _measured(
+                    stack, counts[level], measure_reads(stack, jobs, counts[level], level)
                 ),
             }
 
@@ -287,6 +339,7 @@ def run(quick: bool) -> dict[str, Any]:
     results["banned_scan"] = banned_scan_ratio()
     results["smtp"] = smtp_reuse_ratio(count=int(400 * scale) or 50)
     results["targets"] = targets(results)
+    results["floor"] = floor(results)
     return results
 
 
@@ -341,6 +394,33 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def floor(r: dict[str, Any]) -> dict[str, Any]:
+    """What the two speed targets leave for a send's own work, measured in this run.
+
+    A SendMessage is at least an authenticated HTTP request with a transaction in the API
+    (GetJob measures that) plus a Celery round trip (the baseline). What a send costs
+    beyond those two is its own work: the transaction in the worker, rendering, the
+    result, its email. On two CPU-bound cores throughput is inversely proportional to
+    the CPU per operation, so a throughput ratio of 0.5 leaves `baseline - read` of CPU
+    for that work; a p50 delta of 5 ms at c=1 leaves `5 - read p50` of latency.
+    """
+    out: dict[str, Any] = {}
+    for level, figures in r["levels"].items():
+        send, base, read = (figures[k]["cpu_ms_per_op"]["total"] for k in KINDS)
+        out[f"c{level}"] = {
+            "best_ratio_with_no_send_work": _ratio(base, read + base),
+            "cpu_ms_left_for_send_work_at_ratio_0_5": round(base - read, 2),
+            "cpu_ms_of_send_work": round(send - read - base, 2),
+        }
+    one = r["levels"][1]
+    read_p50 = one["api_read"]["p50_ms"]
+    out["c1"]["p50_ms_left_for_send_work_at_delta_5"] = round(5 - read_p50, 2)
+    out["c1"]["p50_ms_of_send_work"] = round(
+        one["send"]["p50_ms"] - one["baseline"]["p50_ms"] - read_p50, 2
+    )
+    return out
+
+
 def print_table(r: dict[str, Any]) -> None:
     print("\nSendMessage through HTTP vs. no-op Celery round trip (same Redis, same workers)")
     print(
@@ -355,9 +435,13 @@ def print_table(r: dict[str, Any]) -> None:
             f"{b['p95_ms']:>7} {b['p99_ms']:>7} | "
             f"{_ratio(s['throughput_per_s'], b['throughput_per_s'])}"
         )
+    print("\nGetJob through HTTP (an authenticated request, no Celery: part of every send)")
+    for level, figures in r["levels"].items():
+        g = figures["api_read"]
+        print(f"{level:>4} | {g['throughput_per_s']:>8} {g['p50_ms']:>7} {g['p95_ms']:>7}")
     print("\nCPU milliseconds per operation, by process (the machine has two cores)")
     for level, figures in r["levels"].items():
-        for kind in ("send", "baseline"):
+        for kind in KINDS:
             cpu = figures[kind]["cpu_ms_per_op"]
             print(f"{level:>4} {kind:<8} " + "  ".join(f"{k} {v}" for k, v in cpu.items()))
     print(f"\nrecipients: {r['recipients']}")
@@ -365,6 +449,9 @@ def print_table(r: dict[str, Any]) -> None:
     print(f"banned scan: {r['banned_scan']}")
     print(f"smtp: {r['smtp']}")
     print(f"peak RSS (MB): {r['rss_mb']}")
+    print("\nfloor: what the targets leave for a send's own work, and what it takes")
+    for level, f in r["floor"].items():
+        print(f"  {level}: " + ", ".join(f"{k} {v}" for k, v in f.items()))
     print("\ntargets:")
     for t in r["targets"]:
         print(
