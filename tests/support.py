@@ -89,7 +89,9 @@ class Stack:
             api_port=api_port,
             env=env,
             settings=settings,
-            database=Database(settings.effective_database_url),
+            database=Database(
+                settings.effective_database_url, pool_size=settings.database_pool_size
+            ),
         )
         names = ["worker"] if workers == 1 else [f"worker{i}" for i in range(1, workers + 1)]
         try:

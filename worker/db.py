@@ -29,12 +29,15 @@ T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
 
-def _make_engine(url: str, *, immediate: bool) -> Engine:
+MAX_OVERFLOW = 20  # connections beyond the pool while busy (Settings.database_pool_size)
+
+
+def _make_engine(url: str, *, immediate: bool, pool_size: int) -> Engine:
     if not url.startswith("sqlite"):
         return create_engine(
             url,
-            pool_size=10,
-            max_overflow=20,
+            pool_size=pool_size,
+            max_overflow=MAX_OVERFLOW,
             pool_recycle=POOL_RECYCLE_SECONDS,
             hide_parameters=True,
         )
@@ -63,11 +66,15 @@ def _make_engine(url: str, *, immediate: bool) -> Engine:
 class Database:
     """One engine (two on SQLite: writers and readers) and their session factories."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, pool_size: int) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
-        self.engine = _make_engine(url, immediate=True)
-        self.read_engine = _make_engine(url, immediate=False) if self.is_sqlite else self.engine
+        self.engine = _make_engine(url, immediate=True, pool_size=pool_size)
+        self.read_engine = (
+            _make_engine(url, immediate=False, pool_size=pool_size)
+            if self.is_sqlite
+            else self.engine
+        )
         self._write = sessionmaker(self.engine, expire_on_commit=False)
         self._read = sessionmaker(self.read_engine, expire_on_commit=False)
 
@@ -114,8 +121,8 @@ class Database:
 
 
 @lru_cache(maxsize=4)
-def _database_for(url: str) -> Database:
-    return Database(url)
+def _database_for(url: str, pool_size: int) -> Database:
+    return Database(url, pool_size=pool_size)
 
 
 def get_database(settings: Settings | None = None) -> Database:
@@ -123,4 +130,4 @@ def get_database(settings: Settings | None = None) -> Database:
     settings = settings or get_settings()
     if settings.is_sqlite:
         settings.var_dir.mkdir(parents=True, exist_ok=True)
-    return _database_for(settings.effective_database_url)
+    return _database_for(settings.effective_database_url, settings.database_pool_size)

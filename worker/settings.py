@@ -34,6 +34,12 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format_override: Literal["", "json", "text"] = Field(default="", alias="LOG_FORMAT")
     templates_dir: Path | None = None
+    # PostgreSQL connections each process keeps open (and up to 20 more while busy, closed
+    # on return). The API runs up to 40 transactions at once (its thread pool): below the
+    # concurrency it sees, connections are opened and closed all the time, and each new
+    # one is a forked backend (~1-3 ms of CPU; docs/performance.md). Keep processes x
+    # (pool + 20) under the server's max_connections.
+    database_pool_size: int = 20
     # The embedded broker polls its folder; lower is faster and busier.
     embedded_broker_poll_seconds: float = 0.02
     # Outbox delivery: retries of 4xx replies and connection errors back off exponentially

@@ -19,7 +19,7 @@ def own_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Dat
     url = _create_postgres_database() if request.param == "postgres" else ""
     settings = Settings(var_dir=tmp_path, database_url=url)
     upgrade_to_head(settings)
-    database = Database(settings.effective_database_url)
+    database = Database(settings.effective_database_url, pool_size=settings.database_pool_size)
     try:
         yield database
     finally:

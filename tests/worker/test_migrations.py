@@ -48,7 +48,7 @@ def test_created_at_indexes_build_without_blocking_writes_on_postgres() -> None:
     queues behind it; CREATE INDEX CONCURRENTLY does not."""
     url = _create_postgres_database()
     settings = Settings(database_url=url)
-    database = Database(url)
+    database = Database(url, pool_size=settings.database_pool_size)
     config = alembic_config()
     try:
         with database.engine.connect() as connection:
