@@ -247,10 +247,27 @@ def _cpu_snapshot(stack: Stack) -> dict[str, float]:
     }
 
 
+def _settle(stack: Stack, *, idle_share: float = 0.1, timeout: float = 60.0) -> None:
+    """Wait until the stack is idle: below `idle_share` of one core for two samples in a
+    row. What a measurement leaves running (the outbox drain of its sends' emails,
+    PostgreSQL's autovacuum) is then counted in its own CPU, not in the next one's."""
+    interval, quiet = 0.3, 0
+    deadline = time.monotonic() + timeout
+    previous = sum(_cpu_snapshot(stack).values())
+    while quiet < 2 and time.monotonic() < deadline:
+        time.sleep(interval)
+        current = sum(_cpu_snapshot(stack).values())
+        quiet = quiet + 1 if current - previous < idle_share * interval else 0
+        previous = current
+
+
 def _measured(stack: Stack, operations: int, measure: Coroutine[Any, Any, Run]) -> dict[str, Any]:
-    """Run one measurement; its figures with the CPU milliseconds per operation."""
+    """Run one measurement; its figures with the CPU milliseconds per operation, counted
+    until the stack is idle again (a send's email is delivered after its answer)."""
+    _settle(stack)
     before = _cpu_snapshot(stack)
     figures: dict[str, Any] = asyncio.run(measure).figures()
+    _settle(stack)
     after = _cpu_snapshot(stack)
     per_op = {part: (after[part] - before[part]) * 1000 / operations for part in before}
     figures["cpu_ms_per_op"] = {part: round(ms, 2) for part, ms in per_op.items()}
