@@ -61,7 +61,10 @@ class Connection:
             assert self._reader is not None
             self._writer.write(raw)
             return await self._read_answer(self._reader)
-        except (OSError, asyncio.IncompleteReadError, ValueError) as e:
+        except HttpError:
+            await self.close()  # the stream is out of step with the requests
+            raise
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as e:
             await self.close()
             raise HttpError(f"{type(e).__name__}: {e}") from e
 
