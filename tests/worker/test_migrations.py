@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 
@@ -99,3 +101,31 @@ def _wait_for_index_build(database: Database) -> None:
                 return
             time.sleep(0.05)
     raise AssertionError("the migration never started building its indexes")
+
+
+def test_several_processes_migrating_a_new_postgres_database_at_once_all_succeed() -> None:
+    """Deployments may run `securesend migrate` from several places at once."""
+    url = _create_postgres_database()
+    code = (
+        "import sys, time; from worker.settings import Settings; "
+        "from worker.migrate import upgrade_to_head; "
+        "time.sleep(max(0, float(sys.argv[2]) - time.time())); "  # all start together
+        "upgrade_to_head(Settings(database_url=sys.argv[1]))"
+    )
+    start_at = str(time.time() + 3)
+    try:
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-c", code, url, start_at], stderr=subprocess.PIPE, text=True
+            )
+            for _ in range(3)
+        ]
+        outcomes = [(p.communicate(timeout=120)[1], p.returncode) for p in processes]
+        database = Database(url, pool_size=1)
+        with database.engine.connect() as connection:
+            version = connection.scalar(text("SELECT version_num FROM alembic_version"))
+        database.dispose()
+    finally:
+        _drop_postgres_database(url)
+    assert [returncode for _, returncode in outcomes] == [0, 0, 0], outcomes
+    assert version == "0006"
