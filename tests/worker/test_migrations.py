@@ -129,3 +129,38 @@ def test_several_processes_migrating_a_new_postgres_database_at_once_all_succeed
         _drop_postgres_database(url)
     assert [returncode for _, returncode in outcomes] == [0, 0, 0], outcomes
     assert version == "0006"
+
+
+def test_an_index_left_invalid_by_a_failed_concurrent_build_is_built_again() -> None:
+    """CREATE INDEX CONCURRENTLY that fails midway leaves an INVALID index behind (here
+    marked so directly, as a superuser can); running the migration again rebuilds it."""
+    url = _create_postgres_database()
+    settings = Settings(database_url=url)
+    database = Database(url, pool_size=settings.database_pool_size)
+    config = alembic_config()
+    try:
+        with database.engine.connect() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0005")
+        with database.engine.begin() as connection:
+            connection.execute(
+                text("CREATE INDEX ix_send_jobs_created_at ON send_jobs (created_at)")
+            )
+            connection.execute(
+                text(
+                    "UPDATE pg_index SET indisvalid = false "
+                    "WHERE indexrelid = 'ix_send_jobs_created_at'::regclass"
+                )
+            )
+        upgrade_to_head(settings)
+        with database.engine.connect() as connection:
+            valid = connection.scalar(
+                text(
+                    "SELECT indisvalid FROM pg_index "
+                    "WHERE indexrelid = 'ix_send_jobs_created_at'::regclass"
+                )
+            )
+    finally:
+        database.dispose()
+        _drop_postgres_database(url)
+    assert valid is True

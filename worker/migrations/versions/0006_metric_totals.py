@@ -44,7 +44,7 @@ def _index_created_at() -> None:
     release). On PostgreSQL the indexes are built CONCURRENTLY, outside the migration's
     transaction (which commits what came before them), so sends and deliveries go on
     while they build; first, so that a run interrupted after them runs this migration
-    again cleanly."""
+    again cleanly (building again an index left invalid)."""
     indexes = (("ix_send_jobs_created_at", "send_jobs"), ("ix_outbox_created_at", "outbox"))
     if op.get_bind().dialect.name != "postgresql":
         for index, table in indexes:
@@ -52,6 +52,10 @@ def _index_created_at() -> None:
         return
     with op.get_context().autocommit_block():
         for index, table in indexes:
+            # A concurrent build that failed (or was interrupted) leaves an INVALID index,
+            # which IF NOT EXISTS would keep: drop it and build again.
+            if _is_invalid(index):
+                op.drop_index(op.f(index), table_name=table, postgresql_concurrently=True)
             op.create_index(
                 op.f(index),
                 table,
@@ -59,6 +63,14 @@ def _index_created_at() -> None:
                 postgresql_concurrently=True,
                 if_not_exists=True,
             )
+
+
+def _is_invalid(index: str) -> bool:
+    valid = op.get_bind().scalar(
+        sa.text("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:name)"),
+        {"name": index},
+    )
+    return valid is False
 
 
 def downgrade() -> None:
