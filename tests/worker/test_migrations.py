@@ -6,6 +6,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -43,19 +45,36 @@ def test_schema_at_head_matches_the_models(stack: Stack) -> None:
     } <= tables
 
 
+@contextmanager
+def _new_postgres_database(revision: str | None = None) -> Iterator[tuple[Settings, Database]]:
+    """A database of its own on this machine's PostgreSQL, migrated up to `revision` (not
+    migrated at all without one); dropped afterwards."""
+    url = _create_postgres_database()
+    settings = Settings(database_url=url)
+    database = Database(url, pool_size=settings.database_pool_size)
+    try:
+        if revision is not None:
+            with database.engine.connect() as connection:
+                config = alembic_config()
+                config.attributes["connection"] = connection
+                command.upgrade(config, revision)
+        yield settings, database
+    finally:
+        database.dispose()
+        _drop_postgres_database(url)
+
+
+def _version(database: Database) -> str | None:
+    with database.engine.connect() as connection:
+        return connection.scalar(text("SELECT version_num FROM alembic_version"))
+
+
 def test_created_at_indexes_build_without_blocking_writes_on_postgres() -> None:
     """Migration 0006 indexes the two largest tables. While it waits to build them (here
     behind a transaction that is writing to send_jobs), other writers to send_jobs must
     go on: a plain CREATE INDEX queues for a SHARE lock, and every later INSERT or UPDATE
     queues behind it; CREATE INDEX CONCURRENTLY does not."""
-    url = _create_postgres_database()
-    settings = Settings(database_url=url)
-    database = Database(url, pool_size=settings.database_pool_size)
-    config = alembic_config()
-    try:
-        with database.engine.connect() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, "0005")
+    with _new_postgres_database("0005") as (settings, database):
         with database.engine.connect() as writer:
             writer.execute(_TOUCH_JOBS)  # holds ROW EXCLUSIVE on send_jobs until rollback
             migration = threading.Thread(target=upgrade_to_head, args=(settings,))
@@ -69,18 +88,16 @@ def test_created_at_indexes_build_without_blocking_writes_on_postgres() -> None:
             finally:
                 writer.rollback()
                 migration.join(timeout=30)
+        version = _version(database)
         with database.engine.connect() as connection:
-            assert connection.scalar(text("SELECT version_num FROM alembic_version")) == "0006"
             valid = connection.execute(
                 text(
                     "SELECT indexrelid::regclass::text, indisvalid FROM pg_index "
                     "WHERE indexrelid::regclass::text LIKE 'ix_%created_at'"
                 )
             ).all()
-        assert sorted(valid) == [("ix_outbox_created_at", True), ("ix_send_jobs_created_at", True)]
-    finally:
-        database.dispose()
-        _drop_postgres_database(url)
+    assert version == "0006"
+    assert sorted(valid) == [("ix_outbox_created_at", True), ("ix_send_jobs_created_at", True)]
 
 
 _TOUCH_JOBS = text("UPDATE send_jobs SET attempts = attempts WHERE false")
@@ -105,7 +122,6 @@ def _wait_for_index_build(database: Database) -> None:
 
 def test_several_processes_migrating_a_new_postgres_database_at_once_all_succeed() -> None:
     """Deployments may run `securesend migrate` from several places at once."""
-    url = _create_postgres_database()
     code = (
         "import sys, time; from worker.settings import Settings; "
         "from worker.migrate import upgrade_to_head; "
@@ -113,20 +129,17 @@ def test_several_processes_migrating_a_new_postgres_database_at_once_all_succeed
         "upgrade_to_head(Settings(database_url=sys.argv[1]))"
     )
     start_at = str(time.time() + 3)
-    try:
+    with _new_postgres_database() as (settings, database):
         processes = [
             subprocess.Popen(
-                [sys.executable, "-c", code, url, start_at], stderr=subprocess.PIPE, text=True
+                [sys.executable, "-c", code, settings.database_url, start_at],
+                stderr=subprocess.PIPE,
+                text=True,
             )
             for _ in range(3)
         ]
         outcomes = [(p.communicate(timeout=120)[1], p.returncode) for p in processes]
-        database = Database(url, pool_size=1)
-        with database.engine.connect() as connection:
-            version = connection.scalar(text("SELECT version_num FROM alembic_version"))
-        database.dispose()
-    finally:
-        _drop_postgres_database(url)
+        version = _version(database)
     assert [returncode for _, returncode in outcomes] == [0, 0, 0], outcomes
     assert version == "0006"
 
@@ -134,14 +147,7 @@ def test_several_processes_migrating_a_new_postgres_database_at_once_all_succeed
 def test_an_index_left_invalid_by_a_failed_concurrent_build_is_built_again() -> None:
     """CREATE INDEX CONCURRENTLY that fails midway leaves an INVALID index behind (here
     marked so directly, as a superuser can); running the migration again rebuilds it."""
-    url = _create_postgres_database()
-    settings = Settings(database_url=url)
-    database = Database(url, pool_size=settings.database_pool_size)
-    config = alembic_config()
-    try:
-        with database.engine.connect() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, "0005")
+    with _new_postgres_database("0005") as (settings, database):
         with database.engine.begin() as connection:
             connection.execute(
                 text("CREATE INDEX ix_send_jobs_created_at ON send_jobs (created_at)")
@@ -160,7 +166,4 @@ def test_an_index_left_invalid_by_a_failed_concurrent_build_is_built_again() -> 
                     "WHERE indexrelid = 'ix_send_jobs_created_at'::regclass"
                 )
             )
-    finally:
-        database.dispose()
-        _drop_postgres_database(url)
     assert valid is True
