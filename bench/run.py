@@ -116,19 +116,26 @@ async def _drive_http(
 SEND_BODY: dict[str, Any] = {}
 
 
+async def _answered(connection: Connection, status: int, method: str, path: str, **kw: Any) -> bool:
+    """One request; whether it was answered with `status`."""
+    try:
+        answer = await connection.request(method, path, **kw)
+    except HttpError:
+        return False
+    return answer.status == status
+
+
 async def measure_sends(stack: Stack, work: list[tuple[str, str]], concurrency: int) -> Run:
     async def one(connection: Connection, i: int) -> bool:
         token, guid = work[i]
-        try:
-            answer = await connection.request(
-                "PUT",
-                f"/api/v1/messages/{guid}/send",
-                headers={"x-sm-session-token": token},
-                json_body=SEND_BODY,
-            )
-        except HttpError:
-            return False
-        return answer.status == 200
+        return await _answered(
+            connection,
+            200,
+            "PUT",
+            f"/api/v1/messages/{guid}/send",
+            headers={"x-sm-session-token": token},
+            json_body=SEND_BODY,
+        )
 
     return await _drive_http(stack, concurrency, len(work), one)
 
@@ -141,13 +148,9 @@ async def measure_reads(
 
     async def one(connection: Connection, i: int) -> bool:
         token, job_id = jobs[i % len(jobs)]
-        try:
-            answer = await connection.request(
-                "GET", f"/api/v1/jobs/{job_id}", headers={"x-sm-session-token": token}
-            )
-        except HttpError:
-            return False
-        return answer.status == 200
+        return await _answered(
+            connection, 200, "GET", f"/api/v1/jobs/{job_id}", headers={"x-sm-session-token": token}
+        )
 
     return await _drive_http(stack, concurrency, count, one)
 
