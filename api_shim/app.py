@@ -16,7 +16,7 @@ from api_shim.operations import register
 from api_shim.ops import register_ops
 from api_shim.routes import all_operations
 from api_shim.services import Services
-from api_shim.wire import ContentNegotiation, error_response
+from api_shim.wire import ContentNegotiation, FoldSlashes, error_response
 from worker.celery_app import create_app as create_celery_app
 from worker.db import get_database
 from worker.domain import errors
@@ -72,4 +72,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return error_response(request, ApiError(errors.INTERNAL_ERROR))
 
     app.add_middleware(ContentNegotiation)
+    app.add_middleware(FoldSlashes)  # added last: the outermost, before anything routes
     return app

@@ -22,7 +22,7 @@ from starlette.responses import Response
 
 from api_shim.responses import EmptyResponse, ErrorResponse
 from api_shim.services import Services
-from api_shim.wire import bind, error_response, parse_json_body, respond
+from api_shim.wire import QueryText, bind, error_response, parse_json_body, respond
 from worker.domain import clock, errors
 from worker.domain.auth import Caller, resolve_session, touch_session
 from worker.domain.errors import ApiError, ErrorKind
@@ -139,7 +139,7 @@ async def _capped_body(request: Request) -> bytes:
 
 async def _request_data(request: Request, path_params: Mapping[str, Any]) -> dict[str, Any]:
     data: dict[str, Any] = {
-        k: v for k, v in request.query_params.items() if k.lower() not in RESERVED_QUERY
+        k: QueryText(v) for k, v in request.query_params.items() if k.lower() not in RESERVED_QUERY
     }
     if request.method in ("POST", "PUT", "PATCH", "DELETE"):
         data.update(parse_json_body(await _capped_body(request)))

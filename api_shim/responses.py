@@ -41,6 +41,29 @@ class LoginResponse(_Body):
     user_service_guid: str
 
 
+class AuthenticateResponse(LoginResponse):
+    pass
+
+
+class NewAuthenticationTokenResponse(_Body):
+    authentication_token: str
+
+
+class PingResponse(_Body):
+    build: str = Field(description="The release of securesend.")
+    version: int = Field(description="The version of the Secure Messaging API served.")
+    min_supported_version: int = Field(description="The oldest API version still served.")
+
+
+class UserSettingsResponse(_Body):
+    email_address: str
+    state: str = Field(description="Active, Disabled or Pending.")
+    registration_date: str
+    first_name: str
+    last_name: str
+    language: str
+
+
 class PreCreateMessageResponse(_Body):
     message_guid: str
 
@@ -82,9 +105,13 @@ class MessageOptionsOut(_Body):
 
 
 class MessageSummary(_Body):
-    message_guid: str
+    """The vendor's MessageSummary (its names: `guid`, `date`, …) with the body."""
+
+    guid: str
     parent_guid: str | None
-    status: str
+    conversation_guid: str = Field(description="The first message of its reply tree.")
+    date: str = Field(description="When it was sent; for a draft, last saved.")
+    status: str = Field(description="Draft, Sent or Recalled.")
     action: str
     sender: Person
     to: list[Person]
@@ -94,16 +121,20 @@ class MessageSummary(_Body):
     body: str | None
     body_format: str
     message_options: MessageOptionsOut
-    created_date: str | None
-    sent_date: str | None
     expiry_date: str | None
     recall_date: str | None
     recall_reason: str | None
+    retrieved: bool = Field(description="Whether the caller has read it.")
+    created_date: str
+    sent_date: str | None
 
 
-class InboxResponse(_Body):
-    results: list[MessageSummary]
+class SearchMessagesResponse(_Body):
+    page_size: int
+    total_pages: int
     total_items: int
+    current_page: int
+    results: list[MessageSummary]
 
 
 class QuotasResponse(_Body):

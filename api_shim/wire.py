@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api_shim.jsv import MAX_DEPTH, JsvError, nests_deeper_than, parse_complex
 from worker.domain import errors
 from worker.domain.errors import ApiError, FieldError
 
@@ -54,14 +55,26 @@ def case_insensitive(values: list[str]) -> BeforeValidator:
     return BeforeValidator(convert)
 
 
+# ServiceStack's own date form: milliseconds since the epoch (UTC), and optionally the
+# sender's UTC offset, which does not change the instant: /Date(1700000000000-0500)/.
+WCF_DATE_RE = re.compile(r"^\\?/Date\((-?\d{1,15})([+-]\d{4})?\)\\?/$")
+
+
 def _utc(value: Any) -> Any:
+    """ISO 8601 or `/Date(ms)/` / `/Date(ms±hhmm)/` as an aware UTC datetime; an empty
+    string as None (no date)."""
     if isinstance(value, str):
         text = value.strip()
+        if not text:
+            return None
+        wcf = WCF_DATE_RE.match(text)
         try:
+            if wcf:
+                return datetime.fromtimestamp(int(wcf.group(1)) / 1000, tz=UTC)
             parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            raise ValueError("must be an ISO 8601 date and time") from None
-        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+            return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        except (ValueError, OverflowError, OSError):
+            raise ValueError("must be an ISO 8601 date and time, or /Date(milliseconds)/") from None
     return value
 
 
@@ -77,7 +90,8 @@ Guid = Annotated[
         }
     ),
 ]
-UtcDatetime = Annotated[datetime, BeforeValidator(_utc)]
+# A date and time, or None for null or an empty string ("no date").
+UtcDatetime = Annotated[datetime | None, BeforeValidator(_utc)]
 
 
 def CaseInsensitive(enum_cls: type[enum.Enum]) -> Any:  # noqa: N802 - reads like a type
@@ -97,14 +111,47 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+def _is_list(annotation: Any) -> bool:
+    if get_origin(annotation) is list:
+        return True
+    return any(_is_list(arg) for arg in get_args(annotation) if arg is not type(None))
+
+
+class QueryText(str):
+    """A value from the query string, where ServiceStack reads objects and lists from
+    text (`filter={types:[Inbox]}`, `types=Inbox,Sent`); in a JSON body they must be
+    JSON objects and arrays."""
+
+    __slots__ = ()
+
+
+def _complex_value(field_name: str, annotation: Any, value: str) -> Any:
+    """A query-string value for an object or list property: JSON or JSV, or for a list
+    also comma-separated items (`formats=Text,Html`)."""
+    text = value.strip()
+    if _is_list(annotation) and not text.startswith("["):
+        return [item.strip() for item in text.split(",")] if text else []
+    try:
+        return parse_complex(text)
+    except JsvError as e:
+        raise ApiError(
+            errors.SERIALIZATION, message=f"Could not read '{pascal((field_name,))}': {e}"
+        ) from None
+
+
 def _rekey(model: type[BaseModel], data: Mapping[str, Any]) -> dict[str, Any]:
+    """`data` keyed by `model`'s field names: names matched case-insensitively, unknown
+    properties dropped and a null taken as "not given" (ServiceStack ignores both)."""
     fields = {name.replace("_", "").lower(): name for name in model.model_fields}
     bound: dict[str, Any] = {}
     for key, value in data.items():
         name = fields.get(str(key).replace("_", "").lower())
-        if name is None:
-            continue  # ServiceStack ignores properties the DTO does not have
-        nested = _model_in(model.model_fields[name].annotation)
+        if name is None or value is None:
+            continue
+        annotation = model.model_fields[name].annotation
+        nested = _model_in(annotation)
+        if isinstance(value, QueryText) and (nested is not None or _is_list(annotation)):
+            value = _complex_value(name, annotation, value)
         if nested is not None and isinstance(value, Mapping):
             value = _rekey(nested, value)
         bound[name] = value
@@ -116,41 +163,87 @@ def pascal(field_path: tuple[Any, ...]) -> str:
     return ".".join("".join(w[:1].upper() + w[1:] for w in p.split("_")) for p in parts)
 
 
+# What PostgreSQL cannot store in a text column: NUL, and UTF-16 surrogates that JSON's
+# \ud800 escapes can produce without their pair.
+UNSTORABLE_RE = re.compile(r"[\x00\ud800-\udfff]")
+
+
+def _unstorable_strings(value: Any, path: tuple[Any, ...]) -> list[FieldError]:
+    """A field error for every string in `value` (at any depth) that holds a NUL or a lone
+    surrogate."""
+    found: list[FieldError] = []
+    pending: list[tuple[Any, tuple[Any, ...]]] = [(value, path)]
+    while pending:
+        item, where = pending.pop()
+        if isinstance(item, str):
+            if UNSTORABLE_RE.search(item):
+                found.append(
+                    FieldError(
+                        "InvalidValue",
+                        pascal(where),
+                        "must not contain NUL characters or unpaired surrogates",
+                    )
+                )
+        elif isinstance(item, Mapping):
+            pending.extend((v, (*where, str(k))) for k, v in item.items())
+        elif isinstance(item, list):
+            pending.extend((v, (*where, i)) for i, v in enumerate(item))
+    return found
+
+
+def _validation_error(field_errors: list[FieldError]) -> ApiError:
+    first = field_errors[0]
+    return ApiError(
+        errors.VALIDATION, errors=field_errors, message=f"'{first.field_name}' {first.message}"
+    )
+
+
 def bind(model: type[M], data: Mapping[str, Any]) -> M:
     """Validate `data` into `model`, matching property names case-insensitively.
 
-    Raises ApiError ValidationException with one `errors[]` entry per offending field.
+    Raises ApiError ValidationException with one `errors[]` entry per offending field
+    (a string holding a NUL or a lone surrogate included), or SerializationException
+    for a query-string value that is neither JSON nor JSV.
     """
+    bound = _rekey(model, data)
+    unstorable = _unstorable_strings(bound, ())
+    if unstorable:
+        raise _validation_error(sorted(unstorable, key=lambda e: e.field_name))
     try:
-        return model.model_validate(_rekey(model, data))
+        return model.model_validate(bound)
     except ValidationError as e:
-        field_errors = [
-            FieldError(
-                "NotNull" if err["type"] == "missing" else "InvalidValue",
-                pascal(err["loc"]) or model.__name__,
-                str(err["msg"]).removeprefix("Value error, "),
-            )
-            for err in e.errors(include_url=False, include_input=False)
-        ]
-        first = field_errors[0]
-        raise ApiError(
-            errors.VALIDATION,
-            errors=field_errors,
-            message=f"'{first.field_name}' {first.message}",
+        raise _validation_error(
+            [
+                FieldError(
+                    "NotNull" if err["type"] == "missing" else "InvalidValue",
+                    pascal(err["loc"]) or model.__name__,
+                    str(err["msg"]).removeprefix("Value error, "),
+                )
+                for err in e.errors(include_url=False, include_input=False)
+            ]
         ) from None
+
+
+TOO_DEEP = f"The request body nests deeper than {MAX_DEPTH} levels"
 
 
 def parse_json_body(raw: bytes) -> dict[str, Any]:
     """The request body as a JSON object; no body means {}. Raises SerializationException
-    for anything else that is not a JSON object, whitespace alone included."""
+    for anything else that is not a JSON object, whitespace alone included, and for JSON
+    nested deeper than MAX_DEPTH."""
     if not raw:
         return {}
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise ApiError(errors.SERIALIZATION) from None
+    except RecursionError:
+        raise ApiError(errors.SERIALIZATION, message=TOO_DEEP) from None
     if not isinstance(data, dict):
         raise ApiError(errors.SERIALIZATION, message="The request body must be a JSON object")
+    # Counting brackets is cheap and rules out deep nesting for almost every body.
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and nests_deeper_than(data, MAX_DEPTH):
+        raise ApiError(errors.SERIALIZATION, message=TOO_DEEP)
     return data
 
 
@@ -205,7 +298,27 @@ def error_response(request: Request, error: ApiError) -> Response:
     return respond(request, error.response_body(), status=error.http_status)
 
 
-# --- content negotiation -------------------------------------------------------------------
+# --- paths and content negotiation ---------------------------------------------------------
+
+REPEATED_SLASHES = re.compile(r"//+")
+
+
+class FoldSlashes:
+    """ASGI middleware: repeated slashes in a path fold into one before routing
+    (`/api//login` is `/api/login`: the vendor's PHP SDK joins base URL and route so)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and "//" in scope["path"]:
+            raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+            scope = dict(
+                scope,
+                path=REPEATED_SLASHES.sub("/", scope["path"]),
+                raw_path=re.sub(rb"//+", b"/", raw_path),
+            )
+        await self.app(scope, receive, send)
 
 
 def _accepts_json(accept: str) -> bool:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-from alembic import command
+from alembic import command, op
 from alembic.config import Config
 from sqlalchemy import Connection, text
 
@@ -66,3 +66,35 @@ def upgrade_to_head(settings: Settings | None = None) -> None:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
     logger.info("database schema is at head")
+
+
+# --- for migration scripts ----------------------------------------------------------------
+
+
+def create_index_without_blocking(name: str, table: str, columns: list[str]) -> None:
+    """Create an index; on PostgreSQL CONCURRENTLY, outside the migration's transaction
+    (which commits what came before it), so that sends and deliveries go on while a large
+    table is indexed. Call it first in a migration, so that a run interrupted after it runs
+    the migration again cleanly. Idempotent: a concurrent build that failed or was
+    interrupted leaves an INVALID index, which IF NOT EXISTS would keep; it is dropped and
+    built again."""
+    if op.get_bind().dialect.name != "postgresql":
+        op.create_index(name, table, columns, if_not_exists=True)
+        return
+    with op.get_context().autocommit_block():
+        valid = op.get_bind().scalar(
+            text("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:name)"),
+            {"name": name},
+        )
+        if valid is False:
+            op.drop_index(name, table_name=table, postgresql_concurrently=True)
+        op.create_index(name, table, columns, postgresql_concurrently=True, if_not_exists=True)
+
+
+def drop_index_without_blocking(name: str, table: str) -> None:
+    """Drop an index if it exists; on PostgreSQL CONCURRENTLY (see above)."""
+    if op.get_bind().dialect.name != "postgresql":
+        op.drop_index(name, table_name=table, if_exists=True)
+        return
+    with op.get_context().autocommit_block():
+        op.drop_index(name, table_name=table, postgresql_concurrently=True, if_exists=True)

@@ -202,6 +202,19 @@ class UserSession(Base):
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
+class AuthenticationToken(Base):
+    """A long-lived token that opens sessions (GetNewAuthenticationToken, Authenticate).
+    Only an HMAC of the token is stored."""
+
+    __tablename__ = "authentication_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
 class Contact(Base):
     __tablename__ = "contacts"
     __table_args__ = (UniqueConstraint("owner_id", "email"),)
@@ -213,11 +226,16 @@ class Contact(Base):
 
 class Message(Base):
     __tablename__ = "messages"
+    # The sender's Sent folder, newest first (SearchMessages); also every lookup by sender.
+    __table_args__ = (Index("ix_messages_sender_sent", "sender_id", "sent_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     guid: Mapped[str] = mapped_column(String(32), unique=True, default=new_guid)
-    sender_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    sender_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
+    # The GUID of the first message of its reply tree (its own for a new message); NULL
+    # only for rows older than migration 0007 that it could not reach.
+    conversation_guid: Mapped[str | None] = mapped_column(String(32))
     action: Mapped[MessageAction] = mapped_column(_enum(MessageAction), default=MessageAction.NEW)
     status: Mapped[MessageStatus] = mapped_column(_enum(MessageStatus), default=MessageStatus.DRAFT)
     subject: Mapped[str] = mapped_column(Text, default="")
@@ -233,6 +251,7 @@ class Message(Base):
     password_hash: Mapped[str | None] = mapped_column(String(200))  # UniquePassword, argon2
     expiry_date: Mapped[datetime | None] = mapped_column(UtcDateTime())
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    saved_at: Mapped[datetime | None] = mapped_column(UtcDateTime())  # last SaveMessage
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     recall_date: Mapped[datetime | None] = mapped_column(UtcDateTime())
     recall_reason: Mapped[str | None] = mapped_column(Text)
@@ -280,6 +299,8 @@ class Delivery(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     kind: Mapped[RecipientKind] = mapped_column(_enum(RecipientKind))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    # When the recipient first read the message (GetMessage with its body).
+    retrieved_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
 class Invitation(Base):

@@ -3,6 +3,7 @@ domain. No SQL, SMTP or Jinja here. docs/reliability.md says what each guarantee
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -271,7 +272,8 @@ def sweep_outbox_task() -> int:
 
 @app.task(name=PRUNE_TASK, acks_late=True, ignore_result=True)
 def prune_task() -> dict[str, int]:
-    """Delete jobs, emails and sessions past `RETENTION_DAYS` (worker.domain.retention)."""
+    """Delete jobs, emails, sessions and expired authentication tokens past
+    `RETENTION_DAYS` (worker.domain.retention)."""
     settings = get_settings()
     if settings.retention_days <= 0:
         return {}
@@ -282,9 +284,13 @@ def prune_task() -> dict[str, int]:
         budget_seconds=settings.send_task_time_limit_seconds / 2,
     )
     logger.info(
-        "pruned %d jobs, %d emails and %d sessions", pruned.jobs, pruned.emails, pruned.sessions
+        "pruned %d jobs, %d emails, %d sessions and %d authentication tokens",
+        pruned.jobs,
+        pruned.emails,
+        pruned.sessions,
+        pruned.tokens,
     )
-    return {"jobs": pruned.jobs, "emails": pruned.emails, "sessions": pruned.sessions}
+    return dataclasses.asdict(pruned)
 
 
 @app.task(name=PING_TASK)

@@ -1,4 +1,4 @@
-"""PreCreateMessage, SaveMessage and GetMessage."""
+"""PreCreateMessage, SaveMessage, GetMessage, RecallMessage, SearchMessages and GetInbox."""
 
 from __future__ import annotations
 
@@ -9,21 +9,21 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from api_shim.dtos import (
-    Empty,
     InboxRequest,
     MessageRequest,
     PreCreateMessageRequest,
     RecallMessageRequest,
     SaveMessageRequest,
+    SearchMessagesRequest,
+    SortDirection,
 )
 from api_shim.operations import Call, Operation
 from api_shim.responses import (
-    InboxResponse,
     MessageSummary,
     PreCreateMessageResponse,
-    QuotasResponse,
+    SearchMessagesResponse,
 )
-from worker.domain import clock, errors, messages, quotas
+from worker.domain import clock, errors, mailbox, messages
 from worker.domain.errors import ApiError
 
 FYEO_PASSWORD_HEADER = "x-sm-password"
@@ -55,7 +55,7 @@ async def save_message(call: Call) -> dict[str, Any]:
         expiry_date=dto.expiry_date,
         expiry_given="expiry_date" in dto.model_fields_set,
     )
-    await call.write(messages.save_message, guid=dto.message_guid, changes=changes)
+    await call.write(messages.save_message, guid=dto.message_guid, changes=changes, now=clock.now())
     return {}
 
 
@@ -103,32 +103,46 @@ async def recall_message(call: Call) -> dict[str, Any]:
     return {}
 
 
+async def search_messages(call: Call) -> dict[str, Any]:
+    dto: SearchMessagesRequest = call.dto
+    criteria = dto.filter.search_criteria if dto.filter else None
+    folders = dto.filter.types if dto.filter else None
+    search = mailbox.MessageSearch(
+        folders=frozenset(folders) if folders else mailbox.ALL_FOLDERS,
+        criteria=(criteria or "").strip(),
+        ascending=dto.sort is not None and dto.sort.direction is SortDirection.ASC,
+        page=dto.page,
+        page_size=dto.page_size,
+    )
+    return await call.read(mailbox.search_messages, search=search, now=clock.now())
+
+
 async def get_inbox(call: Call) -> dict[str, Any]:
     dto: InboxRequest = call.dto
-    return await call.read(messages.inbox, page=dto.page, page_size=dto.page_size, now=clock.now())
-
-
-async def get_user_quotas(call: Call) -> dict[str, Any]:
-    return await call.read(quotas.user_quotas, now=clock.now())
+    search = mailbox.MessageSearch(
+        folders=frozenset({mailbox.Folder.INBOX}), page=dto.page, page_size=dto.page_size
+    )
+    return await call.read(mailbox.search_messages, search=search, now=clock.now())
 
 
 OPERATIONS = [
-    # GetInbox before GetMessage: /messages/inbox must not be taken for a GUID.
+    # SearchMessages and GetInbox before GetMessage: /messages/search and /messages/inbox
+    # must not be taken for a GUID.
+    Operation(
+        "SearchMessages",
+        (("GET", "/messages/search"),),
+        SearchMessagesRequest,
+        search_messages,
+        summary="The caller's messages by folder and text, a page at a time",
+        response=SearchMessagesResponse,
+    ),
     Operation(
         "GetInbox",
         (("GET", "/messages/inbox"),),
         InboxRequest,
         get_inbox,
-        summary="What the caller received",
-        response=InboxResponse,
-    ),
-    Operation(
-        "GetUserQuotas",
-        (("GET", "/user/quotas"),),
-        Empty,
-        get_user_quotas,
-        summary="Sends and invites left today",
-        response=QuotasResponse,
+        summary="What the caller received (SearchMessages with types [Inbox])",
+        response=SearchMessagesResponse,
     ),
     Operation(
         "RecallMessage",

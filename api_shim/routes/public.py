@@ -2,14 +2,34 @@
 
 from __future__ import annotations
 
+from functools import cache
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from api_shim.dtos import Empty
 from api_shim.operations import Call, Operation
+from api_shim.responses import PingResponse
+
+# The Secure Messaging API version served, and the oldest a client may still speak: the
+# vendor does not publish what its clients check this against, so nobody is turned away.
+API_VERSION = 8
+MIN_SUPPORTED_API_VERSION = 1
+
+
+@cache
+def _release() -> str:
+    try:
+        return version("securesend")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"
 
 
 async def ping(_: Call) -> dict[str, Any]:
-    return {}
+    return {
+        "build": _release(),
+        "version": API_VERSION,
+        "minSupportedVersion": MIN_SUPPORTED_API_VERSION,
+    }
 
 
 OPERATIONS = [
@@ -20,5 +40,6 @@ OPERATIONS = [
         ping,
         authenticated=False,
         summary="Is the service up (no session needed)",
+        response=PingResponse,
     ),
 ]

@@ -12,12 +12,12 @@ from tests.worker import rows
 from worker.celery_app import PRUNE_TASK, create_app
 from worker.db import Database
 from worker.domain import clock, metrics, retention
-from worker.models import EmailStatus, OutboxEmail, SendJob, UserSession
+from worker.models import AuthenticationToken, Base, EmailStatus, OutboxEmail, SendJob, UserSession
 
 KEEP = timedelta(days=7)
 
 
-def _count(database: Database, model: type[SendJob] | type[OutboxEmail] | type[UserSession]) -> int:
+def _count(database: Database, model: type[Base]) -> int:
     with database.read_session() as session:
         return int(session.scalar(select(func.count()).select_from(model)) or 0)
 
@@ -47,6 +47,12 @@ def test_prune_deletes_what_is_past_retention_and_keeps_the_counters(
                 UserSession(
                     token_hash="c" * 64, user_id=user.id, created_at=recent, last_seen_at=now
                 ),
+                AuthenticationToken(
+                    token_hash="d" * 64, user_id=user.id, created_at=old, expires_at=old
+                ),
+                AuthenticationToken(
+                    token_hash="e" * 64, user_id=user.id, created_at=old, expires_at=now
+                ),
             ]
         )
     with own_database.write_session() as session:
@@ -54,9 +60,9 @@ def test_prune_deletes_what_is_past_retention_and_keeps_the_counters(
 
     pruned = retention.prune(own_database, now=lambda: now, keep=KEEP, budget_seconds=10, limit=1)
 
-    assert pruned == retention.Pruned(jobs=2, emails=1, sessions=2)
+    assert pruned == retention.Pruned(jobs=2, emails=1, sessions=2, tokens=1)
     assert (_count(own_database, SendJob), _count(own_database, OutboxEmail)) == (1, 1)
-    assert _count(own_database, UserSession) == 1
+    assert _count(own_database, UserSession) == _count(own_database, AuthenticationToken) == 1
     with own_database.write_session() as session:
         after = metrics.snapshot(session, now=now)
     assert after.sends_by_code == before.sends_by_code == {"OK": 2, "929": 1}

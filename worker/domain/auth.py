@@ -1,17 +1,18 @@
-"""Login, logout and session resolution (SPEC 4 Login/Logout, rule 1)."""
+"""Login (by password or authentication token), logout and session resolution (SPEC 4,
+rule 1)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from worker.domain import errors
 from worker.domain.errors import ApiError
 from worker.domain.secrets import new_token, token_digest, verify_password
-from worker.models import User, UserSession, UserState
+from worker.models import AuthenticationToken, User, UserSession, UserState
 
 MAX_FAILED_LOGINS = 5
 LOCKOUT = timedelta(minutes=15)
@@ -41,6 +42,25 @@ def normalize_email(address: str) -> str:
     return address.strip().casefold()
 
 
+def _check_can_log_in(user: User) -> ApiError | None:
+    if user.state is UserState.DISABLED:
+        return ApiError(errors.USER_DISABLED)
+    if user.state is UserState.PENDING:
+        # A pending user has not registered yet and has no password to log in with.
+        return ApiError(errors.INVALID_CREDENTIALS)
+    return None
+
+
+def _open_session(session: Session, user: User, now: datetime) -> LoginResult:
+    token = new_token()
+    session.add(
+        UserSession(
+            token_hash=token_digest(token), user_id=user.id, created_at=now, last_seen_at=now
+        )
+    )
+    return LoginResult(session_token=token, user_guid=user.guid)
+
+
 def login(
     session: Session, *, username: str, password: str, now: datetime
 ) -> LoginResult | ApiError:
@@ -63,20 +83,66 @@ def login(
             user.failed_logins = 0
             user.locked_until = now + LOCKOUT
         return ApiError(errors.INVALID_CREDENTIALS)
-    if user.state is UserState.DISABLED:
-        return ApiError(errors.USER_DISABLED)
-    if user.state is UserState.PENDING:
-        # A pending user has not registered yet and has no password to log in with.
-        return ApiError(errors.INVALID_CREDENTIALS)
+    refused = _check_can_log_in(user)
+    if refused is not None:
+        return refused
     user.failed_logins = 0
     user.locked_until = None
+    return _open_session(session, user, now)
+
+
+def new_authentication_token(
+    session: Session, *, caller: Caller, valid_for: timedelta, now: datetime
+) -> str:
+    """A long-lived token that opens sessions of the caller's (`authenticate`) until
+    `now + valid_for` or until it is expired. Only its HMAC is stored."""
     token = new_token()
     session.add(
-        UserSession(
-            token_hash=token_digest(token), user_id=user.id, created_at=now, last_seen_at=now
+        AuthenticationToken(
+            token_hash=token_digest(token),
+            user_id=caller.user_id,
+            created_at=now,
+            expires_at=now + valid_for,
         )
     )
-    return LoginResult(session_token=token, user_guid=user.guid)
+    return token
+
+
+def authenticate(session: Session, *, token: str, now: datetime) -> LoginResult:
+    """Open a session with an authentication token. Errors: 803 (unknown, expired or
+    revoked token; a user no longer active), 918 (disabled user)."""
+    user = session.scalars(
+        select(User)
+        .join(AuthenticationToken, AuthenticationToken.user_id == User.id)
+        .where(
+            AuthenticationToken.token_hash == token_digest(token),
+            AuthenticationToken.expires_at > now,
+        )
+    ).one_or_none()
+    if user is None:
+        raise ApiError(errors.INVALID_CREDENTIALS)
+    refused = _check_can_log_in(user)
+    if refused is not None:
+        raise refused
+    return _open_session(session, user, now)
+
+
+def expire_authentication_token(session: Session, *, caller: Caller, token: str) -> None:
+    """Revoke one of the caller's authentication tokens; another user's, or an unknown
+    one, is left alone (idempotent)."""
+    session.execute(
+        delete(AuthenticationToken).where(
+            AuthenticationToken.token_hash == token_digest(token),
+            AuthenticationToken.user_id == caller.user_id,
+        )
+    )
+
+
+def expire_authentication_tokens(session: Session, *, caller: Caller) -> None:
+    """Revoke every authentication token of the caller's."""
+    session.execute(
+        delete(AuthenticationToken).where(AuthenticationToken.user_id == caller.user_id)
+    )
 
 
 # Every authenticated request runs this: built once, run through Core.

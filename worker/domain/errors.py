@@ -140,5 +140,5 @@ def validation_error(field_name: str, message: str, *, code: str = "InvalidValue
     return ApiError(
         VALIDATION,
         errors=[FieldError(code, field_name, message)],
-        message=message,
+        message=f"'{field_name}' {message}",
     )

@@ -6,11 +6,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exists, func, select
-from sqlalchemy.orm import Session, joinedload, selectinload
+from sqlalchemy import exists, select
+from sqlalchemy.orm import Session, selectinload
 
 from worker.domain import errors
 from worker.domain.auth import Caller, normalize_email
+from worker.domain.clock import iso_utc
 from worker.domain.errors import ApiError
 from worker.domain.rules import (
     check_confidential_feature,
@@ -31,6 +32,7 @@ from worker.models import (
     Recipient,
     RecipientKind,
     User,
+    new_guid,
 )
 
 
@@ -113,9 +115,12 @@ def precreate_message(
         check_forward_allowed(action, parent)
         check_reply_allowed(action, parent)
         check_reply_all_allowed(action, parent, None)
+    guid = new_guid()
     message = Message(
+        guid=guid,
         sender_id=user.id,
         parent_id=parent.id if parent else None,
+        conversation_guid=conversation_of(parent) if parent else guid,
         action=action,
         status=MessageStatus.DRAFT,
         created_at=now,
@@ -143,7 +148,9 @@ def _own_message(session: Session, caller: Caller, guid: str) -> Message:
     return message
 
 
-def save_message(session: Session, *, caller: Caller, guid: str, changes: DraftChanges) -> None:
+def save_message(
+    session: Session, *, caller: Caller, guid: str, changes: DraftChanges, now: datetime
+) -> None:
     """Update a draft. Errors: 929, 906 (already sent or recalled), 77, 922, 930."""
     message = _own_message(session, caller, guid)
     if message.status is not MessageStatus.DRAFT:
@@ -159,6 +166,7 @@ def save_message(session: Session, *, caller: Caller, guid: str, changes: DraftC
     check_fyeo_feature(options.fyeo_type, user.group)
     check_confidential_feature(options.confidential, user.group)
 
+    message.saved_at = now
     if changes.subject is not None:
         message.subject = changes.subject
     if changes.body is not None:
@@ -202,8 +210,9 @@ def _options_of(message: Message) -> MessageOptions:
     )
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+def conversation_of(message: Message) -> str:
+    """The GUID of the first message of `message`'s reply tree."""
+    return message.conversation_guid or message.guid
 
 
 def _person(user: User | None, address: str) -> dict[str, Any]:
@@ -217,16 +226,22 @@ def _person(user: User | None, address: str) -> dict[str, Any]:
     }
 
 
-def message_summary(message: Message, *, include_body: bool, show_bcc: bool) -> dict[str, Any]:
-    """The wire form of a message (GetMessage, GetInbox)."""
+def message_summary(
+    message: Message, *, include_body: bool, show_bcc: bool, retrieved: bool
+) -> dict[str, Any]:
+    """The wire form of a message: the vendor's `MessageSummary` (GetMessage,
+    SearchMessages) plus `body`, `allowReplyAll`, `confidential`, `createdDate` and
+    `sentDate`."""
 
     def people(kind: RecipientKind) -> list[dict[str, Any]]:
         return [_person(r.user, r.address) for r in message.recipients if r.kind is kind]
 
     options = _options_of(message)
     return {
-        "messageGuid": message.guid,
+        "guid": message.guid,
         "parentGuid": message.parent.guid if message.parent else None,
+        "conversationGuid": conversation_of(message),
+        "date": iso_utc(message.sent_at or message.saved_at or message.created_at),
         "status": message.status.value,
         "action": message.action.value,
         "sender": _person(message.sender, message.sender.email),
@@ -245,11 +260,12 @@ def message_summary(message: Message, *, include_body: bool, show_bcc: bool) -> 
             "confidential": options.confidential,
             "shareTracking": options.share_tracking,
         },
-        "createdDate": _iso(message.created_at),
-        "sentDate": _iso(message.sent_at),
-        "expiryDate": _iso(message.expiry_date),
-        "recallDate": _iso(message.recall_date),
+        "expiryDate": iso_utc(message.expiry_date),
+        "recallDate": iso_utc(message.recall_date),
         "recallReason": message.recall_reason,
+        "retrieved": retrieved,
+        "createdDate": iso_utc(message.created_at),
+        "sentDate": iso_utc(message.sent_at),
     }
 
 
@@ -293,7 +309,8 @@ def get_message(
     fyeo_password: str | None,
     now: datetime,
 ) -> dict[str, Any] | ApiError:
-    """A message for its sender, or for a recipient once sent (not recalled or expired).
+    """A message for its sender, or for a recipient once sent (not recalled or expired);
+    a recipient who gets the body has retrieved it.
 
     A wrong FYEO password is *returned*, not raised, so that the count of wrong ones
     written here is committed before the caller answers. Errors: 929 (neither sender nor
@@ -307,10 +324,17 @@ def get_message(
     if message is None:
         raise ApiError(errors.MESSAGE_NOT_FOUND)
     if message.sender_id == caller.user_id:
-        return message_summary(message, include_body=include_body, show_bcc=True)
-    if message.status is MessageStatus.DRAFT or not _is_participant(
-        session, message, caller.user_id
-    ):
+        return message_summary(message, include_body=include_body, show_bcc=True, retrieved=True)
+    delivery = (
+        None
+        if message.status is MessageStatus.DRAFT
+        else session.scalars(
+            select(Delivery).where(
+                Delivery.message_id == message.id, Delivery.user_id == caller.user_id
+            )
+        ).one_or_none()
+    )
+    if delivery is None:
         raise ApiError(errors.MESSAGE_NOT_FOUND)
     if message.status is MessageStatus.RECALLED:
         raise ApiError(errors.MESSAGE_RECALLED)
@@ -324,7 +348,14 @@ def get_message(
         )
         if refused is not None:
             return refused
-    return message_summary(message, include_body=include_body, show_bcc=False)
+    if include_body and delivery.retrieved_at is None:
+        delivery.retrieved_at = now  # the recipient has read it
+    return message_summary(
+        message,
+        include_body=include_body,
+        show_bcc=False,
+        retrieved=delivery.retrieved_at is not None,
+    )
 
 
 def recall_message(
@@ -340,36 +371,3 @@ def recall_message(
     message.status = MessageStatus.RECALLED
     message.recall_date = now
     message.recall_reason = reason
-
-
-def inbox(
-    session: Session, *, caller: Caller, page: int, page_size: int, now: datetime
-) -> dict[str, Any]:
-    """What the caller received, newest first, without bodies. Recalled and expired
-    messages are left out: their recipient can no longer read them."""
-    readable = (
-        select(Delivery.message_id)
-        .join(Message, Message.id == Delivery.message_id)
-        .where(
-            Delivery.user_id == caller.user_id,
-            Message.status == MessageStatus.SENT,
-            (Message.expiry_date.is_(None)) | (Message.expiry_date > now),
-        )
-    )
-    total = session.scalar(select(func.count()).select_from(readable.subquery())) or 0
-    messages = session.scalars(
-        select(Message)
-        .where(Message.id.in_(readable))
-        .order_by(Message.sent_at.desc(), Message.id.desc())
-        .offset((page - 1) * page_size)
-        .limit(page_size)
-        .options(
-            selectinload(Message.recipients).joinedload(Recipient.user),
-            joinedload(Message.sender),
-            joinedload(Message.parent),
-        )
-    ).all()
-    return {
-        "results": [message_summary(m, include_body=False, show_bcc=False) for m in messages],
-        "totalItems": total,
-    }

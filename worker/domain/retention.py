@@ -1,5 +1,6 @@
-"""Retention: jobs, emails and sessions older than `RETENTION_DAYS` are deleted, so the
-tables stay the size of their retention rather than of the service's history.
+"""Retention: jobs, emails, sessions and authentication tokens older than `RETENTION_DAYS`
+are deleted, so the tables stay the size of their retention rather than of the service's
+history.
 
 Only jobs and emails that /metrics has already folded into its totals are deleted (see
 worker.domain.metrics), so no counter goes down. Deletes run in short batches, each in
@@ -19,7 +20,7 @@ from sqlalchemy.orm import Session
 from worker.db import Database
 from worker.domain.metrics import fold_settled
 from worker.domain.outbox import PENDING
-from worker.models import Base, OutboxEmail, SendJob, UserSession, table
+from worker.models import AuthenticationToken, Base, OutboxEmail, SendJob, UserSession, table
 
 PRUNE_BATCH = 5000
 
@@ -29,10 +30,14 @@ class Pruned:
     jobs: int = 0
     emails: int = 0
     sessions: int = 0
+    tokens: int = 0  # authentication tokens
 
     def __add__(self, other: Pruned) -> Pruned:
         return Pruned(
-            self.jobs + other.jobs, self.emails + other.emails, self.sessions + other.sessions
+            self.jobs + other.jobs,
+            self.emails + other.emails,
+            self.sessions + other.sessions,
+            self.tokens + other.tokens,
         )
 
 
@@ -49,8 +54,8 @@ def prune_batch(
     session: Session, *, now: datetime, keep: timedelta, checkpoint: datetime, limit: int
 ) -> Pruned:
     """Delete up to `limit` each of the jobs and emails created before both `now - keep`
-    and the metrics `checkpoint`, and of the sessions ended or idle since before
-    `now - keep`."""
+    and the metrics `checkpoint`, of the sessions ended or idle since before `now - keep`,
+    and of the authentication tokens expired since then."""
     cutoff = min(now - keep, checkpoint)
     return Pruned(
         jobs=_delete_some(session, SendJob, SendJob.created_at < cutoff, limit),
@@ -65,6 +70,9 @@ def prune_batch(
             UserSession,
             or_(UserSession.ended_at < now - keep, UserSession.last_seen_at < now - keep),
             limit,
+        ),
+        tokens=_delete_some(
+            session, AuthenticationToken, AuthenticationToken.expires_at < now - keep, limit
         ),
     )
 
@@ -89,6 +97,6 @@ def prune(
             )
         )
         total += batch
-        if max(batch.jobs, batch.emails, batch.sessions) < limit:
+        if max(batch.jobs, batch.emails, batch.sessions, batch.tokens) < limit:
             break
     return total

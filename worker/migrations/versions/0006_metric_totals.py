@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from alembic import op
 
+from worker.migrate import create_index_without_blocking
+
 revision: str = "0006"
 down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
@@ -41,36 +43,9 @@ def upgrade() -> None:
 
 def _index_created_at() -> None:
     """The two tables hold every send and email so far (nothing pruned them before this
-    release). On PostgreSQL the indexes are built CONCURRENTLY, outside the migration's
-    transaction (which commits what came before them), so sends and deliveries go on
-    while they build; first, so that a run interrupted after them runs this migration
-    again cleanly (building again an index left invalid)."""
-    indexes = (("ix_send_jobs_created_at", "send_jobs"), ("ix_outbox_created_at", "outbox"))
-    if op.get_bind().dialect.name != "postgresql":
-        for index, table in indexes:
-            op.create_index(op.f(index), table, ["created_at"])
-        return
-    with op.get_context().autocommit_block():
-        for index, table in indexes:
-            # A concurrent build that failed (or was interrupted) leaves an INVALID index,
-            # which IF NOT EXISTS would keep: drop it and build again.
-            if _is_invalid(index):
-                op.drop_index(op.f(index), table_name=table, postgresql_concurrently=True)
-            op.create_index(
-                op.f(index),
-                table,
-                ["created_at"],
-                postgresql_concurrently=True,
-                if_not_exists=True,
-            )
-
-
-def _is_invalid(index: str) -> bool:
-    valid = op.get_bind().scalar(
-        sa.text("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:name)"),
-        {"name": index},
-    )
-    return valid is False
+    release): indexed without blocking sends and deliveries."""
+    create_index_without_blocking(op.f("ix_send_jobs_created_at"), "send_jobs", ["created_at"])
+    create_index_without_blocking(op.f("ix_outbox_created_at"), "outbox", ["created_at"])
 
 
 def downgrade() -> None:
