@@ -10,8 +10,10 @@ from fastapi import FastAPI
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match
 
 from api_shim.dispatch import SendDispatcher
+from api_shim.metadata import register_metadata
 from api_shim.operations import register
 from api_shim.ops import register_ops
 from api_shim.routes import all_operations
@@ -25,6 +27,18 @@ from worker.logging_setup import configure_logging
 from worker.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
+
+
+def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    """Every method some route serves at this path: the operations sharing a path (GET
+    and DELETE /user/authenticationtoken) are routes of their own, and the router's 405
+    names only the first one's."""
+    allowed: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            allowed |= getattr(route, "methods", None) or set()
+    return sorted(allowed)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -56,14 +70,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.services = services
-    register(app, all_operations())
+    operations = all_operations()
+    register(app, operations)
+    register_metadata(app, operations)  # after `register`: it lists the pre-defined routes
     register_ops(app, services)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         kind = errors.METHOD_NOT_ALLOWED if exc.status_code == 405 else errors.NOT_FOUND
         response = error_response(request, ApiError(kind))
-        response.headers.update(exc.headers or {})  # 405 keeps its Allow header
+        response.headers.update(exc.headers or {})
+        if exc.status_code == 405:
+            response.headers["Allow"] = ", ".join(_allowed_methods(app, request))
         return response
 
     @app.exception_handler(Exception)

@@ -10,7 +10,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from api_shim.wire import CaseInsensitive, Guid, UtcDatetime, case_insensitive
+from api_shim.wire import CaseInsensitive, Flag, Guid, UtcDatetime, case_insensitive
 from worker.domain.mailbox import Folder
 from worker.models import BodyFormat, FyeoType, MessageAction
 from worker.payloads import NotificationFormat
@@ -43,7 +43,7 @@ class LoginRequest(Dto):
         default=None, min_length=1, max_length=320, description="The user's email address."
     )
     password: Secret | None = Field(default=None, description="The account password.")
-    cookieless: bool = Field(default=False, description=COOKIELESS)
+    cookieless: Flag = Field(default=False, description=COOKIELESS)
     authentication_token: Secret | None = Field(
         default=None,
         description="Instead of username and password: a token from "
@@ -55,7 +55,7 @@ class AuthenticateRequest(Dto):
     authentication_token: Secret = Field(
         min_length=1, description="A token from GetNewAuthenticationToken."
     )
-    cookieless: bool = Field(default=False, description=COOKIELESS)
+    cookieless: Flag = Field(default=False, description=COOKIELESS)
 
 
 class NewAuthenticationTokenRequest(Dto):
@@ -81,13 +81,13 @@ class PreCreateMessageRequest(Dto):
 
 
 class MessageOptionsIn(Dto):
-    allow_forward: bool = True
-    allow_reply: bool = True
-    allow_reply_all: bool = True
-    allow_tracking: bool = False
+    allow_forward: Flag = True
+    allow_reply: Flag = True
+    allow_reply_all: Flag = True
+    allow_tracking: Flag = False
     fyeo_type: CaseInsensitive(FyeoType) = FyeoType.DISABLED  # type: ignore[valid-type]
-    confidential: bool = False
-    share_tracking: bool = False
+    confidential: Flag = False
+    share_tracking: Flag = False
 
 
 class SaveMessageRequest(Dto):
@@ -110,7 +110,7 @@ class SaveMessageRequest(Dto):
 
 class MessageRequest(Dto):
     message_guid: Guid
-    retrieve_body: bool = Field(default=True, description="Also answer the body.")
+    retrieve_body: Flag = Field(default=True, description="Also answer the body.")
 
 
 class SendMessageRequest(Dto):
@@ -118,10 +118,10 @@ class SendMessageRequest(Dto):
     password: Secret | None = Field(
         default=None, description="The FYEO password (account or unique), when FYEO is on."
     )
-    invite_new_users: bool | None = Field(
+    invite_new_users: Flag | None = Field(
         default=None, description="Invite recipients who are not users yet (null = false)."
     )
-    send_email_notification: bool | None = Field(
+    send_email_notification: Flag | None = Field(
         default=None, description="Email each recipient a notification (null = true)."
     )
     cra_code: Secret | None = Field(

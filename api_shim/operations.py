@@ -228,12 +228,16 @@ SECURITY_SCHEMES = {
 }
 
 
+def error_kinds(op: Operation) -> tuple[ErrorKind, ...]:
+    """Everything the operation can answer besides success: rule 1 first, its own
+    errors, then what any request can get."""
+    first = (errors.SESSION_INVALID,) if op.authenticated else ()
+    return tuple(dict.fromkeys((*first, *op.errors, *ANY_REQUEST_ERRORS)))
+
+
 def openapi_responses(op: Operation) -> dict[int | str, dict[str, Any]]:
     by_status: dict[int, list[ErrorKind]] = {}
-    kinds = [*op.errors, *ANY_REQUEST_ERRORS]
-    if op.authenticated:
-        kinds.insert(0, errors.SESSION_INVALID)
-    for kind in dict.fromkeys(kinds):
+    for kind in error_kinds(op):
         by_status.setdefault(kind.http_status, []).append(kind)
     responses: dict[int | str, dict[str, Any]] = {
         200: {"model": op.response or EmptyResponse, "description": "Success"}
@@ -246,10 +250,46 @@ def openapi_responses(op: Operation) -> dict[int | str, dict[str, Any]]:
     return responses
 
 
+def _null_means_not_given(schema: dict[str, Any], *, in_body: bool) -> dict[str, Any]:
+    """The schema with every optional property also accepting null (SPEC 2: a null is
+    "not given"): in the nested models of its `$defs` (JSON wherever they are), and in
+    the model itself when it is a JSON body (a query string has no null)."""
+    models = schema.get("$defs", {}).values()
+    for model in (schema, *models) if in_body else models:
+        required = set(model.get("required", []))
+        for name, prop in model.get("properties", {}).items():
+            alternatives = prop.get("anyOf", [])
+            if name in required or {"type": "null"} in alternatives:
+                continue
+            annotations = {k: prop.pop(k) for k in ("default", "description") if k in prop}
+            model["properties"][name] = {
+                "anyOf": [dict(prop), {"type": "null"}],
+                **annotations,
+            }
+    return schema
+
+
+def _query_parameter(name: str, prop: dict[str, Any]) -> dict[str, Any]:
+    """An object in a query string is one parameter holding JSON (or JSV, which the
+    schema cannot say), as ServiceStack reads it; anything else a plain value."""
+    alternatives = prop.get("anyOf", [prop])
+    if any("$ref" in a or a.get("type") == "object" for a in alternatives):
+        return {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "content": {"application/json": {"schema": prop}},
+        }
+    return {"name": name, "in": "query", "required": False, "schema": prop}
+
+
 def openapi_request(
     op: Operation, method: str, path: str, components: dict[str, Any]
 ) -> dict[str, Any]:
-    schema = op.request.model_json_schema(by_alias=True, ref_template=SCHEMA_REF)
+    schema = _null_means_not_given(
+        op.request.model_json_schema(by_alias=True, ref_template=SCHEMA_REF),
+        in_body=method != "GET",
+    )
     components.update(schema.pop("$defs", {}))
     properties: dict[str, Any] = schema.get("properties", {})
     in_path = {p.strip("{}") for p in path.split("/") if p.startswith("{")}
@@ -265,9 +305,7 @@ def openapi_request(
     extra: dict[str, Any] = {}
     if method == "GET":
         parameters += [
-            {"name": name, "in": "query", "required": False, "schema": prop}
-            for name, prop in properties.items()
-            if name not in in_path
+            _query_parameter(name, prop) for name, prop in properties.items() if name not in in_path
         ]
     else:
         body = dict(schema)

@@ -26,6 +26,8 @@ OTHER_FORMATS = frozenset({"xml", "csv", "jsv", "html", "jsonl", "protobuf", "ms
 ACCEPTABLE_TYPES = frozenset(
     {"*/*", "application/*", "application/json", "application/javascript", "text/javascript"}
 )
+# ServiceStack's page about one operation: HTML for a browser, though its path is under /json/.
+METADATA_PAGE = "/json/metadata"
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -60,9 +62,14 @@ def case_insensitive(values: list[str]) -> BeforeValidator:
 WCF_DATE_RE = re.compile(r"^\\?/Date\((-?\d{1,15})([+-]\d{4})?\)\\?/$")
 
 
+DATE_FORMS = "must be an ISO 8601 date and time, or /Date(milliseconds)/"
+
+
 def _utc(value: Any) -> Any:
     """ISO 8601 or `/Date(ms)/` / `/Date(ms±hhmm)/` as an aware UTC datetime; an empty
-    string as None (no date)."""
+    string as None (no date). A bare number is refused: seconds or milliseconds?"""
+    if isinstance(value, int | float):
+        raise ValueError(DATE_FORMS)
     if isinstance(value, str):
         text = value.strip()
         if not text:
@@ -74,7 +81,7 @@ def _utc(value: Any) -> Any:
             parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
             return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
         except (ValueError, OverflowError, OSError):
-            raise ValueError("must be an ISO 8601 date and time, or /Date(milliseconds)/") from None
+            raise ValueError(DATE_FORMS) from None
     return value
 
 
@@ -91,7 +98,22 @@ Guid = Annotated[
     ),
 ]
 # A date and time, or None for null or an empty string ("no date").
-UtcDatetime = Annotated[datetime | None, BeforeValidator(_utc)]
+UtcDatetime = Annotated[
+    datetime | None,
+    BeforeValidator(_utc),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "format": "date-time"},
+                {"type": "string", "pattern": WCF_DATE_RE.pattern},
+                {"type": "string", "maxLength": 0},
+                {"type": "null"},
+            ],
+            "description": "ISO 8601, or /Date(milliseconds)/ or /Date(ms±hhmm)/ "
+            "(ServiceStack's form); an empty string means no date",
+        }
+    ),
+]
 
 
 def CaseInsensitive(enum_cls: type[enum.Enum]) -> Any:  # noqa: N802 - reads like a type
@@ -123,6 +145,17 @@ class QueryText(str):
     JSON objects and arrays."""
 
     __slots__ = ()
+
+
+def _flag(value: Any) -> Any:
+    """A boolean is `true` or `false` in JSON; from a query string, its text."""
+    if isinstance(value, bool | QueryText):
+        return value
+    raise ValueError("must be true or false")
+
+
+# A boolean property: JSON's own, not 0, 1 or "yes" (which a query string may spell).
+Flag = Annotated[bool, BeforeValidator(_flag)]
 
 
 def _complex_value(field_name: str, annotation: Any, value: str) -> Any:
@@ -343,7 +376,8 @@ class ContentNegotiation:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        if not path.startswith(("/api/", "/json/")):  # /openapi.json, /metrics, /readyz …
+        # /openapi.json, /metrics, … and the HTML metadata page are not ServiceStack replies.
+        if not path.startswith(("/api/", "/json/")) or path == METADATA_PAGE:
             await self.app(scope, receive, send)
             return
         last = path.rsplit("/", 1)[-1]

@@ -15,6 +15,7 @@ baseline measured in the same run, because the machine is shared and noisy:
 - 1,000 concurrent waiting SendMessage requests on one API process;
 - outbox delivery to a local SMTP server with one connection against one per email;
 - peak RSS of the API and worker processes;
+- SearchMessages in a mailbox of 100,000 messages against GetUserSettings (bench/search.py);
 - for each load level, the CPU milliseconds per operation spent by the API, the workers,
   PostgreSQL, Redis and the load generator (from /proc): on two shared cores, the total
   is what bounds throughput.
@@ -31,13 +32,15 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.http import Connection, HttpError
+from bench.search import MAILBOX, measure_search, print_search
 from bench.seed import SENDERS, Seed, seed
 from bench.standalone import banned_scan_ratio, smtp_reuse_ratio
 
@@ -307,12 +310,12 @@ def _open_jobs(stack: Stack, work: list[tuple[str, str]]) -> list[tuple[str, str
     return opened
 
 
-def run(quick: bool) -> dict[str, Any]:
-    scale = 0.25 if quick else 1.0
-    counts = {1: int(300 * scale), 16: int(800 * scale), 64: int(1200 * scale)}
+@contextmanager
+def bench_stack(*, workers: int, var_dir: Path) -> Iterator[Stack]:
+    """The API and `workers` workers on a PostgreSQL database of their own (dropped
+    afterwards) and Redis database 11 (flushed before and after)."""
     database_url = _create_postgres_database()
     _flush_redis(REDIS_URL)
-    var_dir = Path(tempfile.mkdtemp(prefix="securesend-bench-"))
     config = StackConfig(
         name="bench",
         database_url=database_url,
@@ -320,8 +323,22 @@ def run(quick: bool) -> dict[str, Any]:
         # Long enough that the 1,000 concurrent sends all wait for their answer.
         env={"SMTP_URL": "", "SEND_WAIT_SECONDS": "300"},
     )
-    stack = Stack.start(config, var_dir=var_dir, api_port=free_port(), workers=2)
     try:
+        stack = Stack.start(config, var_dir=var_dir, api_port=free_port(), workers=workers)
+        try:
+            yield stack
+        finally:
+            stack.stop()
+    finally:
+        _drop_postgres_database(database_url)
+        _flush_redis(REDIS_URL)
+
+
+def run(quick: bool) -> dict[str, Any]:
+    scale = 0.25 if quick else 1.0
+    counts = {1: int(300 * scale), 16: int(800 * scale), 64: int(1200 * scale)}
+    var_dir = Path(tempfile.mkdtemp(prefix="securesend-bench-"))
+    with bench_stack(workers=2, var_dir=var_dir) as stack:
         data: Seed = seed(
             stack, drafts=sum(counts.values()) + 1000 + 40 + SENDERS, big_recipients=500
         )
@@ -347,15 +364,12 @@ def run(quick: bool) -> dict[str, Any]:
         }
         crowd = asyncio.run(measure_sends(stack, data.take(1000), 1000))
         results["concurrent_1000"] = crowd.figures()
+        results["search"] = measure_search(stack, messages=int(MAILBOX * scale))
         results["rss_mb"] = {
             "api": _peak_rss_mb(stack.processes["api"].pid),
             "worker1": _peak_rss_mb(stack.processes["worker1"].pid),
             "worker2": _peak_rss_mb(stack.processes["worker2"].pid),
         }
-    finally:
-        stack.stop()
-        _drop_postgres_database(database_url)
-        _flush_redis(REDIS_URL)
     results["banned_scan"] = banned_scan_ratio()
     results["smtp"] = smtp_reuse_ratio(count=int(400 * scale) or 50)
     results["targets"] = targets(results)
@@ -475,6 +489,7 @@ def print_table(r: dict[str, Any]) -> None:
     print(f"banned scan: {r['banned_scan']}")
     print(f"smtp: {r['smtp']}")
     print(f"peak RSS (MB): {r['rss_mb']}")
+    print_search(r["search"])
     print("\nfloor: what the targets leave for a send's own work, and what it takes")
     for level, f in r["floor"].items():
         print(f"  {level}: " + ", ".join(f"{k} {v}" for k, v in f.items()))

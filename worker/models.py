@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -257,6 +258,10 @@ class Message(Base):
     recall_reason: Mapped[str | None] = mapped_column(Text)
     # The body SendMessage answered on the first successful send (rule 4).
     send_response: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # What SearchMessages matches once it is sent, case-folded, written by the send:
+    # subject, sender and To/Cc people; the Bcc people apart (the sender's to search).
+    search_text: Mapped[str | None] = mapped_column(Text)
+    search_bcc: Mapped[str | None] = mapped_column(Text)
 
     sender: Mapped[User] = relationship(foreign_keys=[sender_id])
     parent: Mapped[Message | None] = relationship(remote_side=[id])
@@ -291,7 +296,10 @@ class Delivery(Base):
     __tablename__ = "deliveries"
     __table_args__ = (
         UniqueConstraint("message_id", "user_id"),
-        Index("ix_deliveries_user_created", "user_id", "created_at"),
+        # The Inbox, counted and paged from the index alone (SearchMessages).
+        Index(
+            "ix_deliveries_inbox", "user_id", "recalled", "created_at", "message_id", "expires_at"
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -301,6 +309,10 @@ class Delivery(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     # When the recipient first read the message (GetMessage with its body).
     retrieved_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # The message's own, copied so that the Inbox needs no message rows: its expiry
+    # (fixed once sent) and whether it was recalled (RecallMessage sets both).
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    recalled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Invitation(Base):

@@ -13,13 +13,14 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, select, text
 
 from tests.conftest import _create_postgres_database, _drop_postgres_database
 from tests.support import Stack
+from tests.worker import rows
 from worker.db import Database
 from worker.migrate import alembic_config, upgrade_to_head
-from worker.models import Base
+from worker.models import Base, Message, MessageAction
 from worker.settings import Settings
 
 HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
@@ -170,3 +171,38 @@ def test_an_index_left_invalid_by_a_failed_concurrent_build_is_built_again() -> 
                 )
             )
     assert valid is True
+
+
+def test_migration_0007_gives_existing_reply_trees_their_conversation() -> None:
+    """Messages written before 0007 (here: written at head, then the column dropped by
+    going down to 0006) get the GUID of the root of their reply tree."""
+    with _new_postgres_database(HEAD) as (settings, database):
+        with database.write_session() as session:
+            user = rows.sender(session)
+            root = Message(sender_id=user.id)
+            other_root = Message(sender_id=user.id)
+            session.add_all([root, other_root])
+            session.flush()
+            reply = Message(sender_id=user.id, parent_id=root.id, action=MessageAction.REPLY)
+            session.add(reply)
+            session.flush()
+            deeper = Message(sender_id=user.id, parent_id=reply.id, action=MessageAction.REPLY)
+            session.add(deeper)
+            session.flush()
+            guids = [m.guid for m in (root, other_root, reply, deeper)]
+        with database.engine.connect() as connection:
+            config = alembic_config()
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0006")  # through 0008 and 0007
+        upgrade_to_head(settings)
+        with database.read_session() as session:
+            conversations = dict(
+                session.execute(select(Message.guid, Message.conversation_guid)).all()
+            )
+    root_guid, other_guid, reply_guid, deeper_guid = guids
+    assert conversations == {
+        root_guid: root_guid,
+        other_guid: other_guid,
+        reply_guid: root_guid,
+        deeper_guid: root_guid,
+    }

@@ -4,13 +4,16 @@ and the vendor's MessageSummary in its results (`guid`, `date`, `retrieved` …)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
 import pytest
+from sqlalchemy import select, update
 
 from tests.support import Stack
 from tests.worker.test_send_rules import World
+from worker.models import Delivery, Message
 
 SESSION = "x-sm-session-token"
 
@@ -162,3 +165,58 @@ def test_summaries_carry_the_vendors_names_and_what_was_read(mailboxes: Mailboxe
     # A draft's date is when it was last saved.
     assert sent[m.draft]["sentDate"] is None
     assert sent[m.draft]["date"] >= sent[m.draft]["createdDate"]
+
+
+def _message_id(guid: str) -> Any:
+    return select(Message.id).where(Message.guid == guid).scalar_subquery()
+
+
+def test_expiry_and_recall_are_kept_on_the_deliveries(mailboxes: Mailboxes) -> None:
+    """The Inbox is read from the deliveries alone: the send copies the expiry, a recall
+    marks them."""
+    m = mailboxes
+    stack = m.world.stack
+    expiry = datetime.now(UTC).replace(microsecond=0) + timedelta(days=10)
+    expiring = m.world.draft(to=[m.reader], expiryDate=expiry.isoformat())
+    assert m.world.send(expiring).status_code == 200
+    with stack.database.read_session() as session:
+        copied = {
+            guid: (expires_at, recalled)
+            for guid, expires_at, recalled in session.execute(
+                select(Message.guid, Delivery.expires_at, Delivery.recalled).join(
+                    Delivery, Delivery.message_id == Message.id
+                )
+            )
+            if guid in (expiring, m.recalled, m.alpha)
+        }
+    assert copied[expiring][0] == expiry
+    assert copied[m.recalled][1] is True and copied[m.alpha] == (None, False)
+    assert m.guids(m.reader_token, "filter={types:[Inbox]}") == [expiring, m.beta, m.alpha]
+    with stack.database.write_session() as session:  # time passes: it expires
+        session.execute(
+            update(Delivery)
+            .where(
+                Delivery.message_id
+                == select(Message.id).where(Message.guid == expiring).scalar_subquery()
+            )
+            .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+    assert m.guids(m.reader_token, "filter={types:[Inbox]}") == [m.beta, m.alpha]
+
+
+def test_messages_sent_before_their_search_text_are_found_the_slow_way(
+    mailboxes: Mailboxes,
+) -> None:
+    m, sender = mailboxes, mailboxes.world.token
+    with m.world.stack.database.write_session() as session:
+        session.execute(update(Message).values(search_text=None, search_bcc=None))
+    reader_name = m.reader.split("@")[0]
+    assert m.guids(m.reader_token, _java_filter("Inbox", "alpha")) == [m.alpha]
+    assert m.guids(m.reader_token, _java_filter("Inbox", "quentin")) == [m.beta, m.alpha]
+    assert m.guids(sender, f"filter={{types:[Sent],searchCriteria:{reader_name}}}") == [
+        m.recalled,
+        m.beta,
+        m.alpha,
+    ]
+    assert m.guids(sender, "filter={SearchCriteria:hiddenname}") == [m.beta]
+    assert m.guids(m.reader_token, "filter={SearchCriteria:hiddenname}") == []

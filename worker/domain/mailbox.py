@@ -1,9 +1,12 @@
 """The caller's folders, filtered, sorted and paged: SearchMessages and GetInbox (SPEC 4).
 
 One search is the same few statements whatever the mailbox's size: the count and the page
-of ids, both over the same candidate rows (which an index gives in date order for each
-folder: `ix_deliveries_user_created` for the Inbox, `ix_messages_sender_sent` for Sent),
-then the page's messages with their people, and which of them the caller has read.
+of ids (with text, one statement: the page and a window counting every match), then the
+page's messages with their people, and which of them the caller has read. Without text,
+the Inbox and Sent folders are counted and paged from one index each
+(`ix_deliveries_inbox`, which carries recall and expiry; `ix_messages_sender_sent`); text
+is matched against the one column the send wrote (`messages.search_text`), message by
+message, so it costs in proportion to the folder.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select, union_all
+from sqlalchemy import ColumnElement, Select, and_, exists, false, func, or_, select, union_all
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from worker.domain.auth import Caller
@@ -55,25 +58,47 @@ _recipients = table(Recipient)
 _users = table(User)
 
 
-def _like(column: Any, pattern: str) -> ColumnElement[bool]:
+def searchable_text(
+    subject: str, sender: User, recipients: list[tuple[RecipientKind, str, User]]
+) -> tuple[str, str | None]:
+    """What a sent message is found by, case-folded: its subject, sender and To/Cc
+    people (addresses and names); and apart, its Bcc people (None without any). Written
+    by the send, so a search reads one column per message instead of joining people."""
+
+    def person(address: str, user: User) -> str:
+        return f"{address}\n{user.email}\n{user.first_name}\n{user.last_name}"
+
+    public = [subject, person(sender.email, sender)]
+    hidden: list[str] = []
+    for kind, address, user in recipients:
+        (hidden if kind is RecipientKind.BCC else public).append(person(address, user))
+    return "\n".join(public).casefold(), "\n".join(hidden).casefold() if hidden else None
+
+
+def _escaped(criteria: str) -> str:
+    return "%" + criteria.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _ilike(column: Any, pattern: str) -> ColumnElement[bool]:
     return column.ilike(pattern, escape="\\")  # type: ignore[no-any-return]
 
 
-def _matches(criteria: str, caller_id: int) -> ColumnElement[bool]:
-    """The message's subject, its sender's or a recipient's address or name contains
-    `criteria` (any case). Bcc recipients count only for the message's sender."""
-    escaped = criteria.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    pattern = f"%{escaped}%"
+def _matches_people(criteria: str, caller_id: int) -> ColumnElement[bool]:
+    """The slow way, for drafts and for messages sent before the send wrote their search
+    text: the subject, the sender's or a recipient's address or name contains
+    `criteria` (any case), through the people's rows. Bcc recipients count only for the
+    message's sender."""
+    pattern = _escaped(criteria)
     sender = _users.alias("sender")
     person = _users.alias("person")
     return or_(
-        _like(_messages.c.subject, pattern),
+        _ilike(_messages.c.subject, pattern),
         exists().where(
             sender.c.id == _messages.c.sender_id,
             or_(
-                _like(sender.c.email, pattern),
-                _like(sender.c.first_name, pattern),
-                _like(sender.c.last_name, pattern),
+                _ilike(sender.c.email, pattern),
+                _ilike(sender.c.first_name, pattern),
+                _ilike(sender.c.last_name, pattern),
             ),
         ),
         exists(
@@ -86,40 +111,55 @@ def _matches(criteria: str, caller_id: int) -> ColumnElement[bool]:
                     _recipients.c.kind != RecipientKind.BCC.value,
                 ),
                 or_(
-                    _like(_recipients.c.address, pattern),
-                    _like(person.c.email, pattern),
-                    _like(person.c.first_name, pattern),
-                    _like(person.c.last_name, pattern),
+                    _ilike(_recipients.c.address, pattern),
+                    _ilike(person.c.email, pattern),
+                    _ilike(person.c.first_name, pattern),
+                    _ilike(person.c.last_name, pattern),
                 ),
             )
         ),
     )
 
 
-def _folder(folder: Folder, *, caller_id: int, now: datetime) -> Select[Any] | None:
-    """The folder's (message id, date) rows."""
+def _matches(criteria: str, *, caller_id: int, folder: Folder) -> ColumnElement[bool]:
+    """The message is found by `criteria`: by the search text its send wrote (the Bcc
+    people too in the sender's Sent folder), else the slow way."""
+    if folder is Folder.DRAFT:
+        return _matches_people(criteria, caller_id)
+    folded = _escaped(criteria.casefold())
+    by_text: ColumnElement[bool] = _messages.c.search_text.like(folded, escape="\\")
+    if folder is Folder.SENT:
+        by_text = or_(by_text, _messages.c.search_bcc.like(folded, escape="\\"))
+    unwritten = and_(_messages.c.search_text.is_(None), _matches_people(criteria, caller_id))
+    return or_(by_text, unwritten)
+
+
+def _folder(folder: Folder, *, caller_id: int, criteria: str, now: datetime) -> Select[Any] | None:
+    """The folder's (message id, date) rows that `criteria` finds (all without it). The
+    Inbox and Sent folders without criteria are read from their index alone."""
     m, d = _messages, _deliveries
     if folder is Folder.INBOX:
-        return (
-            select(m.c.id, d.c.created_at.label("date"))
-            .select_from(d.join(m, m.c.id == d.c.message_id))
-            .where(
-                d.c.user_id == caller_id,
-                m.c.status == MessageStatus.SENT.value,
-                or_(m.c.expiry_date.is_(None), m.c.expiry_date > now),
-            )
+        rows = select(d.c.message_id.label("id"), d.c.created_at.label("date")).where(
+            d.c.user_id == caller_id,
+            d.c.recalled == false(),  # "IS FALSE" could not use the index
+            or_(d.c.expires_at.is_(None), d.c.expires_at > now),
         )
-    if folder is Folder.SENT:
-        return select(m.c.id, m.c.sent_at.label("date")).where(
-            m.c.sender_id == caller_id,
-            m.c.sent_at.is_not(None),
-            m.c.status.in_([MessageStatus.SENT.value, MessageStatus.RECALLED.value]),
+        if criteria:
+            rows = rows.join(m, m.c.id == d.c.message_id)
+    elif folder is Folder.SENT:
+        # Only a send sets sent_at; a recalled message keeps it, a recalled draft has none.
+        rows = select(m.c.id, m.c.sent_at.label("date")).where(
+            m.c.sender_id == caller_id, m.c.sent_at.is_not(None)
         )
-    if folder is Folder.DRAFT:
-        return select(m.c.id, func.coalesce(m.c.saved_at, m.c.created_at).label("date")).where(
+    elif folder is Folder.DRAFT:
+        rows = select(m.c.id, func.coalesce(m.c.saved_at, m.c.created_at).label("date")).where(
             m.c.sender_id == caller_id, m.c.status == MessageStatus.DRAFT.value
         )
-    return None  # Trash
+    else:
+        return None  # Trash
+    if criteria:
+        rows = rows.where(_matches(criteria, caller_id=caller_id, folder=folder))
+    return rows
 
 
 def search_messages(
@@ -129,32 +169,48 @@ def search_messages(
     `SearchMessagesPagedResponse` (`pageSize`, `totalPages`, `totalItems`, `currentPage`,
     `results`). A message in several of the folders (sent to oneself) is listed once."""
     parts = [
-        part.where(_matches(search.criteria, caller.user_id)) if search.criteria else part
+        part
         for folder in sorted(search.folders)
-        if (part := _folder(folder, caller_id=caller.user_id, now=now)) is not None
+        if (part := _folder(folder, caller_id=caller.user_id, criteria=search.criteria, now=now))
+        is not None
     ]
     if not parts:
         return _page(search, total=0, results=[])
     if len(parts) == 1:
         candidates = parts[0].subquery()
-    else:
+    elif {Folder.INBOX, Folder.SENT} <= search.folders:
+        # Only a message sent to oneself is in two folders (a draft is in no Inbox).
         both = union_all(*parts).subquery()
         candidates = (
             select(both.c.id, func.max(both.c.date).label("date")).group_by(both.c.id).subquery()
         )
+    else:
+        candidates = union_all(*parts).subquery()
     connection = session.connection()
-    total = connection.scalar(select(func.count()).select_from(candidates)) or 0
     order = (candidates.c.date.asc(), candidates.c.id.asc())
     if not search.ascending:
         order = (candidates.c.date.desc(), candidates.c.id.desc())
-    ids = list(
-        connection.scalars(
-            select(candidates.c.id)
-            .order_by(*order)
-            .offset((search.page - 1) * search.page_size)
-            .limit(search.page_size)
-        )
+    paged = (
+        select(candidates.c.id)
+        .order_by(*order)
+        .offset((search.page - 1) * search.page_size)
+        .limit(search.page_size)
     )
+    counted = select(func.count()).select_from(candidates)
+    if not search.criteria:
+        # Two reads of an index: the count, and the page in the index's order.
+        total = connection.scalar(counted) or 0
+        ids = list(connection.scalars(paged))
+    else:
+        # Text is matched once: the page with a window counting every match.
+        page = connection.execute(paged.add_columns(func.count().over().label("total"))).all()
+        ids = [row.id for row in page]
+        if page:
+            total = page[0].total
+        elif search.page == 1:
+            total = 0
+        else:  # past the last page: the count alone
+            total = connection.scalar(counted) or 0
     return _page(search, total=total, results=_summaries(session, ids, caller_id=caller.user_id))
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from worker.domain import errors
@@ -371,3 +371,4 @@ def recall_message(
     message.status = MessageStatus.RECALLED
     message.recall_date = now
     message.recall_reason = reason
+    session.execute(update(Delivery).where(Delivery.message_id == message.id).values(recalled=True))

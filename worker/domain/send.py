@@ -19,6 +19,7 @@ from worker.domain import clock, errors
 from worker.domain.auth import normalize_email
 from worker.domain.errors import ApiError
 from worker.domain.invitations import invite_new_users
+from worker.domain.mailbox import searchable_text
 from worker.domain.notifications import NotificationOutbox, notification_context
 from worker.domain.rendering import DEFAULT_LOCALE, Renderer
 from worker.domain.rules import SendContext, distinct_addresses, run_send_rules
@@ -191,11 +192,18 @@ def _send_draft(
         "notificationSent": job.send_email_notification,
         "responseStatus": None,
     }
+    search_text, search_bcc = searchable_text(
+        message.subject,
+        sender,
+        [(a.kind, a.email, ctx.users_by_email[a.email]) for a in ctx.addresses],
+    )
     sent: dict[str, Any] = {
         "sent_message_id": message.id,
         "status": MessageStatus.SENT,
         "sent_at": now,
         "send_response": body,
+        "search_text": search_text,
+        "search_bcc": search_bcc,
     }
     if message.fyeo_type is FyeoType.UNIQUE_PASSWORD:
         sent["password_hash"] = hash_password(secrets.password)
@@ -237,6 +245,8 @@ def _bind_recipients(session: Session, ctx: SendContext) -> None:
                 "user_id": ctx.users_by_email[a.email].id,
                 "kind": a.kind,
                 "created_at": ctx.now,
+                "expires_at": ctx.message.expiry_date,
+                "recalled": False,
             }
             for a in ctx.addresses
         ],

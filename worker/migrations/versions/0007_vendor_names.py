@@ -1,5 +1,5 @@
-"""what the vendor's SDKs read: conversations, saved and retrieved dates, a Sent-folder
-index, and long-lived authentication tokens
+"""what the vendor's SDKs read and search: conversations, saved and retrieved dates,
+recall and expiry on deliveries, the text SearchMessages matches, authentication tokens
 
 Revision ID: 0007
 Revises: 0006
@@ -13,8 +13,6 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from worker.migrate import create_index_without_blocking, drop_index_without_blocking
-
 revision: str = "0007"
 down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
@@ -26,10 +24,17 @@ MAX_REPLY_DEPTH = 10_000
 
 
 def upgrade() -> None:
-    create_index_without_blocking("ix_messages_sender_sent", "messages", ["sender_id", "sent_at"])
-    drop_index_without_blocking("ix_messages_sender_id", "messages")
+    op.add_column(
+        "deliveries",
+        sa.Column("recalled", sa.Boolean(), server_default=sa.false(), nullable=False),
+    )
+    op.add_column("deliveries", sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True))
+    _copy_recall_and_expiry()
     op.add_column("messages", sa.Column("conversation_guid", sa.String(length=32), nullable=True))
     op.add_column("messages", sa.Column("saved_at", sa.DateTime(timezone=True), nullable=True))
+    # Messages sent before this stay NULL: SearchMessages matches them the slow way.
+    op.add_column("messages", sa.Column("search_text", sa.Text(), nullable=True))
+    op.add_column("messages", sa.Column("search_bcc", sa.Text(), nullable=True))
     op.add_column(
         "deliveries", sa.Column("retrieved_at", sa.DateTime(timezone=True), nullable=True)
     )
@@ -51,6 +56,21 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_authentication_tokens_user_id"), "authentication_tokens", ["user_id"])
     _fill_conversations()
+
+
+def _copy_recall_and_expiry() -> None:
+    """Deliveries of messages recalled or expiring before this migration say so."""
+    op.get_bind().execute(
+        sa.text(
+            "UPDATE deliveries SET"
+            " recalled = (SELECT m.status = 'Recalled' FROM messages AS m"
+            " WHERE m.id = deliveries.message_id),"
+            " expires_at = (SELECT m.expiry_date FROM messages AS m"
+            " WHERE m.id = deliveries.message_id)"
+            " WHERE message_id IN (SELECT id FROM messages"
+            " WHERE status = 'Recalled' OR expiry_date IS NOT NULL)"
+        )
+    )
 
 
 def _fill_conversations() -> None:
@@ -75,8 +95,10 @@ def _fill_conversations() -> None:
 def downgrade() -> None:
     op.drop_index(op.f("ix_authentication_tokens_user_id"), table_name="authentication_tokens")
     op.drop_table("authentication_tokens")
+    op.drop_column("deliveries", "expires_at")
+    op.drop_column("deliveries", "recalled")
     op.drop_column("deliveries", "retrieved_at")
+    op.drop_column("messages", "search_bcc")
+    op.drop_column("messages", "search_text")
     op.drop_column("messages", "saved_at")
     op.drop_column("messages", "conversation_guid")
-    op.create_index("ix_messages_sender_id", "messages", ["sender_id"])
-    op.drop_index("ix_messages_sender_sent", table_name="messages")
