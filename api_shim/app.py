@@ -7,6 +7,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from redis.exceptions import RedisError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -27,6 +30,8 @@ from worker.logging_setup import configure_logging
 from worker.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
+# How soon a caller that got 503 should try again: a database restart takes seconds.
+RETRY_AFTER_SECONDS = 5
 
 
 def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
@@ -83,6 +88,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if exc.status_code == 405:
             response.headers["Allow"] = ", ".join(_allowed_methods(app, request))
         return response
+
+    async def unavailable(request: Request, exc: Exception) -> Response:
+        """The database or the broker cannot be reached: 503 with Retry-After, an answer
+        on every connection (an error that reached uvicorn closed it)."""
+        kind = (
+            errors.BROKER_UNAVAILABLE
+            if isinstance(exc, RedisError)
+            else errors.DATABASE_UNAVAILABLE
+        )
+        logger.warning(
+            "%s on %s %s: %s", kind.message, request.method, request.url.path, type(exc).__name__
+        )
+        response = error_response(request, ApiError(kind))
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
+
+    for outage in (OperationalError, InterfaceError, PoolTimeout, RedisError):
+        app.add_exception_handler(outage, unavailable)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:

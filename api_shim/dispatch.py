@@ -21,12 +21,14 @@ import redis.asyncio as aioredis
 from celery import Celery
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.concurrency import run_in_threadpool
 
-from worker.celery_app import SEND_QUEUE, SEND_TASK
 from worker.db import Database
 from worker.domain.jobs import JobView, find_job
 from worker.payloads import SendJobV1, SendResult
+from worker.queues import SEND_QUEUE, SEND_TASK
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +153,13 @@ class DatabasePoller:
 
 
 def _read_job(database: Database, job_id: str) -> JobView | None:
-    return database.run(lambda session: find_job(session, job_id), write=False)
+    """The job row, or None when it cannot be read now (the database is down): a job
+    that was published may still finish, so its caller is not told it failed."""
+    try:
+        return database.run(lambda session: find_job(session, job_id), write=False)
+    except (OperationalError, InterfaceError, PoolTimeout):
+        logger.warning("job %s: the database cannot be reached to read it", job_id)
+        return None
 
 
 class SendDispatcher:

@@ -214,6 +214,7 @@ ANY_REQUEST_ERRORS = (
     errors.SERIALIZATION,
     errors.NOT_ACCEPTABLE,
     errors.TOO_LARGE,
+    errors.DATABASE_UNAVAILABLE,
 )
 SCHEMA_REF = "#/components/schemas/{model}"
 SECURITY_SCHEMES = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import redis
@@ -18,8 +19,8 @@ from starlette.responses import Response
 
 from api_shim.services import Services
 from api_shim.wire import JSON_TYPE, dumps
-from worker.celery_app import MAIL_QUEUE, SEND_QUEUE
 from worker.domain import clock, metrics
+from worker.queues import MAIL_QUEUE, SEND_QUEUE
 from worker.redis_client import redis_client
 
 logger = logging.getLogger(__name__)
@@ -54,7 +55,10 @@ class _Collector:
     def collect(self) -> Iterator[Metric]:
         services = self._services
         # A write: the scrape may move the metrics checkpoint (worker.domain.metrics).
-        snap = services.database.run(lambda session: metrics.snapshot(session, now=clock.now()))
+        dead_after = timedelta(seconds=services.settings.worker_dead_after_seconds)
+        snap = services.database.run(
+            lambda session: metrics.snapshot(session, now=clock.now(), worker_dead_after=dead_after)
+        )
         sends = CounterMetricFamily(
             "securesend_sends", "SendMessage jobs answered, by result code", labels=["code"]
         )
@@ -85,6 +89,19 @@ class _Collector:
         )
         yield CounterMetricFamily(
             "securesend_email_failures", "Emails that failed for good", value=snap.email_failures
+        )
+        takeovers = CounterMetricFamily(
+            "securesend_takeovers",
+            "Send jobs and emails taken back from workers that died holding them",
+            labels=["kind"],
+        )
+        for kind in ("jobs", "emails"):
+            takeovers.add_metric([kind], snap.takeovers.get(kind, 0))
+        yield takeovers
+        yield GaugeMetricFamily(
+            "securesend_workers_alive",
+            "Workers whose heartbeat is recent",
+            value=snap.workers_alive,
         )
         if services.settings.uses_redis:
             depth = GaugeMetricFamily(

@@ -55,7 +55,8 @@ from tests.conftest import (  # noqa: E402
     free_port,
 )
 from tests.support import Stack, StackConfig  # noqa: E402
-from worker.celery_app import PING_TASK, SEND_QUEUE, create_app  # noqa: E402
+from worker.celery_app import create_app  # noqa: E402
+from worker.queues import PING_TASK, SEND_QUEUE  # noqa: E402
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")
 LEVELS = (1, 16, 64)

@@ -61,9 +61,18 @@ class Stack:
     # --- lifecycle -------------------------------------------------------------------------
 
     @classmethod
-    def start(cls, config: StackConfig, *, var_dir: Path, api_port: int, workers: int = 1) -> Stack:
-        """Migrate, then start the API and `workers` worker processes (the last one also
-        runs beat, the periodic sweeps) and wait until all are ready."""
+    def start(
+        cls,
+        config: StackConfig,
+        *,
+        var_dir: Path,
+        api_port: int,
+        workers: int = 1,
+        beat: bool = False,
+    ) -> Stack:
+        """Migrate, then start the API and `workers` worker processes (with `beat`, the
+        last one also runs Celery beat, which nothing needs) and wait until all are
+        ready."""
         env = {
             **os.environ,
             "VAR_DIR": str(var_dir),
@@ -96,7 +105,7 @@ class Stack:
         names = ["worker"] if workers == 1 else [f"worker{i}" for i in range(1, workers + 1)]
         try:
             for name in names:
-                stack.start_worker(name, *(["--beat"] if name == names[-1] else []))
+                stack.start_worker(name, *(["--beat"] if beat and name == names[-1] else []))
             stack._spawn("api", "api", "--port", str(api_port))
             stack._wait_for_api()
             for name in names:
@@ -107,6 +116,9 @@ class Stack:
         return stack
 
     def _spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        running = self.processes.get(name)
+        if running is not None and running.poll() is None:
+            raise RuntimeError(f"{name} is running already: a second would outlive the test")
         log = open(self.var_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives with the process
         process = subprocess.Popen(
             [sys.executable, "-m", "worker.cli", *args],

@@ -4,8 +4,9 @@ enqueue of `securesend.send_message` by another service."""
 from __future__ import annotations
 
 from tests.support import Stack
-from worker.celery_app import SEND_TASK, create_app
+from worker.celery_app import create_app
 from worker.client import build_send_job, send_job_options
+from worker.queues import SEND_TASK
 
 
 def _user_guid(stack: Stack, token: str) -> str:

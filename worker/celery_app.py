@@ -7,27 +7,33 @@ server installed and the worker still runs in a process of its own.
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 from celery import Celery
 from celery.app import trace
-from celery.signals import worker_process_init, worker_process_shutdown, worker_ready
+from celery.signals import (
+    beat_init,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+    worker_shutdown,
+)
 
 from worker import embedded_broker
+from worker.queues import (
+    JOBS_SWEEP_TASK,
+    MAIL_QUEUE,
+    PING_TASK,
+    PRUNE_TASK,
+    SEND_QUEUE,
+    SEND_TASK,
+    SWEEP_TASK,
+)
 from worker.settings import Settings, get_settings
 
 embedded_broker.register()
-
-SEND_QUEUE = "securesend.send"
-MAIL_QUEUE = "securesend.mail"
-SEND_TASK = "securesend.send_message"
-DELIVER_TASK = "securesend.mail.deliver"
-DRAIN_TASK = "securesend.mail.drain"
-SWEEP_TASK = "securesend.mail.sweep"
-JOBS_SWEEP_TASK = "securesend.jobs.sweep"
-PRUNE_TASK = "securesend.prune"
-PRUNE_INTERVAL_SECONDS = 3600
-PING_TASK = "securesend.ping"
 
 
 def _soft(hard_limit: int) -> float:
@@ -98,11 +104,13 @@ def create_app(settings: Settings | None = None, *, results: bool = True) -> Cel
         # is on /metrics as the queue length.
         worker_send_task_events=True,
         worker_hijack_root_logger=False,
-        # Run with `securesend worker --beat` (one per deployment) or `celery beat`.
+        # Every worker's lifeline publishes the sweeps and the hourly retention, under
+        # leases (worker/lifeline.py): a beat process is not needed. One that runs (`worker
+        # --beat`, `celery beat`) publishes them too, which is harmless.
         beat_schedule={
             "sweep-outbox": {"task": SWEEP_TASK, "schedule": settings.sweep_interval_seconds},
             "sweep-jobs": {"task": JOBS_SWEEP_TASK, "schedule": settings.sweep_interval_seconds},
-            "prune": {"task": PRUNE_TASK, "schedule": PRUNE_INTERVAL_SECONDS},
+            "prune": {"task": PRUNE_TASK, "schedule": 3600},
         },
     )
     return app
@@ -116,12 +124,35 @@ app = create_app()
 app.autodiscover_tasks(["worker"], related_name="tasks", force=True)
 
 
+@worker_init.connect
+def _name_this_worker(**_: Any) -> None:
+    # In the main process, before the pool forks: its processes claim in this name.
+    from worker.identity import new_worker_id
+
+    new_worker_id()
+
+
 @worker_process_init.connect
 def _fresh_connections_after_fork(**_: Any) -> None:
-    # A prefork child must not reuse the parent's pooled database connections.
+    # A pool process dies with the worker's main process (a kill -9 of the worker leaves
+    # no orphans consuming), and must not reuse the parent's pooled database connections.
     from worker.db import get_database
+    from worker.processes import die_with_parent
 
+    die_with_parent(signal.SIGKILL)
     get_database().engine.dispose(close=False)
+
+
+@beat_init.connect
+def _beat_dies_with_its_worker(**_: Any) -> None:
+    # `worker --beat` runs beat in a child process of its own ("Beat"): not an orphan
+    # either. A `celery beat` of its own is left to its process manager.
+    import multiprocessing
+
+    from worker.processes import die_with_parent
+
+    if multiprocessing.current_process().name == "Beat":
+        die_with_parent(signal.SIGKILL)
 
 
 @worker_process_shutdown.connect
@@ -131,8 +162,25 @@ def _close_mail_connection(**_: Any) -> None:
     close_mail_transport()
 
 
+_lifeline: list[Any] = []  # the main process's one Lifeline, while it runs
+
+
 @worker_ready.connect
-def _sweep_on_start(sender: Any = None, **_: Any) -> None:
-    # Whatever a previous worker left behind goes out now, with or without beat.
+def _start_lifeline(sender: Any = None, **_: Any) -> None:
+    # Whatever a previous worker left behind goes out now, with or without beat; from
+    # now on the lifeline keeps this worker's heartbeat and takes over dead ones.
+    from worker.db import get_database
+    from worker.lifeline import Lifeline
+
     app.send_task(SWEEP_TASK, queue=MAIL_QUEUE)
     app.send_task(JOBS_SWEEP_TASK, queue=SEND_QUEUE)
+    settings = get_settings()
+    lifeline = Lifeline(app=app, database=get_database(settings), settings=settings)
+    lifeline.start()
+    _lifeline.append(lifeline)
+
+
+@worker_shutdown.connect
+def _stop_lifeline(**_: Any) -> None:
+    while _lifeline:
+        _lifeline.pop().stop()

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from worker.processes import child_dies_with_parent
 from worker.settings import get_settings
 
 logger = logging.getLogger("securesend")
@@ -73,7 +74,7 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def _worker_argv(concurrency: int | None, queues: str | None, beat: bool) -> list[str]:
-    from worker.celery_app import MAIL_QUEUE, SEND_QUEUE
+    from worker.queues import MAIL_QUEUE, SEND_QUEUE
 
     settings = get_settings()
     argv = ["worker", "--loglevel", settings.log_level.upper()]
@@ -120,7 +121,11 @@ def supervise(argv: list[str]) -> int:
     kombu can kill a worker while it reconnects to a restarted Redis ("Unrecoverable
     error: AttributeError … 'hostname'", seen here); the service must recover by itself.
     SIGTERM and SIGINT are passed on (as SIGTERM: a warm shutdown), and then the child's
-    exit ends the supervisor.
+    exit ends the supervisor. If the supervisor itself is killed (kill -9 after a stop
+    timeout, the OOM killer), the kernel kills the child too, and its pool processes die
+    with it; what they held is taken over by the other workers' lifelines as after any
+    crash. (Not SIGQUIT: Celery 5.7's cold shutdown first waits out the soft shutdown, and
+    a killed supervisor means its manager wanted it gone already.)
     """
     stopping = False
     child: subprocess.Popen[bytes] | None = None
@@ -140,7 +145,9 @@ def supervise(argv: list[str]) -> int:
         started = time.monotonic()
         # Its own process group, so that pool processes a dead Celery leaves behind can
         # be cleared away with it.
-        child = subprocess.Popen(argv, start_new_session=True)
+        child = subprocess.Popen(
+            argv, start_new_session=True, preexec_fn=child_dies_with_parent(signal.SIGKILL)
+        )
         code = child.wait()
         _kill_group(child.pid)
         if stopping:
@@ -183,62 +190,78 @@ def cmd_preview(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Stop(Exception):
+    """SIGTERM or SIGINT reached `securesend up`."""
+
+
+def _stop_on_signals() -> None:
+    def stop(signum: int, _frame: object) -> None:
+        raise _Stop(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+
+UP_STOP_SECONDS = 40  # longer than a worker's soft shutdown (20 s) and its supervisor's
+
+
 def cmd_up(args: argparse.Namespace) -> int:
-    """Migrate, then run api + worker (+ flower with Redis) as child processes until Ctrl-C."""
+    """Migrate, then run api + worker (+ flower with Redis) as child processes until
+    SIGTERM or SIGINT (Ctrl-C), which stop them all (the worker with its soft shutdown);
+    they also die with `up` if it is killed."""
     from worker.migrate import upgrade_to_head
 
     settings = get_settings()
     upgrade_to_head()
     exe = [sys.executable, "-m", "worker.cli"]
-    children: list[tuple[str, subprocess.Popen[bytes]]] = [
-        ("api", subprocess.Popen([*exe, "api", "--host", args.host, "--port", str(args.port)])),
-        (
-            "worker",
-            subprocess.Popen([*exe, "worker", "--concurrency", str(args.concurrency), "--beat"]),
-        ),
+    commands = [
+        ("api", [*exe, "api", "--host", args.host, "--port", str(args.port)]),
+        ("worker", [*exe, "worker", "--concurrency", str(args.concurrency)]),
     ]
-    print(f"securesend api     http://{args.host}:{args.port}/api/v1  (ping: /api/v1/public/ping)")
-    print(
-        f"securesend worker  broker {'redis' if settings.uses_redis else 'embedded (var/broker)'}"
-        f", database {'sqlite (var/)' if settings.is_sqlite else 'postgresql'}"
-    )
     if settings.uses_redis:
-        flower = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker.celery_app",
-            "flower",
-            f"--port={args.flower_port}",
-            "--address=127.0.0.1",
-        ]
-        try:
-            children.append(("flower", subprocess.Popen(flower)))
-            print(f"flower             http://127.0.0.1:{args.flower_port}")
-        except OSError:
-            print("flower             not started (is it installed?)")
-    print("press Ctrl-C to stop")
+        flower = ["-m", "celery", "-A", "worker.celery_app", "flower"]
+        flower += [f"--port={args.flower_port}", "--address=127.0.0.1"]
+        commands.append(("flower", [sys.executable, *flower]))
+    _stop_on_signals()
+    children: list[tuple[str, subprocess.Popen[bytes]]] = []
     try:
+        for name, command in commands:
+            children.append((name, subprocess.Popen(command, preexec_fn=child_dies_with_parent())))
+        broker = "redis" if settings.uses_redis else "embedded (var/broker)"
+        database = "sqlite (var/)" if settings.is_sqlite else "postgresql"
+        print(f"securesend api     http://{args.host}:{args.port}/api/v1  (ping: /public/ping)")
+        print(f"securesend worker  broker {broker}, database {database}")
+        if settings.uses_redis:
+            print(f"flower             http://127.0.0.1:{args.flower_port}")
+        print("press Ctrl-C to stop")
         while all(p.poll() is None for _, p in children):
             time.sleep(0.5)
         for name, p in children:
             if p.poll() is not None:
                 print(f"{name} exited with code {p.returncode}; stopping the rest")
-    except KeyboardInterrupt:
-        print("stopping")
+        code = 1
+    except _Stop as stop:
+        print(f"{stop}: stopping")
+        code = 0
     finally:
-        for _, p in children:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        for name, p in children:
-            try:
-                p.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                print(f"{name} did not stop in time; killing it")
-                p.kill()
-    return 0
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _stop_children(children)
+    return code
+
+
+def _stop_children(children: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
+    for _, p in children:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + UP_STOP_SECONDS
+    for name, p in children:
+        try:
+            p.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            print(f"{name} did not stop in time; killing it")
+            p.kill()
+            p.wait()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -262,7 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--concurrency", type=int, default=None)
     worker.add_argument("--queues", default=None, help="comma-separated queue names")
     worker.add_argument(
-        "--beat", action="store_true", help="also run the periodic outbox sweep (one per site)"
+        "--beat",
+        action="store_true",
+        help="also run Celery beat (not needed: every worker runs the sweeps and retention)",
     )
     worker.add_argument(
         "--no-supervise",

@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from worker.celery_app import SEND_QUEUE, SEND_TASK
 from worker.models import new_guid
 from worker.payloads import NotificationFormat, SendJobV1
+from worker.queues import SEND_QUEUE, SEND_TASK
 
 __all__ = ["SEND_QUEUE", "SEND_TASK", "build_send_job", "send_job_options"]
 

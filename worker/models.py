@@ -356,6 +356,9 @@ class OutboxEmail(Base):
     # A mail worker that claims the email holds it until then; past it, the claim has
     # lapsed (the worker died) and the email may be claimed again.
     claimed_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # The worker (WorkerHeartbeat.id) that holds the claim: when it stops beating, the
+    # lifeline of another takes the email back before the claim lapses.
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
@@ -428,3 +431,31 @@ class MetricCheckpoint(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     until: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class WorkerHeartbeat(Base):
+    """A worker process (`securesend worker`'s Celery) while it runs: written every few
+    seconds with the tasks it holds, so that when it stops the others can tell it died
+    and take back what it held (worker.lifeline)."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)  # host.pid.random
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    heartbeat_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    # Ids of the tasks it has received and not finished, as of its last heartbeat.
+    held: Mapped[list[str]] = mapped_column(JSON, default=list)
+    stopped_at: Mapped[datetime | None] = mapped_column(UtcDateTime())  # a clean stop
+    # When another worker found it dead and took over what it held.
+    buried_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class Lease(Base):
+    """A named lease one process holds at a time (the lifeline's sweep): whoever finds it
+    expired may take it; the holder renews it."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(100))
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime())

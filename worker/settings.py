@@ -57,9 +57,13 @@ class Settings(BaseSettings):
     send_task_time_limit_seconds: int = 45
     mail_task_time_limit_seconds: int = 120
     worker_soft_shutdown_seconds: float = 20.0
-    sweep_interval_seconds: float = 30.0
-    job_republish_after_seconds: float = 60.0
+    sweep_interval_seconds: float = 10.0
+    job_republish_after_seconds: float = 20.0
     max_send_attempts: int = 3
+    # Every worker writes a heartbeat this often; one silent for WORKER_DEAD_AFTER is
+    # dead, and any live worker takes back what it held (worker/lifeline.py).
+    heartbeat_seconds: float = 5.0
+    worker_dead_after_seconds: float = 15.0
     # How long Redis keeps a task's result for `result.get()` by direct enqueuers; the job
     # row keeps the answer for RETENTION_DAYS. A send's result is a few KB (docs/reliability.md).
     result_ttl_seconds: int = 3600
@@ -73,6 +77,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 "task time limits must be below BROKER_VISIBILITY_TIMEOUT_SECONDS, or a "
                 "running task is delivered to a second worker"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _dead_after_several_heartbeats(self) -> Settings:
+        if self.worker_dead_after_seconds < 2 * self.heartbeat_seconds:
+            raise ValueError(
+                "WORKER_DEAD_AFTER_SECONDS must be at least two HEARTBEAT_SECONDS, or a "
+                "live worker whose heartbeat was late is taken for dead"
             )
         return self
 

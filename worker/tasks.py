@@ -11,32 +11,38 @@ from typing import Any
 
 from celery import Task
 from pydantic import ValidationError
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from worker.celery_app import (
+from worker import broker
+from worker.celery_app import app
+from worker.db import get_database
+from worker.domain import clock, jobs, outbox, recovery, retention
+from worker.domain.errors import SEND_FAILED, ApiError
+from worker.domain.send import SendOutcome, record_job_outcome, send_message
+from worker.identity import worker_id
+from worker.mailer import (
+    hold_drain,
+    kick_delivery,
+    mail_transport,
+    queue_delivery,
+    release_drain,
+)
+from worker.payloads import DeliverEmailsV1, SendJobV1, SendResult, SendSecrets, payload_error
+from worker.queues import (
     DELIVER_TASK,
     DRAIN_TASK,
     JOBS_SWEEP_TASK,
-    MAIL_QUEUE,
     PING_TASK,
     PRUNE_TASK,
     SEND_QUEUE,
     SEND_TASK,
     SWEEP_TASK,
-    app,
 )
-from worker.db import get_database
-from worker.domain import clock, jobs, outbox, retention
-from worker.domain.errors import SEND_FAILED, ApiError
-from worker.domain.send import SendOutcome, record_job_outcome, send_message
-from worker.mailer import claim_drain, mail_transport, release_drain
-from worker.payloads import DeliverEmailsV1, SendJobV1, SendResult, SendSecrets, payload_error
 from worker.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 
-MAX_TRANSIENT_RETRIES = 3
-DELIVERY_CHUNK = 50
 _settings = get_settings()
 
 
@@ -56,7 +62,15 @@ class _SendTask(Task):  # type: ignore[misc]
 
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
         if getattr(self.request, "emails_queued", False):
-            kick_delivery()
+            kick_delivery(app, get_settings())
+
+
+# While the database cannot be reached a send is tried again after these many seconds,
+# about a minute in all; then the job is left queued, and the jobs sweep publishes it
+# again once the database is back. It is never failed for an outage: its caller may
+# have been told 202, and a 503 must mean "not sent" (SPEC 2).
+DATABASE_RETRY_COUNTDOWNS = (1, 2, 4, 8, 15, 15, 15)
+DATABASE_ERRORS = (OperationalError, InterfaceError, PoolTimeout)
 
 
 @app.task(name=SEND_TASK, bind=True, acks_late=True, base=_SendTask)
@@ -67,13 +81,19 @@ def send_message_task(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
             payload,
             settings=get_settings(),
             redelivered=bool(self.request.delivery_info.get("redelivered")),
-            last_attempt=self.request.retries >= MAX_TRANSIENT_RETRIES,
         )
-    except OperationalError as e:
-        # The database went away or a lock timed out: nothing was committed, so retrying
-        # the whole job is safe (and rule 4 makes a duplicate harmless).
+    except DATABASE_ERRORS as e:
+        # Nothing was committed (or the send was, and rule 4 answers it): safe to retry.
+        retries = self.request.retries
+        if retries >= len(DATABASE_RETRY_COUNTDOWNS):
+            logger.warning("send job %s: database still unavailable; left queued", self.request.id)
+            raise
         logger.warning("send job %s: database unavailable, retrying", self.request.id)
-        raise self.retry(exc=e, countdown=2**self.request.retries) from e
+        raise self.retry(
+            exc=e,
+            countdown=DATABASE_RETRY_COUNTDOWNS[retries],
+            max_retries=len(DATABASE_RETRY_COUNTDOWNS),
+        ) from e
     self.request.emails_queued = run.emails_queued
     return run.result
 
@@ -84,12 +104,10 @@ class SendJobRun:
     emails_queued: bool  # committed emails wait in the outbox: delivery must be kicked
 
 
-def run_send_job(
-    payload: dict[str, Any], *, settings: Settings, redelivered: bool, last_attempt: bool = True
-) -> SendJobRun:
+def run_send_job(payload: dict[str, Any], *, settings: Settings, redelivered: bool) -> SendJobRun:
     """What the send task does, callable without Celery (the profiler calls it): decode,
-    send in one transaction, log and answer. A database error propagates for a retry
-    unless this is the `last_attempt`."""
+    send in one transaction, log and answer. A database that cannot be reached raises
+    (the caller retries); any other failure answers 503 and records it."""
     try:
         job = SendJobV1.model_validate(payload)
     except ValidationError as e:
@@ -112,10 +130,8 @@ def run_send_job(
                 session, job=job, secrets=secrets, now=clock.now(), settings=settings
             )
         )
-    except OperationalError as e:
-        if not last_attempt:
-            raise
-        outcome = _give_up(job, type(e).__name__, error=e)
+    except DATABASE_ERRORS:
+        raise
     except Exception as e:  # noqa: BLE001 - the caller must always get an answer
         outcome = _give_up(job, type(e).__name__, error=e)
     logger.info(
@@ -144,19 +160,41 @@ def _give_up(job: SendJobV1, reason: str, *, error: Exception | None = None) -> 
 
 @app.task(name=JOBS_SWEEP_TASK, acks_late=True, ignore_result=True)
 def sweep_jobs_task() -> int:
-    """Publish again the jobs whose broker message was lost; returns how many."""
+    """Publish again the jobs whose broker message was lost: queued for a while, and
+    neither waiting in the send queue, nor delivered to a worker, nor held by a live
+    one. Returns how many."""
     settings = get_settings()
-    with get_database().write_session() as session:
-        stale = jobs.take_stale_jobs(
+    database = get_database(settings)
+    older_than = timedelta(seconds=settings.job_republish_after_seconds)
+    dead_after = timedelta(seconds=settings.worker_dead_after_seconds)
+    now = clock.now()
+    stale, live = database.run(
+        lambda session: (
+            jobs.stale_job_ids(session, now=now, older_than=older_than),
+            recovery.live_holdings(session, now=now, dead_after=dead_after),
+        ),
+        write=False,
+    )
+    held = live.held | {d.task_id for d in broker.delivered(app)}
+    held |= broker.waiting(app, settings, SEND_QUEUE, set(stale) - held)
+    lost = [job_id for job_id in stale if job_id not in held]
+    if not lost:
+        return 0
+    found = database.run(
+        lambda session: jobs.take_lost_jobs(
             session,
+            job_ids=lost,
             now=clock.now(),
-            older_than=timedelta(seconds=settings.job_republish_after_seconds),
+            older_than=older_than,
             max_attempts=settings.max_send_attempts,
             give_up_body=ApiError(SEND_FAILED).response_body(),
         )
-    for payload in stale.republish:
+    )
+    for job_id in found.given_up:
+        logger.error("send job %s was lost %d times; failed", job_id, settings.max_send_attempts)
+    for payload in found.republish:
         job = SendJobV1.model_validate(payload)
-        logger.warning("send job %s was not picked up; publishing it again", job.job_id)
+        logger.warning("send job %s was lost; publishing it again", job.job_id)
         send_message_task.apply_async(
             args=[payload],
             task_id=job.job_id,
@@ -164,38 +202,7 @@ def sweep_jobs_task() -> int:
             argsrepr=job.redacted_repr(),
             kwargsrepr="{}",
         )
-    return len(stale.republish)
-
-
-def kick_delivery() -> None:
-    """Make sure a drain of the outbox is on its way (one at a time; see `claim_drain`)."""
-    settings = get_settings()
-    if not claim_drain(settings):
-        return
-    try:
-        drain_outbox_task.apply_async(
-            queue=MAIL_QUEUE, countdown=settings.mail_batch_window_seconds or None
-        )
-    except Exception:  # noqa: BLE001 - the outbox row is the record; the sweep retries
-        release_drain(settings)
-        logger.warning("could not queue an outbox drain; the sweep will")
-
-
-def queue_delivery(
-    email_ids: tuple[int, ...] | list[int], *, countdown: float | None = None
-) -> None:
-    """Publish delivery of `email_ids` in chunks. If publishing fails the emails stay
-    queued in the outbox and the sweeper picks them up."""
-    for start in range(0, len(email_ids), DELIVERY_CHUNK):
-        chunk = DeliverEmailsV1(email_ids=tuple(email_ids[start : start + DELIVERY_CHUNK]))
-        try:
-            deliver_emails_task.apply_async(
-                args=[chunk.model_dump(by_alias=True)], queue=MAIL_QUEUE, countdown=countdown
-            )
-        except Exception:  # noqa: BLE001 - the outbox row is the record; the sweeper retries
-            logger.warning(
-                "could not queue delivery of %d emails; the sweep will", len(chunk.email_ids)
-            )
+    return len(found.republish)
 
 
 @app.task(
@@ -210,7 +217,12 @@ def deliver_emails_task(payload: dict[str, Any]) -> dict[str, int]:
     job = DeliverEmailsV1.model_validate(payload)
     settings = get_settings()
     report = outbox.deliver(
-        get_database(), mail_transport(), job.email_ids, settings=settings, now=clock.now
+        get_database(),
+        mail_transport(),
+        job.email_ids,
+        settings=settings,
+        now=clock.now,
+        claimed_by=worker_id(),
     )
     _schedule_retries(report.retry_in, settings)
     return {
@@ -231,6 +243,7 @@ def drain_outbox_task() -> None:
     """Deliver whatever is due, in batches, for up to half the task's time limit."""
     settings = get_settings()
     database = get_database(settings)
+    hold_drain(settings)
     try:
         report = outbox.drain(
             database,
@@ -238,6 +251,7 @@ def drain_outbox_task() -> None:
             settings=settings,
             now=clock.now,
             budget_seconds=settings.mail_task_time_limit_seconds / 2,
+            claimed_by=worker_id(),
         )
         _schedule_retries(report.retry_in, settings)
     finally:
@@ -247,7 +261,7 @@ def drain_outbox_task() -> None:
         lambda session: outbox.due_email_ids(session, now=clock.now(), limit=1), write=False
     )
     if due:
-        kick_delivery()
+        kick_delivery(app, settings)
 
 
 def _schedule_retries(retry_in: dict[int, float], settings: Settings) -> None:
@@ -256,7 +270,7 @@ def _schedule_retries(retry_in: dict[int, float], settings: Settings) -> None:
         # Redis would hand it to a second worker. Longer waits are left to the sweep,
         # which finds the email due by its `next_attempt_at`.
         if delay < settings.broker_visibility_timeout_seconds / 2:
-            queue_delivery([email_id], countdown=delay)
+            queue_delivery(app, [email_id], countdown=delay)
 
 
 @app.task(name=SWEEP_TASK, acks_late=True, ignore_result=True)
@@ -266,7 +280,7 @@ def sweep_outbox_task() -> int:
     email_ids = get_database().run(
         lambda session: outbox.due_email_ids(session, now=clock.now()), write=False
     )
-    queue_delivery(email_ids)
+    queue_delivery(app, email_ids)
     return len(email_ids)
 
 
@@ -284,11 +298,12 @@ def prune_task() -> dict[str, int]:
         budget_seconds=settings.send_task_time_limit_seconds / 2,
     )
     logger.info(
-        "pruned %d jobs, %d emails, %d sessions and %d authentication tokens",
+        "pruned %d jobs, %d emails, %d sessions, %d authentication tokens and %d workers",
         pruned.jobs,
         pruned.emails,
         pruned.sessions,
         pruned.tokens,
+        pruned.workers,
     )
     return dataclasses.asdict(pruned)
 

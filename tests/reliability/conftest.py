@@ -1,6 +1,7 @@
-"""Stacks that the fault tests may break: their own PostgreSQL database, their own Redis
-(a server started for the run on its own port, or a database of the machine's), their own
-SMTP sink, two workers, and short timeouts so recovery happens within seconds."""
+"""Stacks that the fault tests may break: their own PostgreSQL database (or a PostgreSQL
+server of their own, which they stop and start), their own Redis (a server started for the
+run on its own port, or a database of the machine's), their own SMTP sink, workers without
+beat, and the settings that ship: every recovery is timed as a user would see it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 import redis
+from sqlalchemy import func, select
 
 from tests.conftest import (
     _create_postgres_database,
@@ -31,20 +37,20 @@ from tests.conftest import (
 from tests.smtp_sink import SmtpSink
 from tests.support import Stack, StackConfig
 from tests.worker.test_send_rules import World
+from worker.models import (
+    DailyUsage,
+    Delivery,
+    EmailStatus,
+    Message,
+    MessageStatus,
+    OutboxEmail,
+    SendJob,
+    User,
+)
+from worker.settings import Settings
 
-FAST_RECOVERY_ENV = {
-    "BROKER_VISIBILITY_TIMEOUT_SECONDS": "12",
-    "SEND_TASK_TIME_LIMIT_SECONDS": "8",
-    "MAIL_TASK_TIME_LIMIT_SECONDS": "10",
-    "WORKER_SOFT_SHUTDOWN_SECONDS": "5",
-    "SWEEP_INTERVAL_SECONDS": "2",
-    "JOB_REPUBLISH_AFTER_SECONDS": "6",
-    "MAX_SEND_ATTEMPTS": "5",
-    "MAIL_RETRY_BASE_SECONDS": "0.5",
-    "MAIL_RETRY_MAX_SECONDS": "2",
-    "MAIL_MAX_ATTEMPTS": "8",
-    "SEND_WAIT_SECONDS": "30",
-}
+# Nothing tuned: the stacks of tests/support.py wait 20 s for a send; a user's, 30.
+SHIPPED_ENV = {"SEND_WAIT_SECONDS": str(Settings.model_fields["send_wait_seconds"].default)}
 REPORT_DIR = Path(os.environ.get("RELIABILITY_REPORT_DIR", "var/reliability"))
 
 
@@ -142,12 +148,13 @@ class Fault:
                 time.sleep(0.2)
         return done
 
-    def kill_worker(self, name: str) -> None:
+    def kill_worker(self, name: str) -> float:
         """kill -9 the worker, its Celery process and its pool processes, as a lost host
-        would."""
+        would; returns when (time.monotonic())."""
         for pid in descendants(self.stack.processes[name].pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        return time.monotonic()
 
     def stop_worker(self, name: str) -> None:
         """SIGTERM to the worker's main process only, as `docker stop` or systemd do."""
@@ -160,25 +167,38 @@ class Fault:
 
 
 def _fault_stack(
-    tmp_path_factory: pytest.TempPathFactory, redis_url: str, sink: SmtpSink, name: str
+    tmp_path_factory: pytest.TempPathFactory,
+    redis_url: str,
+    sink: SmtpSink,
+    name: str,
+    *,
+    workers: int = 2,
+    database_url: str | None = None,
 ) -> Iterator[Stack]:
-    database_url = _create_postgres_database()
+    """A stack on the shipped settings, its workers without beat (nothing needs it)."""
+    own_database = database_url is None
+    database_url = database_url or _create_postgres_database()
     try:
         config = StackConfig(
             name=name,
             database_url=database_url,
             redis_url=redis_url,
-            env={**FAST_RECOVERY_ENV, "SMTP_URL": sink.url},
+            env={**SHIPPED_ENV, "SMTP_URL": sink.url},
         )
         stack = Stack.start(
-            config, var_dir=tmp_path_factory.mktemp(name), api_port=free_port(), workers=2
+            config,
+            var_dir=tmp_path_factory.mktemp(name),
+            api_port=free_port(),
+            workers=workers,
+            beat=False,
         )
         try:
             yield stack
         finally:
             stack.stop()
     finally:
-        _drop_postgres_database(database_url)
+        if own_database:
+            _drop_postgres_database(database_url)
 
 
 @pytest.fixture
@@ -187,16 +207,32 @@ def fault_sink() -> Iterator[SmtpSink]:
         yield sink
 
 
+FAULT_REDIS_URL = "redis://127.0.0.1:6379/12"
+
+
+def _on_machine_redis(
+    tmp_path_factory: pytest.TempPathFactory, sink: SmtpSink, name: str, *, workers: int
+) -> Iterator[Fault]:
+    _flush_redis(FAULT_REDIS_URL)
+    try:
+        for stack in _fault_stack(tmp_path_factory, FAULT_REDIS_URL, sink, name, workers=workers):
+            yield Fault(stack, sink)
+    finally:
+        _flush_redis(FAULT_REDIS_URL)
+
+
 @pytest.fixture
 def worker_fault(tmp_path_factory: pytest.TempPathFactory, fault_sink: SmtpSink) -> Iterator[Fault]:
     """Two workers on the machine's Redis (a database of their own) that a test may kill."""
-    url = "redis://127.0.0.1:6379/12"
-    _flush_redis(url)
-    try:
-        for stack in _fault_stack(tmp_path_factory, url, fault_sink, "worker-fault"):
-            yield Fault(stack, fault_sink)
-    finally:
-        _flush_redis(url)
+    yield from _on_machine_redis(tmp_path_factory, fault_sink, "worker-fault", workers=2)
+
+
+@pytest.fixture
+def lone_worker_fault(
+    tmp_path_factory: pytest.TempPathFactory, fault_sink: SmtpSink
+) -> Iterator[Fault]:
+    """One worker, which a test kills and replaces."""
+    yield from _on_machine_redis(tmp_path_factory, fault_sink, "lone-worker", workers=1)
 
 
 @pytest.fixture
@@ -213,24 +249,172 @@ def redis_fault(
         server.kill()
 
 
+def send_one(fault: Fault, token: str, guid: str) -> httpx.Response:
+    """SendMessage of one draft, waiting as a caller waits."""
+    with fault.stack.client() as client:
+        return client.put(
+            f"/api/v1/messages/{guid}/send",
+            json={},
+            headers={"x-sm-session-token": token},
+            timeout=60,
+        )
+
+
 def send_all(
     fault: Fault, token: str, guids: list[str], *, on_progress: Any = None, concurrency: int = 16
 ) -> list[httpx.Response]:
     """SendMessage every draft from `concurrency` threads; `on_progress(n)` after each."""
     counter = {"n": 0}
+    counting = threading.Lock()
 
     def send(guid: str) -> httpx.Response:
-        with fault.stack.client() as client:
-            response = client.put(
-                f"/api/v1/messages/{guid}/send",
-                json={},
-                headers={"x-sm-session-token": token},
-                timeout=60,
-            )
-        counter["n"] += 1
+        response = send_one(fault, token, guid)
+        with counting:
+            counter["n"] += 1
+            done = counter["n"]
         if on_progress is not None:
-            on_progress(counter["n"])
+            on_progress(done)
         return response
 
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         return list(pool.map(send, guids))
+
+
+def answered(fault: Fault, token: str, responses: list[httpx.Response]) -> dict[str, int]:
+    """Every request got an answer: 200 now, or 202 and its job finishes later."""
+    statuses = Counter(r.status_code for r in responses)
+    assert set(statuses) <= {200, 202}, statuses
+    accepted = [r.json()["jobId"] for r in responses if r.status_code == 202]
+    finished = fault.wait_for_jobs(token, accepted, timeout=90)
+    assert len(finished) == len(accepted), "some accepted jobs never finished"
+    assert {j["httpStatus"] for j in finished.values()} <= {200}
+    return {"answered_200": statuses[200], "answered_202": statuses[202]}
+
+
+def sent_exactly_once(fault: Fault, sender: str, guids: list[str]) -> None:
+    with fault.stack.database.read_session() as session:
+        ids = list(
+            session.scalars(
+                select(Message.id).where(
+                    Message.guid.in_(guids), Message.status == MessageStatus.SENT
+                )
+            )
+        )
+        assert len(ids) == len(guids), "a send was lost"
+        deliveries = session.execute(
+            select(Delivery.message_id, func.count())
+            .where(Delivery.message_id.in_(ids))
+            .group_by(Delivery.message_id)
+        ).all()
+        assert len(deliveries) == len(guids) and {n for _, n in deliveries} == {1}
+        emails = session.scalar(select(func.count()).where(OutboxEmail.message_id.in_(ids)))
+        assert emails == len(guids)
+        sender_id = session.scalars(select(User.id).where(User.email == sender)).one()
+        usage = session.scalars(select(DailyUsage).where(DailyUsage.user_id == sender_id)).one()
+        assert usage.messages_sent == len(guids)  # quota used once per send
+        failed_jobs = session.scalar(
+            select(func.count()).where(SendJob.message_guid.in_(guids), SendJob.http_status != 200)
+        )
+        assert failed_jobs == 0
+
+
+def emails_out(fault: Fault, guids: list[str], reader: str, timeout: float = 90) -> int:
+    """Wait until every email is sent; returns how many arrived more than once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with fault.stack.database.read_session() as session:
+            pending = session.execute(
+                select(
+                    OutboxEmail.id,
+                    OutboxEmail.status,
+                    OutboxEmail.attempts,
+                    OutboxEmail.claimed_until,
+                    OutboxEmail.last_error,
+                )
+                .join(Message, Message.id == OutboxEmail.message_id)
+                .where(Message.guid.in_(guids), OutboxEmail.status != EmailStatus.SENT)
+            ).all()
+        if not pending:
+            break
+        assert time.monotonic() < deadline, f"emails that never went out: {pending}"
+        time.sleep(0.25)
+    received = Counter(r.message["Message-ID"] for r in fault.sink.to(reader))
+    assert len(received) == len(guids), "an email was lost"
+    return sum(n - 1 for n in received.values())
+
+
+def _postgres_bin() -> Path:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    if not found:
+        _unavailable("pg_ctl", FileNotFoundError("no /usr/lib/postgresql/*/bin/pg_ctl"))
+    return found[-1].parent
+
+
+class PostgresServer:
+    """A PostgreSQL server of the test's own, in a folder of its own and on its own port,
+    that the test may stop and start. PostgreSQL refuses to run as root: as root, it runs
+    as the `postgres` user."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.bin = _postgres_bin()
+        self.folder = Path(tempfile.mkdtemp(prefix="securesend-postgres-"))
+        if os.geteuid() == 0:
+            shutil.chown(self.folder, "postgres", "postgres")
+
+    def _run(self, *args: str, timeout: float = 60) -> None:
+        command = [str(self.bin / args[0]), *args[1:]]
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        subprocess.run(command, check=True, timeout=timeout, capture_output=True)
+
+    @property
+    def data(self) -> str:
+        return str(self.folder / "data")
+
+    def url(self, database: str) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def create(self) -> None:
+        self._run("initdb", "-D", self.data, "-U", "postgres", "--auth=trust", "--no-sync")
+        self.start()
+        admin = self.url("postgres").replace("+psycopg", "")
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute('CREATE DATABASE "securesend"')
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+        log = str(self.folder / "server.log")
+        self._run("pg_ctl", "-D", self.data, "-o", options, "-l", log, "-w", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        """`fast`: the server ends every session at once and shuts down, as in a restart."""
+        self._run("pg_ctl", "-D", self.data, "-m", mode, "-w", "stop")
+
+    def destroy(self) -> None:
+        with contextlib.suppress(subprocess.SubprocessError):
+            self.stop("immediate")
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@pytest.fixture
+def database_fault(
+    tmp_path_factory: pytest.TempPathFactory, fault_sink: SmtpSink
+) -> Iterator[tuple[Fault, PostgresServer]]:
+    """Two workers and the API on a PostgreSQL server of their own, which the test may
+    stop and start."""
+    server = PostgresServer()
+    _flush_redis(FAULT_REDIS_URL)
+    try:
+        server.create()
+        for stack in _fault_stack(
+            tmp_path_factory,
+            FAULT_REDIS_URL,
+            fault_sink,
+            "database-fault",
+            database_url=server.url("securesend"),
+        ):
+            yield Fault(stack, fault_sink), server
+    finally:
+        server.destroy()
+        _flush_redis(FAULT_REDIS_URL)

@@ -1,115 +1,100 @@
-"""Breaking things on purpose: a worker killed mid-burst, a graceful worker shutdown
+"""Breaking things on purpose, with the settings that ship and no beat process: a worker
+killed mid-burst (alone and replaced, or one of two), a graceful worker shutdown
 mid-burst, and Redis restarted mid-run. Every request is answered, every send happens
-exactly once, and every email goes out; duplicate emails are counted and reported."""
+exactly once, and every email goes out; how long recovery took and how many emails
+arrived twice are printed and written to var/reliability/."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
-from collections import Counter
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from tests.reliability.conftest import Fault, RedisServer, send_all
-from worker.models import (
-    DailyUsage,
-    Delivery,
-    EmailStatus,
-    Message,
-    MessageStatus,
-    OutboxEmail,
-    SendJob,
-    User,
+from tests.reliability.conftest import (
+    Fault,
+    RedisServer,
+    answered,
+    emails_out,
+    send_all,
+    sent_exactly_once,
 )
+from worker.models import WorkerHeartbeat
 
 SENDS = 300
-
-
-def _answered(fault: Fault, token: str, responses: list[httpx.Response]) -> dict[str, int]:
-    """Every request got an answer: 200 now, or 202 and its job finishes later."""
-    statuses = Counter(r.status_code for r in responses)
-    assert set(statuses) <= {200, 202}, statuses
-    accepted = [r.json()["jobId"] for r in responses if r.status_code == 202]
-    finished = fault.wait_for_jobs(token, accepted, timeout=90)
-    assert len(finished) == len(accepted), "some accepted jobs never finished"
-    assert {j["httpStatus"] for j in finished.values()} <= {200}
-    return {"answered_200": statuses[200], "answered_202": statuses[202]}
-
-
-def _sent_exactly_once(fault: Fault, sender: str, guids: list[str]) -> None:
-    with fault.stack.database.read_session() as session:
-        ids = list(
-            session.scalars(
-                select(Message.id).where(
-                    Message.guid.in_(guids), Message.status == MessageStatus.SENT
-                )
-            )
-        )
-        assert len(ids) == len(guids), "a send was lost"
-        deliveries = session.execute(
-            select(Delivery.message_id, func.count())
-            .where(Delivery.message_id.in_(ids))
-            .group_by(Delivery.message_id)
-        ).all()
-        assert len(deliveries) == len(guids) and {n for _, n in deliveries} == {1}
-        emails = session.scalar(select(func.count()).where(OutboxEmail.message_id.in_(ids)))
-        assert emails == len(guids)
-        sender_id = session.scalars(select(User.id).where(User.email == sender)).one()
-        usage = session.scalars(select(DailyUsage).where(DailyUsage.user_id == sender_id)).one()
-        assert usage.messages_sent == len(guids)  # quota used once per send
-        failed_jobs = session.scalar(
-            select(func.count()).where(SendJob.message_guid.in_(guids), SendJob.http_status != 200)
-        )
-        assert failed_jobs == 0
-
-
-def _emails_out(fault: Fault, guids: list[str], reader: str, timeout: float = 90) -> int:
-    """Wait until every email is sent; returns how many arrived more than once."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with fault.stack.database.read_session() as session:
-            pending = session.execute(
-                select(
-                    OutboxEmail.id,
-                    OutboxEmail.status,
-                    OutboxEmail.attempts,
-                    OutboxEmail.claimed_until,
-                    OutboxEmail.last_error,
-                )
-                .join(Message, Message.id == OutboxEmail.message_id)
-                .where(Message.guid.in_(guids), OutboxEmail.status != EmailStatus.SENT)
-            ).all()
-        if not pending:
-            break
-        assert time.monotonic() < deadline, f"emails that never went out: {pending}"
-        time.sleep(0.25)
-    received = Counter(r.message["Message-ID"] for r in fault.sink.to(reader))
-    assert len(received) == len(guids), "an email was lost"
-    return sum(n - 1 for n in received.values())
+# Issue 15: every send final and every email delivered within a minute of a worker's death.
+RECOVERY_LIMIT_SECONDS = 60
 
 
 def _burst(fault: Fault, tag: str, *, break_at: int, action: Any) -> dict[str, Any]:
+    """SENDS sends, 16 at a time, `action()` a third of the way in (it returns when it
+    broke something, as time.monotonic()); then every send final and every email
+    delivered, timed from the break."""
     world = fault.world(tag)
     reader = world.user("reader")
     guids = fault.drafts(world, reader, SENDS)
-    fired = threading.Event()
+    broke: list[float] = []
+    once = threading.Lock()
 
     def progress(n: int) -> None:
-        if n >= break_at and not fired.is_set():
-            fired.set()
-            action()
+        # Called from every sending thread: the break happens once.
+        with once:
+            if n >= break_at and not broke:
+                broke.append(action())
 
     started = time.monotonic()
     responses = send_all(fault, world.token, guids, on_progress=progress)
-    figures: dict[str, Any] = _answered(fault, world.token, responses)
-    _sent_exactly_once(fault, world.sender, guids)
-    figures["duplicate_emails"] = _emails_out(fault, guids, reader)
+    figures: dict[str, Any] = answered(fault, world.token, responses)
+    sent_exactly_once(fault, world.sender, guids)
+    figures["duplicate_emails"] = emails_out(fault, guids, reader)
+    assert broke, "the burst ended before the break"
     figures["sends"] = SENDS
     figures["seconds_to_all_delivered"] = round(time.monotonic() - started, 1)
-    assert fired.is_set()
+    figures["seconds_from_break_to_all_final_and_delivered"] = round(time.monotonic() - broke[0], 1)
     return figures
+
+
+def _takeovers(stack: Any) -> dict[str, float]:
+    metrics = httpx.get(stack.url("/metrics"), timeout=10).text
+    return {
+        kind: float(value)
+        for kind, value in re.findall(r'securesend_takeovers_total\{kind="(\w+)"\} (\S+)', metrics)
+    }
+
+
+def test_kill_9_of_the_only_worker_replaced_a_second_later(
+    lone_worker_fault: Fault, unique: str
+) -> None:
+    """The issue's case: a worker host lost a third of the way in; a replacement starts a
+    second later and takes over what the dead one held, well before Redis's visibility
+    timeout (300 s) would have given it back."""
+    fault = lone_worker_fault
+
+    def kill_and_replace() -> float:
+        killed_at = fault.kill_worker("worker")
+        threading.Timer(1.0, fault.stack.start_worker, args=("replacement",)).start()
+        return killed_at
+
+    figures = _burst(fault, unique, break_at=SENDS // 3, action=kill_and_replace)
+    with fault.stack.database.read_session() as session:
+        dead = session.scalars(
+            select(WorkerHeartbeat.id).where(WorkerHeartbeat.buried_at.is_not(None))
+        ).all()
+    figures["takeovers"] = _takeovers(fault.stack)
+    fault.report("kill-9-lone-worker", figures)
+    assert len(dead) == 1  # the killed worker, found dead by its replacement
+    assert f"workers ['{dead[0]}'] died" in fault.stack.log("replacement")
+    assert sum(figures["takeovers"].values()) >= 1  # it held sends or emails under load
+    metrics = httpx.get(fault.stack.url("/metrics"), timeout=10).text
+    alive = re.search(r"^securesend_workers_alive (\S+)$", metrics, re.M)
+    assert alive is not None and float(alive.group(1)) == 1, alive  # the replacement
+    assert figures["seconds_from_break_to_all_final_and_delivered"] <= RECOVERY_LIMIT_SECONDS
+    # Each of the dead worker's two pool processes can lose the record of one email it had
+    # just handed to the server: at-least-once, recognisable by Message-ID. Goal 0.
+    assert figures["duplicate_emails"] <= 2
 
 
 def test_kill_9_one_of_two_workers_a_third_of_the_way_in(worker_fault: Fault, unique: str) -> None:
@@ -119,22 +104,26 @@ def test_kill_9_one_of_two_workers_a_third_of_the_way_in(worker_fault: Fault, un
         break_at=SENDS // 3,
         action=lambda: worker_fault.kill_worker("worker1"),
     )
+    figures["takeovers"] = _takeovers(worker_fault.stack)
     worker_fault.report("kill-9-worker", figures)
-    # Each of the killed worker's two processes can lose the record of one email it had
-    # just handed to the server: at-least-once, recognisable by Message-ID.
+    assert figures["seconds_from_break_to_all_final_and_delivered"] <= RECOVERY_LIMIT_SECONDS
     assert figures["duplicate_emails"] <= 2
 
 
 def test_sigterm_mid_burst_loses_nothing(worker_fault: Fault, unique: str) -> None:
-    figures = _burst(
-        worker_fault,
-        unique,
-        break_at=SENDS // 3,
-        action=lambda: worker_fault.stop_worker("worker1"),
-    )
+    def stop() -> float:
+        worker_fault.stop_worker("worker1")
+        return time.monotonic()
+
+    figures = _burst(worker_fault, unique, break_at=SENDS // 3, action=stop)
     process = worker_fault.stack.processes["worker1"]
     assert process.wait(30) == 0  # a warm shutdown exits cleanly, within the soft window
+    with worker_fault.stack.database.read_session() as session:
+        buried = session.scalars(
+            select(WorkerHeartbeat.id).where(WorkerHeartbeat.buried_at.is_not(None))
+        ).all()
     worker_fault.report("sigterm-worker", figures)
+    assert buried == []  # a clean stop is not taken for a death
     assert figures["duplicate_emails"] == 0
 
 
@@ -148,11 +137,11 @@ def test_redis_restart_mid_run_recovers_by_itself(
         time.sleep(2)
         server.start()
 
-    figures = _burst(
-        fault,
-        unique,
-        break_at=SENDS // 3,
-        action=lambda: threading.Thread(target=restart, daemon=True).start(),
-    )
+    def break_redis() -> float:
+        threading.Thread(target=restart, daemon=True).start()
+        return time.monotonic()
+
+    figures = _burst(fault, unique, break_at=SENDS // 3, action=break_redis)
     fault.report("redis-restart", figures)
+    assert figures["seconds_from_break_to_all_final_and_delivered"] <= 2 * RECOVERY_LIMIT_SECONDS
     assert figures["duplicate_emails"] <= 2

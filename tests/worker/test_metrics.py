@@ -21,7 +21,7 @@ from worker.models import (
 
 def _scrape(database: Database, now: datetime) -> metrics.Snapshot:
     with database.write_session() as session:
-        return metrics.snapshot(session, now=now)
+        return metrics.snapshot(session, now=now, worker_dead_after=timedelta(seconds=15))
 
 
 def _figures(snap: metrics.Snapshot) -> tuple[object, ...]:

@@ -9,10 +9,11 @@ from sqlalchemy import func, select
 
 from tests.support import Stack
 from tests.worker import rows
-from worker.celery_app import PRUNE_TASK, create_app
+from worker.celery_app import create_app
 from worker.db import Database
 from worker.domain import clock, metrics, retention
 from worker.models import AuthenticationToken, Base, EmailStatus, OutboxEmail, SendJob, UserSession
+from worker.queues import PRUNE_TASK
 
 KEEP = timedelta(days=7)
 
@@ -56,7 +57,7 @@ def test_prune_deletes_what_is_past_retention_and_keeps_the_counters(
             ]
         )
     with own_database.write_session() as session:
-        before = metrics.snapshot(session, now=now)
+        before = metrics.snapshot(session, now=now, worker_dead_after=timedelta(seconds=15))
 
     pruned = retention.prune(own_database, now=lambda: now, keep=KEEP, budget_seconds=10, limit=1)
 
@@ -64,7 +65,7 @@ def test_prune_deletes_what_is_past_retention_and_keeps_the_counters(
     assert (_count(own_database, SendJob), _count(own_database, OutboxEmail)) == (1, 1)
     assert _count(own_database, UserSession) == _count(own_database, AuthenticationToken) == 1
     with own_database.write_session() as session:
-        after = metrics.snapshot(session, now=now)
+        after = metrics.snapshot(session, now=now, worker_dead_after=timedelta(seconds=15))
     assert after.sends_by_code == before.sends_by_code == {"OK": 2, "929": 1}
     assert after.emails_by_status == before.emails_by_status
     assert after.email_retries == before.email_retries == 1
@@ -78,7 +79,9 @@ def test_prune_folds_first_when_metrics_were_never_scraped(own_database: Databas
 
     assert retention.prune(own_database, now=lambda: now, keep=KEEP, budget_seconds=10).jobs == 1
     with own_database.write_session() as session:
-        assert metrics.snapshot(session, now=now).sends_by_code == {"OK": 1}
+        assert metrics.snapshot(
+            session, now=now, worker_dead_after=timedelta(seconds=15)
+        ).sends_by_code == {"OK": 1}
 
 
 def test_the_prune_task_runs_in_a_live_worker(postgres_stack: Stack, wait_until: Any) -> None:

@@ -133,6 +133,12 @@ INTERNAL_ERROR = ErrorKind(500, "InternalServerError", "An unexpected error occu
 SEND_FAILED = ErrorKind(
     503, "ServiceUnavailable", "The send could not be completed; nothing was sent. Try again."
 )
+DATABASE_UNAVAILABLE = ErrorKind(
+    503, "ServiceUnavailable", "The database cannot be reached. Try again shortly."
+)
+BROKER_UNAVAILABLE = ErrorKind(
+    503, "ServiceUnavailable", "The message broker cannot be reached. Try again shortly."
+)
 
 
 def validation_error(field_name: str, message: str, *, code: str = "InvalidValue") -> ApiError:

@@ -68,33 +68,52 @@ def count_attempt(session: Session, *, job_id: str) -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class StaleJobs:
-    republish: list[dict[str, Any]]
-    given_up: list[str]
+class LostJobs:
+    republish: list[dict[str, Any]]  # payloads to publish again
+    given_up: list[str]  # job ids failed with 503 after too many attempts
 
 
-def take_stale_jobs(
+def stale_job_ids(
+    session: Session, *, now: datetime, older_than: timedelta, limit: int = 200
+) -> list[str]:
+    """Jobs still queued `older_than` after they were last published, oldest first: each
+    is waiting in the broker behind others, held by a worker, or lost (a Redis restart
+    without persistence, a publish that failed, a dead worker's)."""
+    return list(
+        session.scalars(
+            select(SendJob.id)
+            .where(
+                SendJob.status == JobStatus.QUEUED,
+                SendJob.published_at < now - older_than,
+                SendJob.payload.is_not(None),
+            )
+            .order_by(SendJob.published_at)
+            .limit(limit)
+        )
+    )
+
+
+def take_lost_jobs(
     session: Session,
     *,
+    job_ids: list[str],
     now: datetime,
     older_than: timedelta,
     max_attempts: int,
     give_up_body: dict[str, Any],
-    limit: int = 200,
-) -> StaleJobs:
-    """Jobs still queued long after they were published: their broker message was lost
-    (a Redis restart without persistence, a publish that failed). Each is counted as
-    another attempt and returned for publishing again; past `max_attempts` it fails with
-    `give_up_body` (503) instead. Publishing a job twice is harmless: a send is idempotent."""
+) -> LostJobs:
+    """Of `job_ids` (lost: nobody holds them), those still queued are counted as another
+    attempt and returned for publishing again; past `max_attempts` each fails with
+    `give_up_body` (503) instead. Publishing a job twice is harmless: a send is
+    idempotent."""
     jobs = session.scalars(
         select(SendJob)
         .where(
+            SendJob.id.in_(job_ids),
             SendJob.status == JobStatus.QUEUED,
             SendJob.published_at < now - older_than,
-            SendJob.payload.is_not(None),
         )
         .order_by(SendJob.published_at)
-        .limit(limit)
         .with_for_update(skip_locked=True)
     ).all()
     republish: list[dict[str, Any]] = []
@@ -109,7 +128,7 @@ def take_stale_jobs(
             job.published_at = now
             assert job.payload is not None
             republish.append(job.payload)
-    return StaleJobs(republish=republish, given_up=given_up)
+    return LostJobs(republish=republish, given_up=given_up)
 
 
 def _view(job: SendJob) -> JobView:

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
+from worker.domain import recovery
 from worker.domain.outbox import PENDING
 from worker.models import (
     EmailStatus,
@@ -50,6 +51,8 @@ class Snapshot:
     emails_by_status: dict[str, int]
     email_retries: int
     email_failures: int
+    takeovers: dict[str, int]  # "jobs" / "emails" taken over from dead workers
+    workers_alive: int
 
 
 _RETRIES = func.sum(case((OutboxEmail.attempts > 1, OutboxEmail.attempts - 1), else_=0))
@@ -127,7 +130,7 @@ def _merged(pairs: Iterable[tuple[str, int]]) -> dict[str, int]:
     return merged
 
 
-def snapshot(session: Session, *, now: datetime) -> Snapshot:
+def snapshot(session: Session, *, now: datetime, worker_dead_after: timedelta) -> Snapshot:
     """The figures; run it in a write transaction (it may move the checkpoint)."""
     since = fold_settled(session, now=now)
     totals = session.execute(select(MetricTotal.name, MetricTotal.label, MetricTotal.value)).all()
@@ -167,4 +170,6 @@ def snapshot(session: Session, *, now: datetime) -> Snapshot:
         emails_by_status={s.value: emails.get(s.value, 0) for s in EmailStatus},
         email_retries=retries,
         email_failures=emails.get(EmailStatus.FAILED.value, 0),
+        takeovers={label: int(v) for n, label, v in totals if n == recovery.TAKEOVERS},
+        workers_alive=recovery.workers_alive(session, now=now, dead_after=worker_dead_after),
     )

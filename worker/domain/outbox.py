@@ -21,6 +21,7 @@ from functools import partial
 from typing import Any
 
 from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from worker.db import Database
@@ -92,9 +93,11 @@ def claim(
     now: datetime,
     max_attempts: int,
     lease: timedelta,
+    claimed_by: str | None = None,
 ) -> list[OutboxEmail]:
     """Claim those of `email_ids` that are due and unclaimed (the rest are skipped), or,
-    with `email_ids` None, up to `DRAIN_BATCH` of any that are due, oldest first.
+    with `email_ids` None, up to `DRAIN_BATCH` of any that are due, oldest first; each
+    claim names the worker that holds it (`claimed_by`), for the lifeline.
 
     An email that has used all its attempts without a recorded result (its workers kept
     dying while sending it) is marked failed instead of being tried forever."""
@@ -111,6 +114,7 @@ def claim(
             row.last_error = f"gave up after {row.attempts} attempts without a result"
             continue
         row.claimed_until = now + lease
+        row.claimed_by = claimed_by
         row.attempts += 1
         claimed.append(row)
     return claimed
@@ -143,7 +147,7 @@ _RECORD_EMAIL = update(table(OutboxEmail)).where(table(OutboxEmail).c.id == bind
 
 def _record(session: Session, email_id: int, **values: Any) -> None:
     session.connection().execute(
-        _RECORD_EMAIL, {"email_id": email_id, "claimed_until": None, **values}
+        _RECORD_EMAIL, {"email_id": email_id, "claimed_until": None, "claimed_by": None, **values}
     )
 
 
@@ -154,9 +158,10 @@ def deliver(
     *,
     settings: Settings,
     now: Callable[[], datetime],
+    claimed_by: str | None = None,
 ) -> DeliveryReport:
     """Send the due ones among `email_ids` (None: a batch of whatever is due), each
-    recorded as it goes.
+    recorded as it goes; the claims name `claimed_by` (this worker).
 
     No transaction is open while the transport talks to the server. Transient failures
     are recorded as `retrying` with the time of the next attempt (returned in
@@ -174,6 +179,7 @@ def deliver(
                 now=now(),
                 max_attempts=policy.max_attempts,
                 lease=claim_lease(settings),
+                claimed_by=claimed_by,
             )
         ]
     )
@@ -202,8 +208,29 @@ def deliver(
         else:
             outcome = {"status": EmailStatus.SENT, "sent_at": now(), "last_error": None}
             report.sent.append(email_id)
-        database.run(partial(_record, email_id=email_id, **outcome))
+        _record_through_outage(database, partial(_record, email_id=email_id, **outcome))
     return report
+
+
+# A database that went away while an email was being sent is waited for this long, so that
+# what the server accepted is recorded (not sent again when the claim lapses) and the rest
+# of the batch goes on; past it, the claims lapse and the sweep takes over.
+RECORD_PATIENCE_SECONDS = 30.0
+
+
+def _record_through_outage(database: Database, record: Callable[[Session], None]) -> None:
+    deadline = time.monotonic() + RECORD_PATIENCE_SECONDS
+    pause = 0.5
+    while True:
+        try:
+            database.run(record)
+            return
+        except (OperationalError, InterfaceError):
+            if time.monotonic() + pause > deadline:
+                raise
+            logger.warning("database unavailable; recording an email's outcome again")
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
 
 
 def email_statuses(session: Session, *, message_guid: str) -> list[dict[str, Any]]:
@@ -236,12 +263,15 @@ def drain(
     settings: Settings,
     now: Callable[[], datetime],
     budget_seconds: float,
+    claimed_by: str | None = None,
 ) -> DeliveryReport:
     """Deliver batches of due emails until none is left or the time budget is spent."""
     total = DeliveryReport()
     deadline = time.monotonic() + budget_seconds
     while time.monotonic() < deadline:
-        report = deliver(database, transport, None, settings=settings, now=now)
+        report = deliver(
+            database, transport, None, settings=settings, now=now, claimed_by=claimed_by
+        )
         total.sent += report.sent
         total.failed += report.failed
         total.retry_in.update(report.retry_in)

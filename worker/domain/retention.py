@@ -18,6 +18,7 @@ from sqlalchemy import ColumnElement, delete, or_, select
 from sqlalchemy.orm import Session
 
 from worker.db import Database
+from worker.domain import recovery
 from worker.domain.metrics import fold_settled
 from worker.domain.outbox import PENDING
 from worker.models import AuthenticationToken, Base, OutboxEmail, SendJob, UserSession, table
@@ -31,6 +32,7 @@ class Pruned:
     emails: int = 0
     sessions: int = 0
     tokens: int = 0  # authentication tokens
+    workers: int = 0  # heartbeat rows of workers stopped or buried
 
     def __add__(self, other: Pruned) -> Pruned:
         return Pruned(
@@ -38,6 +40,7 @@ class Pruned:
             self.emails + other.emails,
             self.sessions + other.sessions,
             self.tokens + other.tokens,
+            self.workers + other.workers,
         )
 
 
@@ -55,7 +58,8 @@ def prune_batch(
 ) -> Pruned:
     """Delete up to `limit` each of the jobs and emails created before both `now - keep`
     and the metrics `checkpoint`, of the sessions ended or idle since before `now - keep`,
-    and of the authentication tokens expired since then."""
+    and of the authentication tokens expired since then; and the heartbeats of workers
+    stopped or buried since then."""
     cutoff = min(now - keep, checkpoint)
     return Pruned(
         jobs=_delete_some(session, SendJob, SendJob.created_at < cutoff, limit),
@@ -74,6 +78,7 @@ def prune_batch(
         tokens=_delete_some(
             session, AuthenticationToken, AuthenticationToken.expires_at < now - keep, limit
         ),
+        workers=recovery.forget_old_workers(session, before=now - keep),
     )
 
 

@@ -1,0 +1,217 @@
+"""The lifeline: every worker keeps a heartbeat, and any live worker takes back what a
+dead one held, within seconds and without a beat process (docs/reliability.md).
+
+A thread in each worker's main (Celery consumer) process, every `HEARTBEAT_SECONDS`:
+
+1. writes the worker's heartbeat with the ids of the tasks it holds (received or running);
+2. under the sweep lease (one worker at a time, whichever finds it free), once its own
+   heartbeats have gone through for `WORKER_DEAD_AFTER_SECONDS` (so that after a database
+   outage nobody is taken for dead before everyone could beat again):
+   - gives back to its queue every broker message that no live worker holds and that
+     was delivered more than `WORKER_DEAD_AFTER_SECONDS` ago (Redis keeps unacknowledged
+     messages aside until its visibility timeout, 300 s; these are a dead worker's);
+   - releases the email claims of dead workers and the outbox drain flag a dead worker
+     held, and queues their delivery;
+   - logs each dead worker with what was taken over, counts it for /metrics;
+   - every `SWEEP_INTERVAL_SECONDS`, publishes the outbox and jobs sweeps, and once an
+     hour (a lease of its own) the retention.
+
+Taking over twice is harmless: a restored message is restored once (a Redis transaction
+watching the unacked set), a claim is released only while the dead worker holds it, a
+send is idempotent (rule 4) and an email claimed twice is sent by one worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import datetime, timedelta
+
+from celery import Celery
+from redis.exceptions import RedisError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.orm import Session
+
+from worker import broker
+from worker.db import Database
+from worker.domain import clock, recovery
+from worker.identity import new_worker_id, worker_id
+from worker.mailer import kick_delivery, queue_delivery, release_drain_held_by
+from worker.queues import (
+    JOBS_SWEEP_TASK,
+    MAIL_QUEUE,
+    PRUNE_TASK,
+    SEND_QUEUE,
+    SEND_TASK,
+    SWEEP_TASK,
+)
+from worker.settings import Settings
+
+logger = logging.getLogger(__name__)
+PRUNE_INTERVAL_SECONDS = 3600
+DELIVERY_MARGIN = timedelta(seconds=2)
+
+
+def held_task_ids() -> list[str]:
+    """The tasks this worker's main process has received and not finished."""
+    from celery.worker import state
+
+    for _ in range(5):
+        try:  # the consumer changes these sets meanwhile
+            requests = [*state.reserved_requests, *state.active_requests]
+        except RuntimeError:
+            continue
+        return sorted({r.id for r in requests})
+    return []
+
+
+class Lifeline(threading.Thread):
+    def __init__(self, *, app: Celery, database: Database, settings: Settings) -> None:
+        super().__init__(name="securesend-lifeline", daemon=True)
+        self.app = app
+        self.database = database
+        self.settings = settings
+        self.worker_id = worker_id() or new_worker_id()
+        self.interval = settings.heartbeat_seconds
+        self.dead_after = timedelta(seconds=settings.worker_dead_after_seconds)
+        self._stopping = threading.Event()
+        self._beating_since: float | None = None
+        self._last_sweeps = 0.0
+
+    def run(self) -> None:
+        logger.info("worker %s: heartbeat every %.0fs", self.worker_id, self.interval)
+        while not self._stopping.wait(0 if self._beating_since is None else self.interval):
+            try:
+                self._beat()
+            except Exception as e:  # noqa: BLE001 - a database outage: keep trying
+                self._beating_since = None
+                logger.warning("worker %s: heartbeat failed (%s)", self.worker_id, type(e).__name__)
+                self._stopping.wait(self.interval)
+                continue
+            try:
+                self._sweep_if_leader()
+            except Exception as e:  # noqa: BLE001 - the next round tries again
+                outage = isinstance(e, OperationalError | InterfaceError | RedisError)
+                logger.warning(
+                    "worker %s: sweep failed (%s)",
+                    self.worker_id,
+                    type(e).__name__,
+                    exc_info=not outage,  # a bug, not an outage: its traceback
+                )
+
+    def stop(self) -> None:
+        """A clean stop: the heartbeat row says so, and nobody takes this worker over."""
+        self._stopping.set()
+        self.join(timeout=self.interval + 5)
+        try:
+            self.database.run(
+                lambda session: recovery.stop(session, worker_id=self.worker_id, now=clock.now())
+            )
+        except Exception:  # noqa: BLE001 - then it is taken for dead, which is harmless
+            logger.warning("worker %s: could not record its stop", self.worker_id)
+
+    def _beat(self) -> None:
+        held = held_task_ids()
+        self.database.run(
+            lambda session: recovery.beat(
+                session, worker_id=self.worker_id, held=held, now=clock.now()
+            )
+        )
+        if self._beating_since is None:
+            self._beating_since = time.monotonic()
+
+    def _sweep_if_leader(self) -> None:
+        assert self._beating_since is not None
+        if time.monotonic() - self._beating_since < self.dead_after.total_seconds():
+            return
+        now = clock.now()
+        leader = self.database.run(
+            lambda session: recovery.take_lease(
+                session,
+                name=recovery.SWEEP_LEASE,
+                holder=self.worker_id,
+                now=now,
+                ttl=timedelta(seconds=self.interval * 3),
+            )
+        )
+        if not leader:
+            return
+        self.take_over(now)
+        if time.monotonic() - self._last_sweeps >= self.settings.sweep_interval_seconds:
+            self._last_sweeps = time.monotonic()
+            self.app.send_task(SWEEP_TASK, queue=MAIL_QUEUE)
+            self.app.send_task(JOBS_SWEEP_TASK, queue=SEND_QUEUE)
+        if self.database.run(
+            lambda session: recovery.take_lease(
+                session,
+                name=recovery.PRUNE_LEASE,
+                holder=self.worker_id,
+                now=now,
+                ttl=timedelta(seconds=PRUNE_INTERVAL_SECONDS),
+                renew=False,
+            )
+        ):
+            self.app.send_task(PRUNE_TASK, queue=SEND_QUEUE)
+
+    def take_over(self, now: datetime) -> None:
+        """Take back what dead workers held: their broker messages and email claims."""
+        dead_after = self.dead_after
+        live, dead = self.database.run(
+            lambda session: (
+                recovery.live_holdings(session, now=now, dead_after=dead_after),
+                recovery.dead_workers(session, now=now, dead_after=dead_after),
+            ),
+            write=False,
+        )
+        # Delivered before every live worker's last heartbeat and held by none: received
+        # by no live worker (a margin for a message just passed from kombu to Celery).
+        since = live.since or now
+        cutoff = (since - DELIVERY_MARGIN).timestamp()
+        restored = [
+            d
+            for d in broker.delivered(self.app)
+            if d.task_id not in live.held and d.delivered_at < cutoff and (d.eta or 0) < cutoff
+        ]
+        given_back = set(broker.restore(self.app, [d.tag for d in restored]))
+        restored = [d for d in restored if d.tag in given_back]
+        if not dead and not restored:
+            return
+        dead_ids = [w.worker_id for w in dead]
+        emails = self.database.run(
+            lambda session: recovery.take_back_emails(session, worker_ids=dead_ids)
+        )
+        email_ids = [email_id for ids in emails.values() for email_id in ids]
+        jobs = [r.task_id for r in restored if r.task_name == SEND_TASK]
+        release_drain_held_by(self.settings, dead_ids)
+        queue_delivery(self.app, email_ids)
+        kick_delivery(self.app, self.settings)
+        buried = self.database.run(
+            lambda session: _bury_and_count(
+                session, dead_ids, jobs=len(jobs), emails=len(email_ids), now=now
+            )
+        )
+        # A dead worker's last heartbeat names what it held then; what it received after
+        # is known only as held by nobody alive: one line names the dead and all of it.
+        others = sorted(r.task_id for r in restored if r.task_name != SEND_TASK)
+        died = [w for w in dead if w.worker_id in buried]
+        logger.warning(
+            "%s: took back send jobs %s, other tasks %s and emails %s",
+            (
+                f"workers {[w.worker_id for w in died]} died (last heartbeats "
+                f"{[w.heartbeat_at.isoformat() for w in died]})"
+                if died
+                else "messages no live worker held"
+            ),
+            sorted(jobs),
+            others,
+            email_ids,
+            extra={"dead_workers": buried, "jobs": len(jobs), "emails": len(email_ids)},
+        )
+
+
+def _bury_and_count(
+    session: Session, dead_ids: list[str], *, jobs: int, emails: int, now: datetime
+) -> list[str]:
+    recovery.count_takeovers(session, jobs=jobs, emails=emails)
+    return recovery.bury(session, worker_ids=dead_ids, now=now)
