@@ -22,11 +22,10 @@ from api_shim.ops import register_ops
 from api_shim.routes import all_operations
 from api_shim.services import Services
 from api_shim.wire import ContentNegotiation, FoldSlashes, error_response
-from worker.celery_app import create_app as create_celery_app
-from worker.db import get_database
 from worker.domain import errors
 from worker.domain.errors import ApiError
 from worker.logging_setup import configure_logging
+from worker.runtime import Runtime
 from worker.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -50,13 +49,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     if not logging.getLogger().handlers:  # `--workers N` processes start without ours
         configure_logging(settings)
-    database = get_database(settings)
+    # The process's runtime: built with the app (uvicorn builds one per process) and
+    # closed by the lifespan.
+    runtime = Runtime.build(settings)
     dispatcher = SendDispatcher(
-        celery=create_celery_app(settings, results=False),
-        database=database,
-        redis_url=settings.redis_url,
+        celery=runtime.celery, database=runtime.database, redis_url=settings.redis_url
     )
-    services = Services(settings=settings, database=database, dispatcher=dispatcher)
+    services = Services(runtime=runtime, dispatcher=dispatcher)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -65,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await dispatcher.stop()
+            runtime.close()
 
     app = FastAPI(
         title="securesend",

@@ -28,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from worker.db import Database
 from worker.domain.jobs import JobView, find_job
 from worker.payloads import SendJobV1, SendResult
-from worker.queues import SEND_QUEUE, SEND_TASK
+from worker.queues import SEND_TASK
 
 logger = logging.getLogger(__name__)
 
@@ -193,12 +193,7 @@ class SendDispatcher:
 
     def _publish_now(self, job: SendJobV1) -> None:
         self._celery.send_task(
-            SEND_TASK,
-            args=[job.model_dump(mode="json", by_alias=True)],
-            task_id=job.job_id,
-            queue=SEND_QUEUE,
-            argsrepr=job.redacted_repr(),
-            kwargsrepr="{}",
+            SEND_TASK, args=[job.model_dump(mode="json", by_alias=True)], **job.publish_options()
         )
 
     async def publish(self, job: SendJobV1) -> bool:

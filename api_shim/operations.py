@@ -72,7 +72,9 @@ class Call:
         callers: list[Caller] = []
 
         def as_caller(session: Session) -> T:
-            caller = resolve_session(session, token=token, now=now, idle=idle)
+            caller = resolve_session(
+                session, token=token, now=now, idle=idle, keys=self.services.keys
+            )
             callers.append(caller)
             return fn(session, caller=caller, **kwargs)
 

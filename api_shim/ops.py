@@ -21,7 +21,6 @@ from api_shim.services import Services
 from api_shim.wire import JSON_TYPE, dumps
 from worker.domain import clock, metrics
 from worker.queues import MAIL_QUEUE, SEND_QUEUE
-from worker.redis_client import redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +38,9 @@ def _check_broker(services: Services) -> str:
     if not settings.uses_redis:
         folder = settings.embedded_broker_dir
         return "ok" if folder.is_dir() else f"unavailable: {folder} is missing"
+    assert services.runtime.redis is not None
     try:
-        redis_client(settings.redis_url).ping()
+        services.runtime.redis.ping()
     except redis.RedisError as e:
         return f"unavailable: {type(e).__name__}"
     return "ok"
@@ -103,12 +103,12 @@ class _Collector:
             "Workers whose heartbeat is recent",
             value=snap.workers_alive,
         )
-        if services.settings.uses_redis:
+        client = services.runtime.redis
+        if client is not None:
             depth = GaugeMetricFamily(
                 "securesend_broker_queue_length", "Messages waiting in Redis", labels=["queue"]
             )
             try:
-                client = redis_client(services.settings.redis_url)
                 for queue in (SEND_QUEUE, MAIL_QUEUE):
                     depth.add_metric([queue], client.llen(queue))
             except redis.RedisError:

@@ -1,4 +1,5 @@
-"""What the API process holds for its lifetime: settings, database, dispatcher."""
+"""What the API process holds for its lifetime: its runtime (settings, database, keys,
+Redis) and the send dispatcher."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from starlette.concurrency import run_in_threadpool
 
 from api_shim.dispatch import SendDispatcher
 from worker.db import Database
+from worker.domain.secrets import Keys
+from worker.runtime import Runtime
 from worker.settings import Settings
 
 T = TypeVar("T")
@@ -17,9 +20,20 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Services:
-    settings: Settings
-    database: Database
+    runtime: Runtime
     dispatcher: SendDispatcher
+
+    @property
+    def settings(self) -> Settings:
+        return self.runtime.settings
+
+    @property
+    def database(self) -> Database:
+        return self.runtime.database
+
+    @property
+    def keys(self) -> Keys:
+        return self.runtime.keys
 
     def _in_write(self, fn: Callable[..., T], kwargs: dict[str, Any]) -> T:
         return self.database.run(lambda session: fn(session, **kwargs), write=True)

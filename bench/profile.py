@@ -4,8 +4,8 @@
                                       [--html bench/results/profile.html]
 
 Seeds a database of its own (dropped afterwards), records a queued job for each draft as
-the API does, runs what the send task runs for each job (`run_send_job`), then delivers
-the notifications those sends queued (`outbox.drain`, to `.eml` files), each under
+the API does, runs what the send task runs for each job (`worker.sending.run_send_job`),
+then delivers the notifications those sends queued (`delivery.drain`, to `.eml` files), each under
 pyinstrument; prints both profiles, time and CPU per send, CPU per email and SQL
 statements per send. `--no-profiler` measures the same without pyinstrument's overhead.
 The API is profiled in place with py-spy while the benchmark runs (docs/performance.md).
@@ -23,7 +23,17 @@ from pathlib import Path
 from pyinstrument import Profiler
 from sqlalchemy import event
 
-from tests.conftest import _create_postgres_database, _drop_postgres_database, _flush_redis
+from bench.seed import seed_rows
+from tests.support import create_postgres_database, drop_postgres_database, flush_redis
+from worker.domain import clock, delivery, jobs
+from worker.domain.auth import Caller
+from worker.migrate import upgrade_to_head
+from worker.models import new_guid
+from worker.payloads import SendJobV1
+from worker.runtime import Runtime
+from worker.sending import run_send_job
+from worker.settings import Settings
+from worker.transports import EmlDirectoryTransport
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")
@@ -37,41 +47,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--html", default=str(ROOT / "bench" / "results" / "profile.html"))
     args = parser.parse_args(argv)
 
-    database_url = _create_postgres_database()
-    # The worker's modules read their settings (and the Celery app its broker, here Redis:
-    # nothing is published, but the embedded broker would make folders) on import.
-    os.environ.update(DATABASE_URL=database_url, REDIS_URL=REDIS_URL, SMTP_URL="")
-    from bench.seed import seed_rows
-    from worker.db import get_database
-    from worker.domain import clock, jobs, outbox
-    from worker.domain.auth import Caller
-    from worker.domain.mail import EmlDirectoryTransport
-    from worker.migrate import upgrade_to_head
-    from worker.models import new_guid
-    from worker.payloads import SendJobV1
-    from worker.settings import get_settings
-    from worker.tasks import run_send_job
-
+    database_url = create_postgres_database()
+    settings = Settings(database_url=database_url, redis_url=REDIS_URL, smtp_url="")
+    runtime = Runtime.build(settings)
+    database = runtime.database
     try:
-        settings = get_settings()
         upgrade_to_head(settings)
-        database = get_database(settings)
         rows = seed_rows(database, drafts=args.sends + 20, big_recipients=1)
         payloads = []
         with database.write_session() as session:
             for sender_id, guid in rows.drafts:
                 job = SendJobV1.for_send(
-                    job_id=new_guid(), sender_guid=rows.sender_guids[sender_id], message_guid=guid
+                    job_id=new_guid(),
+                    sender_guid=rows.sender_guids[sender_id],
+                    message_guid=guid,
+                    keys=runtime.keys,
                 )
                 payload = job.model_dump(mode="json", by_alias=True)
                 caller = Caller(
                     user_id=sender_id, user_guid=rows.sender_guids[sender_id], session_id=0
                 )
-                jobs.open_send_job(session, caller=caller, payload=payload, now=clock.now())
+                jobs.open_send_job(
+                    session,
+                    caller=caller,
+                    job_id=job.job_id,
+                    message_guid=guid,
+                    payload=payload,
+                    now=clock.now(),
+                )
                 payloads.append(payload)
 
         for payload in payloads[:20]:  # warm up: connections, templates, caches
-            run_send_job(payload, settings=settings, redelivered=False)
+            run_send_job(runtime, payload, redelivered=False)
 
         statements = 0
 
@@ -87,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             profiler.start()
         for payload in payloads[20:]:
             started = time.perf_counter()
-            run = run_send_job(payload, settings=settings, redelivered=False)
+            run = run_send_job(runtime, payload, redelivered=False)
             timings.append(time.perf_counter() - started)
             assert run.result["httpStatus"] == 200, run.result
         if not args.no_profiler:
@@ -96,26 +103,31 @@ def main(argv: list[str] | None = None) -> int:
         event.remove(database.engine, "before_cursor_execute", count)
 
         # The other half of a send's work: delivering its notification (.eml files here).
-        delivery = Profiler(interval=0.0005)
+        delivery_profiler = Profiler(interval=0.0005)
         transport = EmlDirectoryTransport(Path(tempfile.mkdtemp(prefix="securesend-profile-")))
         delivery_started = time.process_time()
         if not args.no_profiler:
-            delivery.start()
-        report = outbox.drain(
-            database, transport, settings=settings, now=clock.now, budget_seconds=120
+            delivery_profiler.start()
+        report = delivery.drain(
+            database,
+            transport,
+            keys=runtime.keys,
+            settings=settings,
+            now=clock.now,
+            budget_seconds=120,
         )
         if not args.no_profiler:
-            delivery.stop()
+            delivery_profiler.stop()
         delivery_cpu = time.process_time() - delivery_started
-        database.dispose()
     finally:
-        _drop_postgres_database(database_url)
-        _flush_redis(REDIS_URL)
+        runtime.close()
+        drop_postgres_database(database_url)
+        flush_redis(REDIS_URL)
 
     overhead = "without profiler" if args.no_profiler else "profiler included"
     if not args.no_profiler:
         print(profiler.output_text(unicode=True, color=False, show_all=args.all_frames))
-        print(delivery.output_text(unicode=True, color=False, show_all=args.all_frames))
+        print(delivery_profiler.output_text(unicode=True, color=False, show_all=args.all_frames))
         html = Path(args.html)
         html.parent.mkdir(parents=True, exist_ok=True)
         html.write_text(profiler.output_html())

@@ -29,7 +29,6 @@ import json
 import os
 import resource
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
@@ -39,24 +38,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from api_shim.dispatch import RedisResultListener
 from bench.http import Connection, HttpError
 from bench.search import MAILBOX, measure_search, print_search
 from bench.seed import SENDERS, Seed, seed
 from bench.standalone import banned_scan_ratio, smtp_reuse_ratio
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from api_shim.dispatch import RedisResultListener  # noqa: E402
-from tests.conftest import (  # noqa: E402
-    _create_postgres_database,
-    _drop_postgres_database,
-    _flush_redis,
+from tests.support import (
+    Stack,
+    StackConfig,
+    create_postgres_database,
+    drop_postgres_database,
+    flush_redis,
     free_port,
 )
-from tests.support import Stack, StackConfig  # noqa: E402
-from worker.celery_app import create_app  # noqa: E402
-from worker.queues import PING_TASK, SEND_QUEUE  # noqa: E402
+from worker.celery_factory import create_app
+from worker.queues import PING_TASK, SEND_QUEUE
+
+ROOT = Path(__file__).resolve().parent.parent
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")
 LEVELS = (1, 16, 64)
@@ -315,8 +313,8 @@ def _open_jobs(stack: Stack, work: list[tuple[str, str]]) -> list[tuple[str, str
 def bench_stack(*, workers: int, var_dir: Path) -> Iterator[Stack]:
     """The API and `workers` workers on a PostgreSQL database of their own (dropped
     afterwards) and Redis database 11 (flushed before and after)."""
-    database_url = _create_postgres_database()
-    _flush_redis(REDIS_URL)
+    database_url = create_postgres_database()
+    flush_redis(REDIS_URL)
     config = StackConfig(
         name="bench",
         database_url=database_url,
@@ -331,8 +329,8 @@ def bench_stack(*, workers: int, var_dir: Path) -> Iterator[Stack]:
         finally:
             stack.stop()
     finally:
-        _drop_postgres_database(database_url)
-        _flush_redis(REDIS_URL)
+        drop_postgres_database(database_url)
+        flush_redis(REDIS_URL)
 
 
 def run(quick: bool) -> dict[str, Any]:

@@ -9,10 +9,11 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from tests.conftest import free_port
 from tests.smtp_sink import SmtpSink
+from tests.support import free_port
 from worker.domain.banned import build_matcher
-from worker.domain.mail import OutgoingEmail, SmtpTarget, SmtpTransport, build_mime
+from worker.domain.delivery import OutgoingEmail, build_mime
+from worker.transports import SmtpTarget, SmtpTransport
 
 
 def _best_of(repeat: int, fn: Callable[[], object]) -> float:

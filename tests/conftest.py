@@ -11,11 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
-import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,56 +21,16 @@ import pytest
 os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production")
 
 from tests.smtp_sink import SmtpSink  # noqa: E402
-from tests.support import Stack, StackConfig  # noqa: E402
-
-POSTGRES_ADMIN_URL = os.environ.get(
-    "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+from tests.support import (  # noqa: E402
+    MAIL_RETRY_ENV,
+    REDIS_TEST_URL,
+    Stack,
+    StackConfig,
+    create_postgres_database,
+    drop_postgres_database,
+    flush_redis,
+    free_port,
 )
-REDIS_TEST_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
-
-
-def _unavailable(what: str, error: Exception) -> None:
-    reason = f"{what} is not reachable ({type(error).__name__}: {error})"
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason}; CI needs it", pytrace=False)
-    pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _create_postgres_database() -> str:
-    import psycopg
-
-    name = f"securesend_test_{uuid.uuid4().hex[:12]}"
-    admin = POSTGRES_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
-    try:
-        with psycopg.connect(admin, autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.Error as e:
-        _unavailable("PostgreSQL at " + POSTGRES_ADMIN_URL, e)
-    return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-
-
-def _drop_postgres_database(url: str) -> None:
-    import psycopg
-
-    name = url.rsplit("/", 1)[1]
-    admin = POSTGRES_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def _flush_redis(url: str) -> None:
-    import redis
-
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=3).flushdb()
-    except redis.RedisError as e:
-        _unavailable("Redis at " + url, e)
 
 
 def _start_stack(config: StackConfig, var_dir: Path) -> Iterator[Stack]:
@@ -83,14 +39,6 @@ def _start_stack(config: StackConfig, var_dir: Path) -> Iterator[Stack]:
         yield stack
     finally:
         stack.stop()
-
-
-# Fast retries, so that tests of failing mail servers finish in seconds.
-MAIL_RETRY_ENV = {
-    "MAIL_RETRY_BASE_SECONDS": "0.4",
-    "MAIL_RETRY_MAX_SECONDS": "2",
-    "MAIL_MAX_ATTEMPTS": "6",
-}
 
 
 @pytest.fixture(scope="session")
@@ -113,8 +61,8 @@ def postgres_stack(
     tmp_path_factory: pytest.TempPathFactory, smtp_sink: SmtpSink
 ) -> Iterator[Stack]:
     """Production parts: PostgreSQL, Redis, and SMTP delivery to `smtp_sink`."""
-    _flush_redis(REDIS_TEST_URL)
-    database_url = _create_postgres_database()
+    flush_redis(REDIS_TEST_URL)
+    database_url = create_postgres_database()
     try:
         config = StackConfig(
             name="postgres",
@@ -125,8 +73,8 @@ def postgres_stack(
         )
         yield from _start_stack(config, tmp_path_factory.mktemp("postgres-var"))
     finally:
-        _drop_postgres_database(database_url)
-        _flush_redis(REDIS_TEST_URL)
+        drop_postgres_database(database_url)
+        flush_redis(REDIS_TEST_URL)
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
@@ -139,19 +87,6 @@ def stack(request: pytest.FixtureRequest) -> Stack:
 def unique() -> str:
     """A short random tag for names and addresses no other test uses."""
     return secrets.token_hex(4)
-
-
-def run_cli(
-    *args: str, env: dict[str, str], timeout: float = 60
-) -> subprocess.CompletedProcess[Any]:
-    return subprocess.run(
-        [sys.executable, "-m", "worker.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 @pytest.fixture

@@ -5,19 +5,101 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
+import pytest
 
 from worker.db import Database
 from worker.domain.fixtures import load_fixture_dict
+from worker.domain.secrets import Keys
 from worker.migrate import upgrade_to_head
 from worker.settings import Settings
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_TEST_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+
+
+def unavailable(what: str, error: Exception) -> NoReturn:
+    """A service a test (or the benchmark) needs is missing: the test is skipped, with the
+    reason, on a developer's machine, and fails when `CI` is set; outside pytest (the
+    benchmark) it raises RuntimeError."""
+    reason = f"{what} is not reachable ({type(error).__name__}: {error})"
+    if "PYTEST_CURRENT_TEST" not in os.environ:
+        raise RuntimeError(reason) from error
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}; CI needs it", pytrace=False)
+    pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def create_postgres_database() -> str:
+    """A new, empty database on this machine's PostgreSQL; its URL."""
+    import psycopg
+
+    name = f"securesend_test_{uuid.uuid4().hex[:12]}"
+    admin = POSTGRES_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
+    try:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.Error as e:
+        unavailable("PostgreSQL at " + POSTGRES_ADMIN_URL, e)
+    return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_postgres_database(url: str) -> None:
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+    admin = POSTGRES_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def flush_redis(url: str) -> None:
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=3).flushdb()
+    except redis.RedisError as e:
+        unavailable("Redis at " + url, e)
+
+
+# Fast retries, so that tests of failing mail servers finish in seconds.
+MAIL_RETRY_ENV = {
+    "MAIL_RETRY_BASE_SECONDS": "0.4",
+    "MAIL_RETRY_MAX_SECONDS": "2",
+    "MAIL_MAX_ATTEMPTS": "6",
+}
+
+
+def run_cli(
+    *args: str, env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[Any]:
+    """`securesend <args>` in a process of its own; its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
 
 READY_TIMEOUT_SECONDS = 60
 
@@ -57,6 +139,11 @@ class Stack:
     settings: Settings
     database: Database
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def keys(self) -> Keys:
+        """The keys the stack's processes seal and digest with (the same SECRET_KEY)."""
+        return Keys(self.settings.secret_key)
 
     # --- lifecycle -------------------------------------------------------------------------
 

@@ -8,8 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import free_port, run_cli
-from tests.support import wait_for_http
+from tests.support import free_port, run_cli, wait_for_http
 
 
 def test_help_lists_every_command() -> None:

@@ -4,7 +4,7 @@ enqueue of `securesend.send_message` by another service."""
 from __future__ import annotations
 
 from tests.support import Stack
-from worker.celery_app import create_app
+from worker.celery_factory import create_app
 from worker.client import build_send_job, send_job_options
 from worker.queues import SEND_TASK
 
@@ -58,7 +58,10 @@ def test_direct_enqueue_by_task_name(stack: Stack, unique: str) -> None:
     token = stack.login(sender, password)
     guid = stack.draft(token, to=[reader], subject="direct", body="b")
     payload = build_send_job(
-        sender_guid=_user_guid(stack, token), message_guid=guid, notification_formats=["Text"]
+        sender_guid=_user_guid(stack, token),
+        message_guid=guid,
+        notification_formats=["Text"],
+        secret_key=stack.settings.secret_key,
     )
     celery = create_app(stack.settings)
 

@@ -16,8 +16,7 @@ import pytest
 import yaml
 from sqlalchemy import select
 
-from tests.conftest import MAIL_RETRY_ENV, free_port
-from tests.support import Stack, StackConfig, wait_for_http
+from tests.support import MAIL_RETRY_ENV, Stack, StackConfig, free_port, wait_for_http
 from tests.worker.test_send_rules import World
 from worker.cli import build_parser
 from worker.models import User

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import redis
 from sqlalchemy import func, inspect, select, text, update
 
-from tests.conftest import REDIS_TEST_URL
 from tests.smtp_sink import SmtpSink
-from tests.support import Stack
+from tests.support import REDIS_TEST_URL, Stack
 from tests.worker.test_send_rules import World, assert_error
 from worker.domain import clock
 from worker.models import User, UserSession
@@ -28,7 +28,7 @@ def test_request_body_cap_is_413(sqlite_stack: Stack, unique: str) -> None:
     guid = world.draft(to=[world.user("r")])
     big = b'{"body": "' + b"x" * (3 * 1024 * 1024) + b'"}'
 
-    def chunks():  # type: ignore[no-untyped-def]
+    def chunks() -> Iterator[bytes]:
         for start in range(0, len(big), 65536):
             yield big[start : start + 65536]
 
@@ -210,10 +210,9 @@ def test_secrets_never_appear_in_plain_text(
     [invitation] = [
         r for r in smtp_sink.wait_for(invitee, count=2) if "register?token=" in r.raw.decode()
     ]
-    token_match = re.search(
-        r"register\?token=([A-Za-z0-9_\-%]+)",
-        invitation.message.get_body(preferencelist=("plain",)).get_content(),
-    )
+    plain = invitation.message.get_body(preferencelist=("plain",))
+    assert plain is not None
+    token_match = re.search(r"register\?token=([A-Za-z0-9_\-%]+)", plain.get_content())
     assert token_match is not None
     secrets = {
         **SECRETS,

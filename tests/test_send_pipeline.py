@@ -10,7 +10,6 @@ import redis
 from sqlalchemy import func, select
 
 from tests.support import Stack
-from worker.domain.secrets import unseal
 from worker.models import (
     DailyUsage,
     Delivery,
@@ -34,7 +33,7 @@ def _outbox(stack: Stack, guid: str) -> list[tuple[OutboxEmail, dict[str, Any]]]
             .where(Message.guid == guid)
             .order_by(OutboxEmail.id)
         ).all()
-        return [(row, json.loads(unseal(row.sealed_content))) for row in rows]
+        return [(row, json.loads(stack.keys.unseal(row.sealed_content))) for row in rows]
 
 
 def test_send_delivers_binds_recipients_and_renders_notification(stack: Stack, unique: str) -> None:

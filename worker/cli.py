@@ -9,12 +9,30 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from worker.processes import child_dies_with_parent
 from worker.settings import get_settings
 
+if TYPE_CHECKING:
+    from worker.runtime import Runtime
+
 logger = logging.getLogger("securesend")
+
+
+@contextmanager
+def _runtime() -> Iterator[Runtime]:
+    """The command's runtime, closed when it is done."""
+    from worker.runtime import Runtime
+
+    runtime = Runtime.build(get_settings())
+    try:
+        yield runtime
+    finally:
+        runtime.close()
 
 
 def _configure_logging() -> None:
@@ -26,7 +44,7 @@ def _configure_logging() -> None:
 def cmd_migrate(_: argparse.Namespace) -> int:
     from worker.migrate import upgrade_to_head
 
-    upgrade_to_head()
+    upgrade_to_head(get_settings())
     print("database schema is up to date")
     return 0
 
@@ -35,19 +53,18 @@ def _migrate_if_sqlite() -> None:
     if get_settings().is_sqlite:
         from worker.migrate import upgrade_to_head
 
-        upgrade_to_head()
+        upgrade_to_head(get_settings())
 
 
 def cmd_load(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from worker.db import get_database
     from worker.domain.fixtures import load_fixtures, read_fixture_file
 
     _migrate_if_sqlite()
     try:
         fixtures = read_fixture_file(Path(args.file))
-        with get_database().write_session() as session:
+        with _runtime() as runtime, runtime.database.write_session() as session:
             counts = load_fixtures(session, fixtures)
     except (OSError, ValueError, ValidationError) as e:
         print(f"securesend load: {args.file}: {e}", file=sys.stderr)
@@ -162,11 +179,15 @@ def supervise(argv: list[str]) -> int:
 
 def cmd_emails(args: argparse.Namespace) -> int:
     """Print the delivery status of every email of one message."""
-    from worker.db import get_database
-    from worker.domain.outbox import email_statuses
+    from worker.domain.delivery import email_statuses
+    from worker.models import guid_n_form
 
-    guid = args.message_guid.replace("-", "").lower()
-    with get_database().read_session() as session:
+    try:
+        guid = guid_n_form(args.message_guid)
+    except ValueError:
+        print(f"securesend emails: {args.message_guid!r} is not a GUID", file=sys.stderr)
+        return 2
+    with _runtime() as runtime, runtime.database.read_session() as session:
         emails = email_statuses(session, message_guid=guid)
     if not emails:
         print(f"no emails for message {guid}")
@@ -212,7 +233,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from worker.migrate import upgrade_to_head
 
     settings = get_settings()
-    upgrade_to_head()
+    upgrade_to_head(settings)
     exe = [sys.executable, "-m", "worker.cli"]
     commands = [
         ("api", [*exe, "api", "--host", args.host, "--port", str(args.port)]),

@@ -1,12 +1,14 @@
 """Enqueue a send from another Python service, without HTTP (SPEC 4.1).
 
-    from worker.client import build_send_job, SEND_TASK
-    payload = build_send_job(sender_guid=..., message_guid=..., password="...")
-    result = celery_app.send_task(SEND_TASK, args=[payload], task_id=payload["jobId"])
+    from worker.client import SEND_TASK, build_send_job, send_job_options
+    payload = build_send_job(sender_guid=..., message_guid=..., password="...",
+                             secret_key=os.environ["SECRET_KEY"])
+    result = celery_app.send_task(SEND_TASK, args=[payload], **send_job_options(payload))
     result.get(timeout=30)  # {"httpStatus": 200, "response": {...SendMessage body...}}
 
 The calling service needs the same `SECRET_KEY` as the workers: the secret fields are
-sealed with a key derived from it and never travel in plain text.
+sealed with a key derived from it and never travel in plain text. Importing this module
+creates no file and builds no Celery app.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from worker.models import new_guid
+from worker.domain.secrets import Keys
+from worker.models import guid_n_form, new_guid
 from worker.payloads import NotificationFormat, SendJobV1
 from worker.queues import SEND_QUEUE, SEND_TASK
 
@@ -31,28 +34,29 @@ def build_send_job(
     send_email_notification: bool = True,
     notification_formats: Iterable[NotificationFormat] = (),
     job_id: str | None = None,
+    secret_key: str | None = None,
 ) -> dict[str, Any]:
-    """A validated `SendJobV1` payload as JSON, secrets sealed. Raises pydantic's
-    ValidationError for malformed GUIDs or formats."""
+    """A validated `SendJobV1` payload as JSON, secrets sealed with `secret_key` (by
+    default the `SECRET_KEY` of this process's environment). Raises ValueError (pydantic's
+    ValidationError for formats) for malformed GUIDs or formats."""
+    if secret_key is None:
+        from worker.settings import Settings
+
+        secret_key = Settings().secret_key
     job = SendJobV1.for_send(
         job_id=job_id or new_guid(),
-        sender_guid=sender_guid.replace("-", "").lower(),
-        message_guid=message_guid.replace("-", "").lower(),
+        sender_guid=guid_n_form(sender_guid),
+        message_guid=guid_n_form(message_guid),
         password=password,
         cra_code=cra_code,
         invite_new_users=invite_new_users,
         send_email_notification=send_email_notification,
         notification_formats=notification_formats,
+        keys=Keys(secret_key),
     )
     return job.model_dump(mode="json", by_alias=True)
 
 
 def send_job_options(payload: dict[str, Any]) -> dict[str, Any]:
     """The `send_task` options that keep the payload out of Flower and route it right."""
-    job = SendJobV1.model_validate(payload)
-    return {
-        "task_id": job.job_id,
-        "queue": SEND_QUEUE,
-        "argsrepr": job.redacted_repr(),
-        "kwargsrepr": "{}",
-    }
+    return SendJobV1.model_validate(payload).publish_options()

@@ -12,14 +12,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from functools import lru_cache
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker.settings import Settings, get_settings
+from worker.domain.errors import ApiError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Connections older than this are replaced on checkout (idle timeouts of proxies and
@@ -92,9 +91,20 @@ class Database:
 
     @contextmanager
     def write_session(self) -> Iterator[Session]:
-        """One short read-write transaction: committed on success, rolled back on error."""
-        with self._write.begin() as session:
-            yield session
+        """One short read-write transaction: committed on success, rolled back on error,
+        except an `ApiError` that keeps its changes (a failed login counted): committed,
+        then raised."""
+        with self._write() as session:
+            session.begin()
+            try:
+                yield session
+            except ApiError as error:
+                session.commit() if error.keep_changes else session.rollback()
+                raise
+            except BaseException:
+                session.rollback()
+                raise
+            session.commit()
 
     @contextmanager
     def read_session(self) -> Iterator[Session]:
@@ -130,16 +140,3 @@ class Database:
         self.engine.dispose()
         if self.read_engine is not self.engine:
             self.read_engine.dispose()
-
-
-@lru_cache(maxsize=4)
-def _database_for(url: str, pool_size: int) -> Database:
-    return Database(url, pool_size=pool_size)
-
-
-def get_database(settings: Settings | None = None) -> Database:
-    """The process-wide `Database` for the configured URL."""
-    settings = settings or get_settings()
-    if settings.is_sqlite:
-        settings.var_dir.mkdir(parents=True, exist_ok=True)
-    return _database_for(settings.effective_database_url, settings.database_pool_size)

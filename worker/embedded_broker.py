@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from pathlib import Path
 from time import monotonic
 from typing import Any
 
@@ -19,7 +20,27 @@ from kombu.utils.json import dumps
 ALIAS = "securesend-fs"
 
 
+def transport_options(folder: Path, *, poll_seconds: float) -> dict[str, Any]:
+    """Every folder the transport uses, under `folder` (kombu's `control_folder` defaults
+    to `control/` in the working directory)."""
+    return {
+        "data_folder_in": str(folder),
+        "data_folder_out": str(folder),
+        "processed_folder": str(folder / "processed"),
+        "control_folder": str(folder / "control"),
+        "store_processed": False,
+        "polling_interval": poll_seconds,
+    }
+
+
 class Channel(filesystem.Channel):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        # Created when a connection opens its channel, not when anything is imported.
+        for folder in (self.data_folder_in, self.data_folder_out, self.processed_folder):
+            Path(folder).mkdir(parents=True, exist_ok=True)
+        self.control_folder.mkdir(parents=True, exist_ok=True)
+
     def _put(self, queue: Any, message: Any, **kwargs: Any) -> None:  # type: ignore[override]
         name = f"{int(round(monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
         final = os.path.join(self.data_folder_out, name)

@@ -11,7 +11,7 @@ A thread in each worker's main (Celery consumer) process, every `HEARTBEAT_SECON
      was delivered more than `WORKER_DEAD_AFTER_SECONDS` ago (Redis keeps unacknowledged
      messages aside until its visibility timeout, 300 s; these are a dead worker's);
    - releases the email claims of dead workers and the outbox drain flag a dead worker
-     held, and queues their delivery;
+     held, and asks for a drain;
    - logs each dead worker with what was taken over, counts it for /metrics;
    - every `SWEEP_INTERVAL_SECONDS`, publishes the outbox and jobs sweeps, and once an
      hour (a lease of its own) the retention.
@@ -28,16 +28,13 @@ import threading
 import time
 from datetime import datetime, timedelta
 
-from celery import Celery
 from redis.exceptions import RedisError
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from worker import broker
-from worker.db import Database
+from worker import broker, drains
 from worker.domain import clock, recovery
 from worker.identity import new_worker_id, worker_id
-from worker.mailer import kick_delivery, queue_delivery, release_drain_held_by
 from worker.queues import (
     JOBS_SWEEP_TASK,
     MAIL_QUEUE,
@@ -46,7 +43,7 @@ from worker.queues import (
     SEND_TASK,
     SWEEP_TASK,
 )
-from worker.settings import Settings
+from worker.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 PRUNE_INTERVAL_SECONDS = 3600
@@ -67,14 +64,15 @@ def held_task_ids() -> list[str]:
 
 
 class Lifeline(threading.Thread):
-    def __init__(self, *, app: Celery, database: Database, settings: Settings) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         super().__init__(name="securesend-lifeline", daemon=True)
-        self.app = app
-        self.database = database
-        self.settings = settings
+        self.runtime = runtime
+        self.app = runtime.celery
+        self.database = runtime.database
+        self.settings = runtime.settings
         self.worker_id = worker_id() or new_worker_id()
-        self.interval = settings.heartbeat_seconds
-        self.dead_after = timedelta(seconds=settings.worker_dead_after_seconds)
+        self.interval = self.settings.heartbeat_seconds
+        self.dead_after = timedelta(seconds=self.settings.worker_dead_after_seconds)
         self._stopping = threading.Event()
         self._beating_since: float | None = None
         self._last_sweeps = 0.0
@@ -183,9 +181,8 @@ class Lifeline(threading.Thread):
         )
         email_ids = [email_id for ids in emails.values() for email_id in ids]
         jobs = [r.task_id for r in restored if r.task_name == SEND_TASK]
-        release_drain_held_by(self.settings, dead_ids)
-        queue_delivery(self.app, email_ids)
-        kick_delivery(self.app, self.settings)
+        drains.release_if_held_by(self.runtime, dead_ids)
+        drains.request_drain(self.runtime)
         buried = self.database.run(
             lambda session: _bury_and_count(
                 session, dead_ids, jobs=len(jobs), emails=len(email_ids), now=now

@@ -12,8 +12,8 @@ from alembic import command, op
 from alembic.config import Config
 from sqlalchemy import Connection, text
 
-from worker.db import get_database
-from worker.settings import Settings, get_settings
+from worker.db import Database
+from worker.settings import Settings
 
 logger = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -53,18 +53,23 @@ def _one_migration_at_a_time(connection: Connection) -> Iterator[None]:
         connection.commit()
 
 
-def upgrade_to_head(settings: Settings | None = None) -> None:
+def upgrade_to_head(settings: Settings) -> None:
     """Apply every pending migration. Idempotent; safe to run from several processes at
     once: on PostgreSQL they take turns on an advisory lock (without it, two runs on a new
     database both created the same tables and one failed), on SQLite on the write lock."""
-    database = get_database(settings or get_settings())
+    if settings.is_sqlite:
+        settings.var_dir.mkdir(parents=True, exist_ok=True)
+    database = Database(settings.effective_database_url, pool_size=1)
     config = alembic_config()
-    # Alembic owns the transaction (migrations/env.py): a migration may step outside it
-    # (0006 builds indexes CONCURRENTLY on PostgreSQL).
-    with database.engine.connect() as connection:
-        with nullcontext() if database.is_sqlite else _one_migration_at_a_time(connection):
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+    try:
+        # Alembic owns the transaction (migrations/env.py): a migration may step outside
+        # it (0006 builds indexes CONCURRENTLY on PostgreSQL).
+        with database.engine.connect() as connection:
+            with nullcontext() if database.is_sqlite else _one_migration_at_a_time(connection):
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+    finally:
+        database.dispose()
     logger.info("database schema is at head")
 
 

@@ -28,6 +28,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from worker.domain import clock
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -37,12 +39,14 @@ NAMING_CONVENTION = {
 }
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def new_guid() -> str:
     return uuid.uuid4().hex
+
+
+def guid_n_form(value: str) -> str:
+    """A GUID in N (32 hex), D (dashed) or braced form, any case, as lower-case N form.
+    Raises ValueError for anything else."""
+    return uuid.UUID(value.strip()).hex
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -185,7 +189,7 @@ class User(Base):
     locale: Mapped[str] = mapped_column(String(20), default="en")
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=clock.now)
 
     group: Mapped[Group] = relationship(lazy="joined", innerjoin=True)
 
@@ -198,8 +202,8 @@ class UserSession(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
-    last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=clock.now)
+    last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=clock.now)
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
@@ -212,7 +216,7 @@ class AuthenticationToken(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=clock.now)
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
@@ -251,7 +255,7 @@ class Message(Base):
     confidential: Mapped[bool] = mapped_column(Boolean, default=False)
     password_hash: Mapped[str | None] = mapped_column(String(200))  # UniquePassword, argon2
     expiry_date: Mapped[datetime | None] = mapped_column(UtcDateTime())
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=clock.now)
     saved_at: Mapped[datetime | None] = mapped_column(UtcDateTime())  # last SaveMessage
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     recall_date: Mapped[datetime | None] = mapped_column(UtcDateTime())
@@ -306,7 +310,7 @@ class Delivery(Base):
     message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     kind: Mapped[RecipientKind] = mapped_column(_enum(RecipientKind))
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=clock.now)
     # When the recipient first read the message (GetMessage with its body).
     retrieved_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     # The message's own, copied so that the Inbox needs no message rows: its expiry
@@ -326,7 +330,7 @@ class Invitation(Base):
     message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     cra_code_hash: Mapped[str | None] = mapped_column(String(200))
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=clock.now)
     used_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
@@ -351,8 +355,8 @@ class OutboxEmail(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     # Indexed: /metrics reads only the emails created since its checkpoint.
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, index=True)
-    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=clock.now, index=True)
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=clock.now)
     # A mail worker that claims the email holds it until then; past it, the claim has
     # lapsed (the worker died) and the email may be claimed again.
     claimed_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
@@ -401,7 +405,7 @@ class SendJob(Base):
     http_status: Mapped[int | None] = mapped_column(Integer)
     response: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # Indexed: /metrics reads only the jobs created since its checkpoint.
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=clock.now, index=True)
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime())  # a worker took it
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     # "OK", or the error code answered ("929", "ValidationException", …): for metrics.

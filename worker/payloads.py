@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 from worker.domain.errors import VALIDATION, ApiError, FieldError
-from worker.domain.secrets import seal, unseal
+from worker.domain.secrets import Keys
+from worker.queues import SEND_QUEUE
 
 GUID_PATTERN = r"^[0-9a-f]{32}$"
 NotificationFormat = Literal["Text", "Html"]
@@ -33,14 +34,14 @@ class SendSecrets(_Wire):
     password: str = ""
     cra_code: str = ""
 
-    def sealed(self) -> str:
-        return seal(self.model_dump_json(by_alias=True))
+    def sealed(self, keys: Keys) -> str:
+        return keys.seal(self.model_dump_json(by_alias=True))
 
     @classmethod
-    def unsealed(cls, sealed: str | None) -> SendSecrets:
+    def unsealed(cls, sealed: str | None, keys: Keys) -> SendSecrets:
         if not sealed:
             return cls()
-        return cls.model_validate(json.loads(unseal(sealed)))
+        return cls.model_validate(json.loads(keys.unseal(sealed)))
 
 
 class SendJobV1(_Wire):
@@ -72,6 +73,7 @@ class SendJobV1(_Wire):
         invite_new_users: bool = False,
         send_email_notification: bool = True,
         notification_formats: Iterable[str] = (),
+        keys: Keys,
     ) -> SendJobV1:
         """A job with its secrets sealed (only when there are any) and its formats
         de-duplicated. Raises pydantic's ValidationError for malformed GUIDs or formats."""
@@ -84,7 +86,7 @@ class SendJobV1(_Wire):
                 "invite_new_users": invite_new_users,
                 "send_email_notification": send_email_notification,
                 "notification_formats": tuple(dict.fromkeys(notification_formats)),
-                "sealed_secrets": secrets.sealed() if password or cra_code else None,
+                "sealed_secrets": secrets.sealed(keys) if password or cra_code else None,
             }
         )
 
@@ -92,12 +94,15 @@ class SendJobV1(_Wire):
         """What Flower and the logs may show of this job."""
         return f"SendJobV1(job={self.job_id}, message={self.message_guid})"
 
-
-class DeliverEmailsV1(_Wire):
-    """Deliver these outbox emails (those still due; the rest are skipped)."""
-
-    version: Literal[1] = 1
-    email_ids: tuple[int, ...] = Field(min_length=1, max_length=500)
+    def publish_options(self) -> dict[str, Any]:
+        """The `send_task` options of this job: its id, its queue, and what Flower shows of
+        its arguments (the payload never)."""
+        return {
+            "task_id": self.job_id,
+            "queue": SEND_QUEUE,
+            "argsrepr": self.redacted_repr(),
+            "kwargsrepr": "{}",
+        }
 
 
 class SendResult(_Wire):

@@ -7,7 +7,6 @@ SEND_QUEUE = "securesend.send"
 MAIL_QUEUE = "securesend.mail"
 
 SEND_TASK = "securesend.send_message"
-DELIVER_TASK = "securesend.mail.deliver"
 DRAIN_TASK = "securesend.mail.drain"
 SWEEP_TASK = "securesend.mail.sweep"
 JOBS_SWEEP_TASK = "securesend.jobs.sweep"

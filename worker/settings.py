@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -134,15 +133,6 @@ class Settings(BaseSettings):
     @property
     def outbox_dir(self) -> Path:
         return (self.var_dir / "outbox").resolve()
-
-    def derived_key(self, purpose: str) -> bytes:
-        """A 32-byte key for one purpose, derived from SECRET_KEY (never the key itself)."""
-        return hashlib.blake2b(
-            self.secret_key.encode(),
-            digest_size=32,
-            person=b"securesend",
-            salt=purpose.encode()[:16],
-        ).digest()
 
 
 @lru_cache(maxsize=1)

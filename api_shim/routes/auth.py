@@ -20,7 +20,6 @@ from api_shim.responses import (
 )
 from worker.domain import auth, clock, errors
 from worker.domain.auth import LoginResult
-from worker.domain.errors import ApiError
 
 
 def _session_opened(result: LoginResult, *, cookieless: bool) -> Reply:
@@ -31,7 +30,9 @@ def _session_opened(result: LoginResult, *, cookieless: bool) -> Reply:
 
 
 async def _authenticate(call: Call, token: str, *, cookieless: bool) -> Reply:
-    result = await call.services.write(auth.authenticate, token=token, now=clock.now())
+    result = await call.services.write(
+        auth.authenticate, token=token, now=clock.now(), keys=call.services.keys
+    )
     return _session_opened(result, cookieless=cookieless)
 
 
@@ -44,10 +45,12 @@ async def login(call: Call) -> Reply:
         missing = "Username" if dto.username is None else "Password"
         raise errors.validation_error(missing, "must not be empty", code="NotNull")
     result = await call.services.write(
-        auth.login, username=dto.username, password=dto.password, now=clock.now()
+        auth.login,
+        username=dto.username,
+        password=dto.password,
+        now=clock.now(),
+        keys=call.services.keys,
     )
-    if isinstance(result, ApiError):
-        raise result
     return _session_opened(result, cookieless=dto.cookieless)
 
 
@@ -62,13 +65,18 @@ async def new_authentication_token(call: Call) -> dict[str, Any]:
         auth.new_authentication_token,
         valid_for=timedelta(days=dto.authentication_token_max_days),
         now=clock.now(),
+        keys=call.services.keys,
     )
     return {"authenticationToken": token}
 
 
 async def expire_authentication_token(call: Call) -> dict[str, Any]:
     dto: ExpireAuthenticationTokenRequest = call.dto
-    await call.write(auth.expire_authentication_token, token=dto.authentication_token)
+    await call.write(
+        auth.expire_authentication_token,
+        token=dto.authentication_token,
+        keys=call.services.keys,
+    )
     return {}
 
 

@@ -11,6 +11,7 @@ from api_shim.operations import Call, Operation, Reply
 from api_shim.responses import JobAccepted, JobResponse, SendMessageResponse
 from worker.domain import clock, errors, jobs
 from worker.domain.auth import Caller
+from worker.domain.secrets import Keys
 from worker.models import new_guid
 from worker.payloads import SendJobV1
 
@@ -39,7 +40,9 @@ SEND_ERRORS = (
 )
 
 
-def _job_payload(dto: SendMessageRequest, *, sender_guid: str, job_id: str) -> SendJobV1:
+def _job_payload(
+    dto: SendMessageRequest, *, sender_guid: str, job_id: str, keys: Keys
+) -> SendJobV1:
     return SendJobV1.for_send(
         job_id=job_id,
         sender_guid=sender_guid,
@@ -49,6 +52,7 @@ def _job_payload(dto: SendMessageRequest, *, sender_guid: str, job_id: str) -> S
         invite_new_users=dto.invite_new_users is True,
         send_email_notification=dto.send_email_notification is not False,
         notification_formats=dto.notification_formats or (),
+        keys=keys,
     )
 
 
@@ -65,16 +69,24 @@ def _prefers_async(call: Call) -> bool:
     return any(p.strip().lower() == "respond-async" for p in prefer.split(","))
 
 
-def _open_job(session: Session, *, caller: Caller, dto: SendMessageRequest) -> SendJobV1:
+def _open_job(
+    session: Session, *, caller: Caller, dto: SendMessageRequest, keys: Keys
+) -> SendJobV1:
     """The queued job row, in rule 1's transaction: nothing is queued for a bad session."""
-    job = _job_payload(dto, sender_guid=caller.user_guid, job_id=new_guid())
-    payload = job.model_dump(mode="json", by_alias=True)
-    jobs.open_send_job(session, caller=caller, payload=payload, now=clock.now())
+    job = _job_payload(dto, sender_guid=caller.user_guid, job_id=new_guid(), keys=keys)
+    jobs.open_send_job(
+        session,
+        caller=caller,
+        job_id=job.job_id,
+        message_guid=job.message_guid,
+        payload=job.model_dump(mode="json", by_alias=True),
+        now=clock.now(),
+    )
     return job
 
 
 async def send_message(call: Call) -> Reply:
-    job = await call.write(_open_job, dto=call.dto)
+    job = await call.write(_open_job, dto=call.dto, keys=call.services.keys)
     dispatcher = call.services.dispatcher
     if _prefers_async(call):
         await dispatcher.publish(job)  # if the broker is down, the jobs sweep publishes it

@@ -29,6 +29,7 @@ def main(argv: list[str]) -> int:
         message_guid=argv[2],
         password=argv[3] if len(argv) == 4 else "",
         notification_formats=["Text"],
+        secret_key=os.environ["SECRET_KEY"],
     )
     result = app.send_task(SEND_TASK, args=[payload], **send_job_options(payload))
     answer = result.get(timeout=60)  # {"httpStatus": …, "response": {…SendMessage body…}}

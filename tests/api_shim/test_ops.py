@@ -11,8 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import free_port
-from tests.support import Stack, wait_for_http
+from tests.support import Stack, free_port, wait_for_http
 from tests.worker.test_send_rules import World
 
 

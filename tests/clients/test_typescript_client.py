@@ -16,8 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import _unavailable
-from tests.support import Stack
+from tests.support import Stack, unavailable
 
 PACKAGE = Path(__file__).parent / "typescript"
 NPM_CI_TIMEOUT = 60
@@ -137,7 +136,7 @@ def _run(args: list[str], *, cwd: Path, timeout: float) -> subprocess.CompletedP
 def _tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        _unavailable(name, FileNotFoundError(f"{name} is not on PATH"))
+        unavailable(name, FileNotFoundError(f"{name} is not on PATH"))
     assert path is not None
     return path
 
@@ -154,9 +153,9 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     try:
         installed = _run(command, cwd=folder, timeout=NPM_CI_TIMEOUT)
     except subprocess.TimeoutExpired as e:
-        _unavailable("the npm registry", e)
+        unavailable("the npm registry", e)
     if installed.returncode != 0:
-        _unavailable("the npm registry", RuntimeError(f"npm ci failed: {installed.stderr[-2000:]}"))
+        unavailable("the npm registry", RuntimeError(f"npm ci failed: {installed.stderr[-2000:]}"))
     return folder
 
 

@@ -27,15 +27,16 @@ import pytest
 import redis
 from sqlalchemy import func, select
 
-from tests.conftest import (
-    _create_postgres_database,
-    _drop_postgres_database,
-    _flush_redis,
-    _unavailable,
-    free_port,
-)
 from tests.smtp_sink import SmtpSink
-from tests.support import Stack, StackConfig
+from tests.support import (
+    Stack,
+    StackConfig,
+    create_postgres_database,
+    drop_postgres_database,
+    flush_redis,
+    free_port,
+    unavailable,
+)
 from tests.worker.test_send_rules import World
 from worker.models import (
     DailyUsage,
@@ -81,7 +82,7 @@ class RedisServer:
     def start(self) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            _unavailable("redis-server", FileNotFoundError("not on PATH"))
+            unavailable("redis-server", FileNotFoundError("not on PATH"))
         assert binary is not None
         self.process = subprocess.Popen(
             [
@@ -177,7 +178,7 @@ def _fault_stack(
 ) -> Iterator[Stack]:
     """A stack on the shipped settings, its workers without beat (nothing needs it)."""
     own_database = database_url is None
-    database_url = database_url or _create_postgres_database()
+    database_url = database_url or create_postgres_database()
     try:
         config = StackConfig(
             name=name,
@@ -198,7 +199,7 @@ def _fault_stack(
             stack.stop()
     finally:
         if own_database:
-            _drop_postgres_database(database_url)
+            drop_postgres_database(database_url)
 
 
 @pytest.fixture
@@ -213,12 +214,12 @@ FAULT_REDIS_URL = "redis://127.0.0.1:6379/12"
 def _on_machine_redis(
     tmp_path_factory: pytest.TempPathFactory, sink: SmtpSink, name: str, *, workers: int
 ) -> Iterator[Fault]:
-    _flush_redis(FAULT_REDIS_URL)
+    flush_redis(FAULT_REDIS_URL)
     try:
         for stack in _fault_stack(tmp_path_factory, FAULT_REDIS_URL, sink, name, workers=workers):
             yield Fault(stack, sink)
     finally:
-        _flush_redis(FAULT_REDIS_URL)
+        flush_redis(FAULT_REDIS_URL)
 
 
 @pytest.fixture
@@ -346,7 +347,7 @@ def emails_out(fault: Fault, guids: list[str], reader: str, timeout: float = 90)
 def _postgres_bin() -> Path:
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
     if not found:
-        _unavailable("pg_ctl", FileNotFoundError("no /usr/lib/postgresql/*/bin/pg_ctl"))
+        unavailable("pg_ctl", FileNotFoundError("no /usr/lib/postgresql/*/bin/pg_ctl"))
     return found[-1].parent
 
 
@@ -404,7 +405,7 @@ def database_fault(
     """Two workers and the API on a PostgreSQL server of their own, which the test may
     stop and start."""
     server = PostgresServer()
-    _flush_redis(FAULT_REDIS_URL)
+    flush_redis(FAULT_REDIS_URL)
     try:
         server.create()
         for stack in _fault_stack(
@@ -417,4 +418,4 @@ def database_fault(
             yield Fault(stack, fault_sink), server
     finally:
         server.destroy()
-        _flush_redis(FAULT_REDIS_URL)
+        flush_redis(FAULT_REDIS_URL)

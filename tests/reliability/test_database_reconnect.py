@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import psycopg
 
-from tests.conftest import POSTGRES_ADMIN_URL
-from tests.support import Stack
+from tests.support import POSTGRES_ADMIN_URL, Stack
 
 RETRIED = "database connection lost; running the transaction again"
 

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MAIL_RETRY_ENV, free_port
 from tests.reliability.conftest import descendants
-from tests.support import Stack, StackConfig, wait_for_http
+from tests.support import MAIL_RETRY_ENV, Stack, StackConfig, free_port, wait_for_http
 from tests.worker.test_send_rules import World
 
 

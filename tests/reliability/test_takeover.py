@@ -16,17 +16,18 @@ import pytest
 import redis
 from sqlalchemy import select
 
-from tests.conftest import _create_postgres_database, _drop_postgres_database
 from tests.reliability.conftest import RedisServer
+from tests.support import create_postgres_database, drop_postgres_database
 from tests.worker import rows
 from worker import broker
-from worker.celery_app import create_app
+from worker.celery_factory import create_app
 from worker.db import Database
 from worker.domain import clock, recovery
 from worker.lifeline import Lifeline
 from worker.migrate import upgrade_to_head
 from worker.models import EmailStatus, MetricTotal, OutboxEmail, WorkerHeartbeat
 from worker.queues import SEND_QUEUE, SEND_TASK
+from worker.runtime import Runtime
 from worker.settings import Settings
 
 MESSAGES = 12
@@ -50,7 +51,7 @@ with Connection(sys.argv[1]) as connection:
 def world(tmp_path: Path) -> Iterator[tuple[Settings, Database, RedisServer]]:
     server = RedisServer(tmp_path)
     server.start()
-    url = _create_postgres_database()
+    url = create_postgres_database()
     settings = Settings(database_url=url, redis_url=server.url, var_dir=tmp_path)
     upgrade_to_head(settings)
     database = Database(url, pool_size=5)
@@ -58,7 +59,7 @@ def world(tmp_path: Path) -> Iterator[tuple[Settings, Database, RedisServer]]:
         yield settings, database, server
     finally:
         database.dispose()
-        _drop_postgres_database(url)
+        drop_postgres_database(url)
         server.kill()
 
 
@@ -94,7 +95,8 @@ def test_lifelines_taking_over_at_once_take_each_thing_once(
     with database.write_session() as session:  # the live one keeps beating
         recovery.beat(session, worker_id="live-worker", held=[task_ids[-1]], now=later)
 
-    lifelines = [Lifeline(app=app, database=database, settings=settings) for _ in range(LIFELINES)]
+    runtime = Runtime.build(settings, celery=app)
+    lifelines = [Lifeline(runtime) for _ in range(LIFELINES)]
     start = threading.Barrier(LIFELINES)
     errors: list[BaseException] = []
 
@@ -110,6 +112,7 @@ def test_lifelines_taking_over_at_once_take_each_thing_once(
         thread.start()
     for thread in threads:
         thread.join(60)
+    runtime.close()
     assert errors == []
 
     client = redis.Redis.from_url(server.url)

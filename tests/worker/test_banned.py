@@ -6,7 +6,7 @@ import ahocorasick_rs
 from sqlalchemy import select
 
 from tests.support import Stack
-from worker.domain.banned import build_matcher, matcher_for_group
+from worker.domain.banned import BannedMatcher, build_matcher, matcher_for_group
 from worker.models import Group
 
 
@@ -33,7 +33,7 @@ def test_unicode_case_folding_and_regexes() -> None:
 def test_matcher_is_rebuilt_only_when_the_lists_change(sqlite_stack: Stack, unique: str) -> None:
     name = sqlite_stack.make_group(unique, banned={"keywords": ["alpha"], "regexes": []})
 
-    def matcher():  # type: ignore[no-untyped-def]
+    def matcher() -> BannedMatcher:
         with sqlite_stack.database.read_session() as session:
             group = session.scalars(select(Group).where(Group.name == name)).one()
             return matcher_for_group(session, group)

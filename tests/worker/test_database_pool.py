@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from tests.conftest import _create_postgres_database, _drop_postgres_database
+from tests.support import create_postgres_database, drop_postgres_database
 from worker.db import Database
 from worker.settings import Settings
 
@@ -19,7 +19,7 @@ CONCURRENT = 16  # the benchmark's middle load level
 
 
 def test_concurrent_transactions_reuse_their_connections() -> None:
-    url = _create_postgres_database()
+    url = create_postgres_database()
     database = Database(url, pool_size=Settings(database_url=url).database_pool_size)
     together = threading.Barrier(CONCURRENT)
 
@@ -38,6 +38,6 @@ def test_concurrent_transactions_reuse_their_connections() -> None:
             ]
     finally:
         database.dispose()
-        _drop_postgres_database(url)
+        drop_postgres_database(url)
     assert all(len(pids) == CONCURRENT for pids in rounds)
     assert len(set().union(*rounds)) == CONCURRENT  # no connection opened after round one

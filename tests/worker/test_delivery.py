@@ -9,13 +9,11 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any
 
-from tests.conftest import run_cli
 from tests.smtp_sink import SmtpSink
-from tests.support import Stack
+from tests.support import Stack, run_cli
 from tests.worker.test_send_rules import World
 from worker.db import Database
-from worker.domain.mail import OutgoingEmail, build_mime
-from worker.domain.outbox import email_statuses
+from worker.domain.delivery import OutgoingEmail, RetryPolicy, build_mime, email_statuses
 
 
 def statuses(database: Database, guid: str) -> dict[str, dict[str, Any]]:
@@ -171,8 +169,6 @@ def test_server_down_then_back(postgres_stack: Stack, smtp_sink: SmtpSink, uniqu
 
 
 def test_backoff_doubles_from_the_base_with_jitter_up_to_the_cap() -> None:
-    from worker.domain.outbox import RetryPolicy
-
     policy = RetryPolicy(base_seconds=30, max_seconds=900, max_attempts=8)
     assert [policy.delay(n, rng=lambda: 1.0) for n in (1, 2, 3, 6, 7, 20)] == [
         30,
@@ -208,5 +204,7 @@ def test_mime_headers_fold_and_decode_to_what_was_sent() -> None:
         parsed = message_from_bytes(data, policy=policy.default)
         assert str(parsed["Subject"]) == " ".join(subject.split())
         assert parsed["To"].addresses[0].display_name == name
-        assert parsed.get_body(("plain",)).get_content() == email.text
-        assert parsed.get_body(("html",)).get_content() == email.html
+        plain, html = parsed.get_body(("plain",)), parsed.get_body(("html",))
+        assert plain is not None and html is not None
+        assert plain.get_content() == email.text
+        assert html.get_content() == email.html

@@ -7,8 +7,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from tests.conftest import run_cli
-from tests.support import Stack
+from tests.support import Stack, run_cli
 from worker.models import BannedEntry, Contact, Group, User, UserState
 
 

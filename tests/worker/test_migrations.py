@@ -15,8 +15,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, select, text
 
-from tests.conftest import _create_postgres_database, _drop_postgres_database
-from tests.support import Stack
+from tests.support import Stack, create_postgres_database, drop_postgres_database
 from tests.worker import rows
 from worker.db import Database
 from worker.migrate import alembic_config, upgrade_to_head
@@ -53,7 +52,7 @@ def test_schema_at_head_matches_the_models(stack: Stack) -> None:
 def _new_postgres_database(revision: str | None = None) -> Iterator[tuple[Settings, Database]]:
     """A database of its own on this machine's PostgreSQL, migrated up to `revision` (not
     migrated at all without one); dropped afterwards."""
-    url = _create_postgres_database()
+    url = create_postgres_database()
     settings = Settings(database_url=url)
     database = Database(url, pool_size=settings.database_pool_size)
     try:
@@ -65,12 +64,13 @@ def _new_postgres_database(revision: str | None = None) -> Iterator[tuple[Settin
         yield settings, database
     finally:
         database.dispose()
-        _drop_postgres_database(url)
+        drop_postgres_database(url)
 
 
 def _version(database: Database) -> str | None:
     with database.engine.connect() as connection:
-        return connection.scalar(text("SELECT version_num FROM alembic_version"))
+        version: str | None = connection.scalar(text("SELECT version_num FROM alembic_version"))
+        return version
 
 
 def test_created_at_indexes_build_without_blocking_writes_on_postgres() -> None:

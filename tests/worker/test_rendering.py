@@ -34,7 +34,7 @@ def test_every_template_renders_all_three_parts(name: str) -> None:
 
 def test_confidential_subject_is_replaced() -> None:
     context = {**CONTEXTS["notification"]}
-    context["message"] = {**context["message"], "confidential": True}  # type: ignore[dict-item]
+    context["message"] = {**context["message"], "confidential": True}
     email = Renderer(Settings()).render("notification", context)
     assert "plan" not in email.subject and "plan" not in email.text and "plan" not in email.html
 

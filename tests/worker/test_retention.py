@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from tests.support import Stack
 from tests.worker import rows
-from worker.celery_app import create_app
+from worker.celery_factory import create_app
 from worker.db import Database
 from worker.domain import clock, metrics, retention
 from worker.models import AuthenticationToken, Base, EmailStatus, OutboxEmail, SendJob, UserSession

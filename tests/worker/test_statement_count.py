@@ -11,9 +11,8 @@ from sqlalchemy import event, select
 from tests.support import Stack
 from tests.worker.test_send_rules import World
 from worker.domain import clock
-from worker.domain.send import send_message
+from worker.domain.send import SendRequest, send_message
 from worker.models import User, new_guid
-from worker.payloads import SendJobV1, SendSecrets
 
 
 @contextmanager
@@ -34,15 +33,15 @@ def _statements_for(world: World, to: list[str], **flags: Any) -> list[str]:
     guid = world.draft(to=to)
     with world.stack.database.read_session() as session:
         sender_guid = session.scalars(select(User.guid).where(User.email == world.sender)).one()
-    job = SendJobV1(job_id=new_guid(), sender_guid=sender_guid, message_guid=guid, **flags)
+    request = SendRequest(job_id=new_guid(), sender_guid=sender_guid, message_guid=guid, **flags)
     with counting(world.stack) as statements:
         with world.stack.database.write_session() as session:
             outcome = send_message(
                 session,
-                job=job,
-                secrets=SendSecrets(),
+                request=request,
                 now=clock.now(),
                 settings=world.stack.settings,
+                keys=world.stack.keys,
             )
     assert outcome.http_status == 200, outcome.body
     return statements

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from worker.domain import errors
 from worker.domain.errors import ApiError
-from worker.domain.secrets import new_token, token_digest, verify_password
+from worker.domain.secrets import Keys, new_token, verify_password
 from worker.models import AuthenticationToken, User, UserSession, UserState
 
 MAX_FAILED_LOGINS = 5
@@ -42,64 +42,61 @@ def normalize_email(address: str) -> str:
     return address.strip().casefold()
 
 
-def _check_can_log_in(user: User) -> ApiError | None:
+def _check_can_log_in(user: User) -> None:
     if user.state is UserState.DISABLED:
-        return ApiError(errors.USER_DISABLED)
+        raise ApiError(errors.USER_DISABLED)
     if user.state is UserState.PENDING:
         # A pending user has not registered yet and has no password to log in with.
-        return ApiError(errors.INVALID_CREDENTIALS)
-    return None
+        raise ApiError(errors.INVALID_CREDENTIALS)
 
 
-def _open_session(session: Session, user: User, now: datetime) -> LoginResult:
+def _open_session(session: Session, user: User, now: datetime, keys: Keys) -> LoginResult:
     token = new_token()
     session.add(
         UserSession(
-            token_hash=token_digest(token), user_id=user.id, created_at=now, last_seen_at=now
+            token_hash=keys.token_digest(token), user_id=user.id, created_at=now, last_seen_at=now
         )
     )
     return LoginResult(session_token=token, user_guid=user.guid)
 
 
 def login(
-    session: Session, *, username: str, password: str, now: datetime
-) -> LoginResult | ApiError:
+    session: Session, *, username: str, password: str, now: datetime, keys: Keys
+) -> LoginResult:
     """Check credentials and open a session.
 
-    A failed attempt is *returned*, not raised, so that the failure count written here is
-    committed by the caller before it answers. Five failures in a row lock the account for
-    15 minutes, also against the right password. Errors: 810, 803, 918, 55.
+    Five failures in a row lock the account for 15 minutes, also against the right
+    password; a wrong password is counted even though it raises (`keep_changes`).
+    Errors: 810, 803, 918, 55.
     """
     user = session.scalars(
         select(User).where(User.email == normalize_email(username)).with_for_update()
     ).one_or_none()
     if user is None:
-        return ApiError(errors.USER_NOT_FOUND)
+        raise ApiError(errors.USER_NOT_FOUND)
     if user.locked_until is not None and user.locked_until > now:
-        return ApiError(errors.LOGIN_LOCKED)
+        raise ApiError(errors.LOGIN_LOCKED)
     if not verify_password(user.password_hash, password):
         user.failed_logins += 1
         if user.failed_logins >= MAX_FAILED_LOGINS:
             user.failed_logins = 0
             user.locked_until = now + LOCKOUT
-        return ApiError(errors.INVALID_CREDENTIALS)
-    refused = _check_can_log_in(user)
-    if refused is not None:
-        return refused
+        raise ApiError(errors.INVALID_CREDENTIALS, keep_changes=True)
+    _check_can_log_in(user)
     user.failed_logins = 0
     user.locked_until = None
-    return _open_session(session, user, now)
+    return _open_session(session, user, now, keys)
 
 
 def new_authentication_token(
-    session: Session, *, caller: Caller, valid_for: timedelta, now: datetime
+    session: Session, *, caller: Caller, valid_for: timedelta, now: datetime, keys: Keys
 ) -> str:
     """A long-lived token that opens sessions of the caller's (`authenticate`) until
     `now + valid_for` or until it is expired. Only its HMAC is stored."""
     token = new_token()
     session.add(
         AuthenticationToken(
-            token_hash=token_digest(token),
+            token_hash=keys.token_digest(token),
             user_id=caller.user_id,
             created_at=now,
             expires_at=now + valid_for,
@@ -108,31 +105,31 @@ def new_authentication_token(
     return token
 
 
-def authenticate(session: Session, *, token: str, now: datetime) -> LoginResult:
+def authenticate(session: Session, *, token: str, now: datetime, keys: Keys) -> LoginResult:
     """Open a session with an authentication token. Errors: 803 (unknown, expired or
     revoked token; a user no longer active), 918 (disabled user)."""
     user = session.scalars(
         select(User)
         .join(AuthenticationToken, AuthenticationToken.user_id == User.id)
         .where(
-            AuthenticationToken.token_hash == token_digest(token),
+            AuthenticationToken.token_hash == keys.token_digest(token),
             AuthenticationToken.expires_at > now,
         )
     ).one_or_none()
     if user is None:
         raise ApiError(errors.INVALID_CREDENTIALS)
-    refused = _check_can_log_in(user)
-    if refused is not None:
-        raise refused
-    return _open_session(session, user, now)
+    _check_can_log_in(user)
+    return _open_session(session, user, now, keys)
 
 
-def expire_authentication_token(session: Session, *, caller: Caller, token: str) -> None:
+def expire_authentication_token(
+    session: Session, *, caller: Caller, token: str, keys: Keys
+) -> None:
     """Revoke one of the caller's authentication tokens; another user's, or an unknown
     one, is left alone (idempotent)."""
     session.execute(
         delete(AuthenticationToken).where(
-            AuthenticationToken.token_hash == token_digest(token),
+            AuthenticationToken.token_hash == keys.token_digest(token),
             AuthenticationToken.user_id == caller.user_id,
         )
     )
@@ -158,7 +155,7 @@ _CALLER_BY_TOKEN = (
 
 
 def resolve_session(
-    session: Session, *, token: str | None, now: datetime, idle: timedelta
+    session: Session, *, token: str | None, now: datetime, idle: timedelta, keys: Keys
 ) -> Caller:
     """The caller behind a session token. Only reads: `Caller.touch_due` says when the
     idle timer wants a refresh (at most once a minute).
@@ -170,7 +167,7 @@ def resolve_session(
         raise ApiError(errors.SESSION_INVALID)
     row = (
         session.connection()
-        .execute(_CALLER_BY_TOKEN, {"token_hash": token_digest(token)})
+        .execute(_CALLER_BY_TOKEN, {"token_hash": keys.token_digest(token)})
         .one_or_none()
     )
     if row is None:

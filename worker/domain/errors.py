@@ -36,7 +36,10 @@ class FieldError:
 
 
 class ApiError(Exception):
-    """A failure the caller is told about; raised by domain code, never swallowed."""
+    """A failure the caller is told about; raised by domain code, never returned, never
+    swallowed. The transaction it leaves is rolled back, unless `keep_changes`: then what
+    the failure itself wrote (a failed login counted, a wrong FYEO password counted) is
+    committed before the caller answers (`worker.db.Database.write_session`)."""
 
     def __init__(
         self,
@@ -45,12 +48,14 @@ class ApiError(Exception):
         errors: list[FieldError] | None = None,
         meta: dict[str, str] | None = None,
         message: str | None = None,
+        keep_changes: bool = False,
     ) -> None:
         super().__init__(kind.code)
         self.kind = kind
         self.errors = errors or []
         self.meta = meta or {}
         self.message = message or kind.message
+        self.keep_changes = keep_changes
 
     @property
     def http_status(self) -> int:

@@ -7,9 +7,9 @@ from urllib.parse import quote
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from worker.domain.notifications import NotificationOutbox
+from worker.domain.emails import OutboxWriter
 from worker.domain.rules import SendContext
-from worker.domain.secrets import hash_password, new_token, token_digest
+from worker.domain.secrets import hash_password, new_token
 from worker.models import Group, Invitation, User, UserState, new_guid
 
 INVITEE_GROUP = "default"
@@ -22,7 +22,7 @@ def _invitee_group(session: Session, sender: User) -> Group:
     return group or sender.group
 
 
-def invite_new_users(ctx: SendContext, *, outbox: NotificationOutbox) -> dict[str, User]:
+def invite_new_users(ctx: SendContext, *, outbox: OutboxWriter) -> dict[str, User]:
     """Create a Pending user, an invitation and an invitation email per new address.
 
     The registration token and the CRA code are stored only as hashes; the token reaches
@@ -57,7 +57,7 @@ def invite_new_users(ctx: SendContext, *, outbox: NotificationOutbox) -> dict[st
                 "user_id": user.id,
                 "invited_by_id": ctx.sender.id,
                 "message_id": ctx.message.id,
-                "token_hash": token_digest(token),
+                "token_hash": outbox.keys.token_digest(token),
                 "cra_code_hash": cra_hash,
                 "created_at": ctx.now,
             }

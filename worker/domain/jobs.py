@@ -38,16 +38,23 @@ class JobView:
 
 
 def open_send_job(
-    session: Session, *, caller: Caller, payload: dict[str, Any], now: datetime
+    session: Session,
+    *,
+    caller: Caller,
+    job_id: str,
+    message_guid: str,
+    payload: dict[str, Any],
+    now: datetime,
 ) -> None:
-    """Record a queued job for the caller, with the payload about to be published; the
-    worker fills in its outcome. (Core, not `session.add`: this is on every send's path.)"""
+    """Record a queued job for the caller, with the payload about to be published (kept
+    as it is, to publish it again if the broker loses it); the worker fills in its
+    outcome. (Core, not `session.add`: this is on every send's path.)"""
     session.connection().execute(
         _INSERT_JOB,
         {
-            "id": payload["jobId"],
+            "id": job_id,
             "user_id": caller.user_id,
-            "message_guid": payload["messageGuid"],
+            "message_guid": message_guid,
             "status": JobStatus.QUEUED,
             "created_at": now,
             "payload": payload,

@@ -275,16 +275,17 @@ FYEO_LOCKOUT = timedelta(minutes=15)
 
 def _guard_fyeo_body(
     session: Session, message: Message, user: User, password: str, now: datetime
-) -> ApiError | None:
-    """Check a reader's FYEO password, counting wrong ones: the fifth in a row locks this
-    message for this reader for 15 minutes (39), also against the right password."""
+) -> None:
+    """Check a reader's FYEO password, counting wrong ones (kept although the error
+    rolls back everything else): the fifth in a row locks this message for this reader
+    for 15 minutes (39), also against the right password."""
     attempt = session.scalars(
         select(FyeoAttempt)
         .where(FyeoAttempt.message_id == message.id, FyeoAttempt.user_id == user.id)
         .with_for_update()
     ).one_or_none()
     if attempt is not None and attempt.locked_until is not None and attempt.locked_until > now:
-        return ApiError(errors.FYEO_LOCKED)
+        raise ApiError(errors.FYEO_LOCKED)
     try:
         _check_fyeo_password(message, user, password)
     except ApiError as wrong:
@@ -294,10 +295,9 @@ def _guard_fyeo_body(
         attempt.failures += 1
         if attempt.failures >= MAX_FYEO_FAILURES:
             attempt.failures, attempt.locked_until = 0, now + FYEO_LOCKOUT
-        return wrong
+        raise ApiError(wrong.kind, keep_changes=True) from None
     if attempt is not None:
         attempt.failures, attempt.locked_until = 0, None
-    return None
 
 
 def get_message(
@@ -308,12 +308,11 @@ def get_message(
     include_body: bool,
     fyeo_password: str | None,
     now: datetime,
-) -> dict[str, Any] | ApiError:
+) -> dict[str, Any]:
     """A message for its sender, or for a recipient once sent (not recalled or expired);
     a recipient who gets the body has retrieved it.
 
-    A wrong FYEO password is *returned*, not raised, so that the count of wrong ones
-    written here is committed before the caller answers. Errors: 929 (neither sender nor
+    Wrong FYEO passwords are counted (`keep_changes`). Errors: 929 (neither sender nor
     recipient, or a recipient asking for a draft), 915, 76, and for a FYEO body 51 (no
     `x-sm-password`), 38 (wrong password) or 39 (too many wrong ones)."""
     message = session.scalars(
@@ -343,11 +342,7 @@ def get_message(
     if include_body and message.fyeo_type is not FyeoType.DISABLED:
         if not fyeo_password:
             raise ApiError(errors.FYEO_PASSWORD_MISSING)
-        refused = _guard_fyeo_body(
-            session, message, _caller_user(session, caller), fyeo_password, now
-        )
-        if refused is not None:
-            return refused
+        _guard_fyeo_body(session, message, _caller_user(session, caller), fyeo_password, now)
     if include_body and delivery.retrieved_at is None:
         delivery.retrieved_at = now  # the recipient has read it
     return message_summary(

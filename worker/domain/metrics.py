@@ -24,7 +24,7 @@ from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
 from worker.domain import recovery
-from worker.domain.outbox import PENDING
+from worker.domain.delivery import PENDING
 from worker.models import (
     EmailStatus,
     JobStatus,

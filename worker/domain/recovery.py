@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from worker.domain.outbox import PENDING
+from worker.domain.delivery import PENDING
 from worker.models import Lease, MetricTotal, OutboxEmail, WorkerHeartbeat, table
 
 # metric_totals.name of the takeover counters; labels "jobs" and "emails".

@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 
 from worker.db import Database
 from worker.domain import recovery
+from worker.domain.delivery import PENDING
 from worker.domain.metrics import fold_settled
-from worker.domain.outbox import PENDING
 from worker.models import AuthenticationToken, Base, OutboxEmail, SendJob, UserSession, table
 
 PRUNE_BATCH = 5000

@@ -2,10 +2,11 @@
 
 - Passwords (account, FYEO UniquePassword) and CRA codes: argon2id, verified by argon2
   (constant time).
-- Session and invitation tokens: 256 random bits; only an HMAC-SHA256 keyed from
-  SECRET_KEY is stored, so a leaked table cannot be replayed and lookups stay indexable.
+- Session, invitation and authentication tokens: 256 random bits; only an HMAC-SHA256
+  keyed from SECRET_KEY is stored, so a leaked table cannot be replayed and lookups stay
+  indexable (`Keys.token_digest`).
 - Sealed values (secret job fields, outbox content): Fernet with a key derived from
-  SECRET_KEY.
+  SECRET_KEY (`Keys.seal`).
 """
 
 from __future__ import annotations
@@ -14,13 +15,10 @@ import base64
 import hashlib
 import hmac
 import secrets
-from functools import lru_cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.fernet import Fernet, InvalidToken
-
-from worker.settings import get_settings
 
 _hasher = PasswordHasher()
 
@@ -43,27 +41,37 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
-def token_digest(token: str) -> str:
-    key = get_settings().derived_key("token-digest")
-    return hmac.new(key, token.encode(), hashlib.sha256).hexdigest()
-
-
-@lru_cache(maxsize=4)
-def _fernet(key: bytes) -> Fernet:
-    return Fernet(base64.urlsafe_b64encode(key))
-
-
-def seal(plain: str) -> str:
-    """Encrypt (and authenticate) a value with the key derived from SECRET_KEY."""
-    return _fernet(get_settings().derived_key("seal")).encrypt(plain.encode()).decode()
-
-
 class SealBroken(ValueError):
     """A sealed value was tampered with or sealed under another SECRET_KEY."""
 
 
-def unseal(token: str) -> str:
-    try:
-        return _fernet(get_settings().derived_key("seal")).decrypt(token.encode()).decode()
-    except InvalidToken as e:
-        raise SealBroken("sealed value cannot be opened with this SECRET_KEY") from e
+class Keys:
+    """What SECRET_KEY gives: a key to digest tokens with and one to seal values with,
+    each derived for its purpose (never the secret itself). One per process, in its
+    runtime, passed to whatever digests or seals."""
+
+    def __init__(self, secret_key: str) -> None:
+        self._digest_key = _derived(secret_key, "token-digest")
+        self._fernet = Fernet(base64.urlsafe_b64encode(_derived(secret_key, "seal")))
+
+    def token_digest(self, token: str) -> str:
+        """An HMAC-SHA256 of a token: what is stored and looked up, never the token."""
+        return hmac.new(self._digest_key, token.encode(), hashlib.sha256).hexdigest()
+
+    def seal(self, plain: str) -> str:
+        """Encrypt (and authenticate) a value."""
+        return self._fernet.encrypt(plain.encode()).decode()
+
+    def unseal(self, sealed: str) -> str:
+        """Raises SealBroken for a value tampered with or sealed under another key."""
+        try:
+            return self._fernet.decrypt(sealed.encode()).decode()
+        except InvalidToken as e:
+            raise SealBroken("sealed value cannot be opened with this SECRET_KEY") from e
+
+
+def _derived(secret_key: str, purpose: str) -> bytes:
+    """A 32-byte key for one purpose, derived from the secret."""
+    return hashlib.blake2b(
+        secret_key.encode(), digest_size=32, person=b"securesend", salt=purpose.encode()[:16]
+    ).digest()

@@ -8,7 +8,7 @@ deliveries, invitations, outbox rows, quota, stored response) all-or-nothing.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -17,13 +17,13 @@ from sqlalchemy.orm import Session, contains_eager, joinedload, lazyload
 
 from worker.domain import clock, errors
 from worker.domain.auth import normalize_email
+from worker.domain.emails import OutboxWriter, notification_context
 from worker.domain.errors import ApiError
 from worker.domain.invitations import invite_new_users
 from worker.domain.mailbox import searchable_text
-from worker.domain.notifications import NotificationOutbox, notification_context
 from worker.domain.rendering import DEFAULT_LOCALE, Renderer
 from worker.domain.rules import SendContext, distinct_addresses, run_send_rules
-from worker.domain.secrets import hash_password
+from worker.domain.secrets import Keys, hash_password
 from worker.models import (
     Delivery,
     FyeoType,
@@ -36,7 +36,6 @@ from worker.models import (
     User,
     table,
 )
-from worker.payloads import SendJobV1, SendSecrets
 from worker.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -68,6 +67,20 @@ _BIND_RECIPIENT = (
 )
 _INSERT_DELIVERIES = insert(table(Delivery))
 _RECORD_JOB = update(SEND_JOBS).where(SEND_JOBS.c.id == bindparam("job_id"))
+
+
+@dataclass(frozen=True, slots=True)
+class SendRequest:
+    """One SendMessage to perform (the job's fields, its secrets opened)."""
+
+    job_id: str
+    sender_guid: str
+    message_guid: str
+    invite_new_users: bool = False
+    send_email_notification: bool = True
+    notification_formats: tuple[str, ...] = ("Text", "Html")
+    password: str = field(default="", repr=False)
+    cra_code: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +126,7 @@ def _is_recalled(message: Message) -> bool:
 
 
 def send_message(
-    session: Session, *, job: SendJobV1, secrets: SendSecrets, now: datetime, settings: Settings
+    session: Session, *, request: SendRequest, now: datetime, settings: Settings, keys: Keys
 ) -> SendOutcome:
     """Perform one SendMessage and record its answer on the job.
 
@@ -121,9 +134,9 @@ def send_message(
     changes nothing (rule 4). A rule failure changes nothing but the job's record.
     """
     try:
-        message = _load_message_for_update(session, job.message_guid)
-        if message is None or message.sender.guid != job.sender_guid:
-            if not _sender_exists(session, job.sender_guid):
+        message = _load_message_for_update(session, request.message_guid)
+        if message is None or message.sender.guid != request.sender_guid:
+            if not _sender_exists(session, request.sender_guid):
                 raise ApiError(errors.SESSION_INVALID)
             raise ApiError(errors.MESSAGE_NOT_FOUND)
         sender = message.sender
@@ -136,14 +149,14 @@ def send_message(
                 session,
                 message=message,
                 sender=sender,
-                job=job,
-                secrets=secrets,
+                request=request,
                 now=now,
                 settings=settings,
+                keys=keys,
             )
     except ApiError as error:
         outcome = SendOutcome.from_error(error)
-    record_job_outcome(session, job=job, outcome=outcome, now=now)
+    record_job_outcome(session, request=request, outcome=outcome, now=now)
     return outcome
 
 
@@ -152,10 +165,10 @@ def _send_draft(
     *,
     message: Message,
     sender: User,
-    job: SendJobV1,
-    secrets: SendSecrets,
+    request: SendRequest,
     now: datetime,
     settings: Settings,
+    keys: Keys,
 ) -> SendOutcome:
     addresses = distinct_addresses([(r.kind, r.address) for r in message.recipients])
     users = session.scalars(_USERS_BY_EMAIL, {"emails": [a.email for a in addresses]})
@@ -164,9 +177,9 @@ def _send_draft(
         message=message,
         sender=sender,
         parent=message.parent,
-        password=secrets.password,
-        cra_code=secrets.cra_code,
-        invite_new_users=job.invite_new_users,
+        password=request.password,
+        cra_code=request.cra_code,
+        invite_new_users=request.invite_new_users,
         now=now,
         addresses=addresses,
         users_by_email={u.email: u for u in users},
@@ -174,8 +187,8 @@ def _send_draft(
     run_send_rules(ctx)
 
     renderer = Renderer(settings)
-    outbox = NotificationOutbox(
-        session, renderer=renderer, settings=settings, sender=sender, now=now
+    outbox = OutboxWriter(
+        session, renderer=renderer, settings=settings, keys=keys, sender=sender, now=now
     )
     invited = invite_new_users(ctx, outbox=outbox)
     ctx.users_by_email.update(invited)
@@ -187,9 +200,9 @@ def _send_draft(
         group=sender.group.name,
     )
     body = {
-        "notificationBodyText": neutral.text if "Text" in job.notification_formats else None,
-        "notificationBodyHtml": neutral.html if "Html" in job.notification_formats else None,
-        "notificationSent": job.send_email_notification,
+        "notificationBodyText": neutral.text if "Text" in request.notification_formats else None,
+        "notificationBodyHtml": neutral.html if "Html" in request.notification_formats else None,
+        "notificationSent": request.send_email_notification,
         "responseStatus": None,
     }
     search_text, search_bcc = searchable_text(
@@ -206,9 +219,9 @@ def _send_draft(
         "search_bcc": search_bcc,
     }
     if message.fyeo_type is FyeoType.UNIQUE_PASSWORD:
-        sent["password_hash"] = hash_password(secrets.password)
+        sent["password_hash"] = hash_password(request.password)
     session.connection().execute(_MARK_SENT, sent)
-    if job.send_email_notification:
+    if request.send_email_notification:
         outbox.queue_notifications(
             message,
             [ctx.users_by_email[a.email] for a in ctx.addresses],
@@ -254,7 +267,7 @@ def _bind_recipients(session: Session, ctx: SendContext) -> None:
 
 
 def record_job_outcome(
-    session: Session, *, job: SendJobV1, outcome: SendOutcome, now: datetime
+    session: Session, *, request: SendRequest, outcome: SendOutcome, now: datetime
 ) -> None:
     """Store the answer on the job row, creating the row for jobs enqueued without HTTP
     (when the sender exists; an unknown sender has no jobs to look at)."""
@@ -267,11 +280,18 @@ def record_job_outcome(
         "started_at": now,
         "finished_at": clock.now(),
     }
-    updated = session.connection().execute(_RECORD_JOB, {"job_id": job.job_id, **values}).rowcount
+    updated = (
+        session.connection().execute(_RECORD_JOB, {"job_id": request.job_id, **values}).rowcount
+    )
     if updated:
         return
-    sender_id = session.scalar(select(User.id).where(User.guid == job.sender_guid))
+    sender_id = session.scalar(select(User.id).where(User.guid == request.sender_guid))
     if sender_id is not None:
         session.add(
-            SendJob(id=job.job_id, user_id=sender_id, message_guid=job.message_guid, **values)
+            SendJob(
+                id=request.job_id,
+                user_id=sender_id,
+                message_guid=request.message_guid,
+                **values,
+            )
         )

@@ -1,11 +1,13 @@
-"""Alembic environment: the URL comes from the settings object, never from alembic.ini."""
+"""Alembic environment: `worker.migrate.upgrade_to_head` passes its connection; run by
+`alembic` itself, the URL comes from the settings object, never from alembic.ini."""
 
 from __future__ import annotations
 
 from alembic import context
 
-from worker.db import get_database
+from worker.db import Database
 from worker.models import Base
+from worker.settings import Settings
 
 config = context.config
 
@@ -15,9 +17,12 @@ def run_migrations() -> None:
     if connection is not None:
         _run(connection)
         return
-    engine = get_database().engine
-    with engine.connect() as conn:
-        _run(conn)
+    database = Database(Settings().effective_database_url, pool_size=1)
+    try:
+        with database.engine.connect() as conn:
+            _run(conn)
+    finally:
+        database.dispose()
 
 
 def _run(connection: object) -> None:

@@ -1,4 +1,5 @@
-"""The notification and invitation emails a send puts in the outbox (SPEC 3.2, 3.3).
+"""The emails a send puts in the outbox: notifications and invitations (SPEC 3.2, 3.3).
+worker.domain.delivery delivers them.
 
 Each email is rendered when it is queued and stored sealed, with a stable Message-ID, so
 delivery (and any retry) sends exactly these bytes. Rendering happens once per locale,
@@ -18,7 +19,7 @@ from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from worker.domain.rendering import RenderedEmail, Renderer
-from worker.domain.secrets import seal
+from worker.domain.secrets import Keys
 from worker.models import EmailKind, EmailStatus, FyeoType, Message, OutboxEmail, User, table
 from worker.settings import Settings
 
@@ -56,12 +57,14 @@ def notification_context(message: Message, sender: User, settings: Settings) -> 
 
 
 @dataclass
-class NotificationOutbox:
-    """Queues a send's emails as outbox rows in the caller's transaction."""
+class OutboxWriter:
+    """Writes a send's emails as outbox rows in the caller's transaction, sealed with
+    `keys` (an invitation carries a registration token)."""
 
     session: Session
     renderer: Renderer
     settings: Settings
+    keys: Keys
     sender: User
     now: datetime
     ids: list[int] = field(default_factory=list)
@@ -99,7 +102,7 @@ class NotificationOutbox:
             "recipient": to.email,
             "message_id_header": self._message_id(),
             "template": template,
-            "sealed_content": seal(json.dumps(content)),
+            "sealed_content": self.keys.seal(json.dumps(content)),
             "status": EmailStatus.QUEUED,
             "attempts": 0,
             "created_at": self.now,

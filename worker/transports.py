@@ -1,9 +1,8 @@
-"""Turning an outbox row into a MIME email and handing it to a transport.
-
-Two transports: `SmtpTransport` (production: one connection per worker process, reused
-across emails) and `EmlDirectoryTransport` (the embedded default: `.eml` files under
-`var/outbox/`). Failures are classified: `TransientMailError` (4xx replies, connection
-errors; retried) and `PermanentMailError` (5xx replies; recorded, never retried).
+"""The mail transports (worker.domain.delivery.MailTransport): `SmtpTransport`
+(production: one connection per worker process, reused across emails) and
+`EmlDirectoryTransport` (the embedded default: `.eml` files under `var/outbox/`). Server
+replies are classified for delivery: `TransientMailError` (4xx replies, connection errors;
+retried) and `PermanentMailError` (5xx replies; recorded, never retried).
 """
 
 from __future__ import annotations
@@ -15,97 +14,19 @@ import smtplib
 import ssl
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime
-from email import charset as email_charset
-from email.header import Header
 from email.message import Message
-from email.mime.multipart import MIMEMultipart
-from email.mime.nonmultipart import MIMENonMultipart
-from email.utils import format_datetime, formataddr, parseaddr
 from pathlib import Path
-from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from worker.domain.delivery import (
+    MailError,
+    MailTransport,
+    PermanentMailError,
+    TransientMailError,
+)
+from worker.settings import Settings
+
 logger = logging.getLogger(__name__)
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
-
-
-def header_safe(value: str) -> str:
-    """A header value with every CR, LF and other control character replaced by a space,
-    so user input can never add a header (or a recipient)."""
-    return " ".join(_CONTROL.sub(" ", value).split())
-
-
-@dataclass(frozen=True, slots=True)
-class OutgoingEmail:
-    message_id: str
-    recipient: str
-    recipient_name: str
-    subject: str
-    text: str
-    html: str
-
-
-# The classic (compat32) MIME classes: the same standard email as `EmailMessage` with the
-# default policy, built in a quarter of the time (docs/performance.md).
-_UTF8 = email_charset.Charset("utf-8")
-_UTF8.header_encoding = email_charset.BASE64
-_UTF8.body_encoding = email_charset.QP
-MAX_PLAIN_WORD = 60
-
-
-def build_mime(email: OutgoingEmail, *, mail_from: str, date: datetime) -> Message:
-    """multipart/alternative (text, then html) addressed to one recipient only; non-ASCII
-    headers encoded (RFC 2047), bodies UTF-8 in quoted-printable."""
-    message = MIMEMultipart("alternative")
-    from_name, from_address = parseaddr(mail_from)
-    message["From"] = formataddr((header_safe(from_name), from_address), charset=_UTF8)
-    message["To"] = formataddr((header_safe(email.recipient_name), email.recipient), charset=_UTF8)
-    message["Subject"] = _subject_header(header_safe(email.subject))
-    message["Message-ID"] = email.message_id
-    message["Date"] = format_datetime(date)
-    message["Auto-Submitted"] = "auto-generated"
-    message.attach(_text_part(email.text, "plain"))
-    message.attach(_text_part(email.html, "html"))
-    return message
-
-
-def _subject_header(subject: str) -> str:
-    """Plain when it is ASCII that folds at its spaces, RFC 2047 encoded words otherwise:
-    non-ASCII text, or a word too long for one line (a header line must stay under 998
-    octets, and compat32 folds plain text only at whitespace)."""
-    if subject.isascii() and all(len(word) <= MAX_PLAIN_WORD for word in subject.split()):
-        return subject
-    # A compat32 message takes a Header object as a value (typeshed only knows str).
-    return Header(subject, _UTF8)  # type: ignore[return-value]
-
-
-def _text_part(text: str, subtype: str) -> Message:
-    part = MIMENonMultipart("text", subtype)
-    part.set_payload(text, _UTF8)  # sets the charset parameter and the QP encoding
-    return part
-
-
-class MailError(Exception):
-    """Delivery of one email failed; `reply` is what the server (or the socket) said."""
-
-    def __init__(self, reply: str) -> None:
-        super().__init__(reply)
-        self.reply = reply
-
-
-class TransientMailError(MailError):
-    """Worth retrying: a 4xx reply or a connection problem."""
-
-
-class PermanentMailError(MailError):
-    """Not worth retrying: a 5xx reply."""
-
-
-class MailTransport(Protocol):
-    def send(self, message: Message, *, recipient: str) -> None: ...
-    def close(self) -> None: ...
 
 
 def _reply(code: int, text: bytes | str) -> str:
@@ -152,7 +73,6 @@ class SmtpTransport:
         self._target = target
         self._timeout = timeout
         self._connection: smtplib.SMTP | None = None
-        self.connections_opened = 0
 
     def _connect(self) -> smtplib.SMTP:
         target = self._target
@@ -168,7 +88,6 @@ class SmtpTransport:
                 connection.starttls(context=context)
         if target.username:
             connection.login(target.username, target.password or "")
-        self.connections_opened += 1
         logger.info("SMTP connection to %s:%s opened", target.host, target.port)
         return connection
 
@@ -246,3 +165,12 @@ class EmlDirectoryTransport:
 
     def close(self) -> None:
         return None
+
+
+def make_transport(settings: Settings) -> MailTransport:
+    """SMTP to `SMTP_URL`, or `.eml` files under `var/outbox/` without one."""
+    if settings.smtp_url:
+        return SmtpTransport(
+            SmtpTarget.from_url(settings.smtp_url), timeout=settings.smtp_timeout_seconds
+        )
+    return EmlDirectoryTransport(settings.outbox_dir)

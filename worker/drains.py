@@ -1,0 +1,124 @@
+"""Email delivery as the workers run it: asking for a drain of the outbox, running one
+(worker.domain.delivery claims, sends and records), and the flag that keeps one drain
+pending or running at a time.
+
+Sends arrive faster than emails need a task each: with the flag, a burst of sends costs
+one drain that delivers everything due in batches over one connection. The flag names
+the worker that holds it (the one that asked, then the one that runs the drain), so that
+the lifeline releases it when that worker dies; it also expires on its own. Without
+Redis (the embedded broker) every request publishes a drain. A drain asked for later (a
+retry's backoff) does not take the flag: it must not hold back the drains new sends ask
+for, and two drains at once claim different emails.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+
+from worker.domain import clock, delivery
+from worker.identity import worker_id
+from worker.queues import DRAIN_TASK, MAIL_QUEUE
+from worker.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+DRAIN_FLAG = "securesend:mail:drain-pending"
+# Delete the flag only if it still names the worker (a newer drain may hold it).
+_RELEASE_IF_HELD_BY = "if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('del', KEYS[1]) end"
+
+
+def _flag_ttl(runtime: Runtime) -> int:
+    return int(runtime.settings.mail_task_time_limit_seconds * 1.5)
+
+
+def _holder() -> str:
+    return worker_id() or "-"
+
+
+def request_drain(runtime: Runtime, *, countdown: float | None = None) -> None:
+    """Make sure a drain is on its way: now (after the batch window), unless one is
+    pending or running already; or after `countdown` seconds, regardless."""
+    if countdown is None:
+        if not _take_flag(runtime):
+            return
+        countdown = runtime.settings.mail_batch_window_seconds or None
+    try:
+        runtime.celery.send_task(DRAIN_TASK, queue=MAIL_QUEUE, countdown=countdown)
+    except Exception:  # noqa: BLE001 - the outbox row is the record; the sweep asks again
+        release(runtime)
+        logger.warning("could not queue an outbox drain; the sweep will")
+
+
+def _take_flag(runtime: Runtime) -> bool:
+    if runtime.redis is None:
+        return True
+    try:
+        return bool(runtime.redis.set(DRAIN_FLAG, _holder(), nx=True, ex=_flag_ttl(runtime)))
+    except redis.RedisError:
+        return True
+
+
+def hold(runtime: Runtime) -> None:
+    """The drain that starts takes the flag over in its worker's name."""
+    if runtime.redis is not None:
+        try:
+            runtime.redis.set(DRAIN_FLAG, _holder(), xx=True, ex=_flag_ttl(runtime))
+        except redis.RedisError:
+            pass
+
+
+def release(runtime: Runtime) -> None:
+    if runtime.redis is not None:
+        try:
+            runtime.redis.delete(DRAIN_FLAG)
+        except redis.RedisError:
+            pass  # it expires by itself
+
+
+def release_if_held_by(runtime: Runtime, worker_ids: list[str]) -> None:
+    """Release the flag if a worker of `worker_ids` (dead ones) holds it."""
+    if runtime.redis is not None:
+        for dead in worker_ids:
+            runtime.redis.eval(_RELEASE_IF_HELD_BY, 1, DRAIN_FLAG, dead)
+
+
+def run_drain(runtime: Runtime) -> delivery.DeliveryReport:
+    """Deliver whatever is due, in batches, for up to half the mail task's time limit;
+    then ask for the next drain: when the earliest retry is due, or now if emails became
+    due while this one held the flag (their sends asked for no drain of their own)."""
+    settings = runtime.settings
+    hold(runtime)
+    try:
+        report = delivery.drain(
+            runtime.database,
+            runtime.mail(),
+            keys=runtime.keys,
+            settings=settings,
+            now=clock.now,
+            budget_seconds=settings.mail_task_time_limit_seconds / 2,
+            claimed_by=worker_id(),
+        )
+    finally:
+        release(runtime)
+    if report.retry_in:
+        # A countdown task waits unacknowledged in a worker; past the visibility timeout
+        # Redis would hand it to a second worker. Longer waits are left to the sweep,
+        # which finds the email due by its `next_attempt_at`.
+        soonest = min(report.retry_in.values())
+        if soonest < settings.broker_visibility_timeout_seconds / 2:
+            request_drain(runtime, countdown=soonest)
+    sweep(runtime)
+    return report
+
+
+def sweep(runtime: Runtime) -> bool:
+    """Ask for a drain if an email is due that nobody holds: after a lost task, a failed
+    publish, a crashed mail worker or a long backoff. Safe anywhere, any number of times."""
+    due = runtime.database.run(
+        lambda session: delivery.any_due(session, now=clock.now()), write=False
+    )
+    if due:
+        request_drain(runtime)
+    return due
