@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 import redis
 from celery import Celery
 
+from worker.celery_factory import create_app
 from worker.db import Database
 from worker.domain.delivery import MailTransport
 from worker.domain.secrets import Keys
 from worker.settings import Settings
+from worker.transports import make_transport
 
 
 @dataclass
@@ -35,8 +37,6 @@ class Runtime:
 
     @classmethod
     def build(cls, settings: Settings, *, celery: Celery | None = None) -> Runtime:
-        from worker.celery_factory import create_app
-
         if settings.is_sqlite:
             settings.var_dir.mkdir(parents=True, exist_ok=True)
         return cls(
@@ -57,8 +57,6 @@ class Runtime:
         """The process's one mail transport, opened on first use (an SMTP connection is
         reused for every email the process delivers)."""
         if self._mail is None:
-            from worker.transports import make_transport
-
             self._mail = make_transport(self.settings)
         return self._mail
 

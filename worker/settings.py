@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from datetime import timedelta
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-BUILTIN_TEMPLATES_DIR = PROJECT_ROOT / "templates"
+# The built-in email templates: templates/ of the repository, installed as the package
+# `securesend_templates` (pyproject.toml), so a wheel finds them wherever it is installed.
+BUILTIN_TEMPLATES_DIR = Path(str(resources.files("securesend_templates")))
 DEFAULT_SECRET_KEY = "change-me-development-only"
 
 
