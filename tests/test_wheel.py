@@ -43,10 +43,12 @@ def _run(*command: str | Path, cwd: Path, env: dict[str, str] | None = None) -> 
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A virtual environment with the wheel installed; its bin folder."""
     work = tmp_path_factory.mktemp("wheel")
-    _run(
-        sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", work / "dist", ROOT, cwd=work
-    )
-    [wheel] = (work / "dist").glob("securesend-*.whl")
+    # Built from a copy: a build in place reuses whatever an earlier one left in build/.
+    source = work / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*NOT_SOURCE))
+    dist = work / "dist"
+    _run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", dist, source, cwd=work)
+    [wheel] = dist.glob("securesend-*.whl")
     venv = work / "venv"
     _run(sys.executable, "-m", "venv", venv, cwd=work)
     _run(venv / "bin" / "python", "-m", "pip", "install", "-q", wheel, cwd=work)
