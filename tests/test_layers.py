@@ -66,10 +66,11 @@ def _imports(path: Path, *, module: str, top_level_only: bool) -> set[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
     nodes: list[ast.AST] = []
     if top_level_only:
-        for node in tree.body:
-            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+        for statement in tree.body:
+            if isinstance(statement, ast.If) and "TYPE_CHECKING" in ast.unparse(statement.test):
                 continue
-            nodes.extend(ast.walk(node) if isinstance(node, ast.Try | ast.If) else [node])
+            nested = isinstance(statement, ast.Try | ast.If)
+            nodes.extend(ast.walk(statement) if nested else [statement])
     else:
         nodes = list(ast.walk(tree))
     found: set[str] = set()
