@@ -16,9 +16,9 @@ from starlette.responses import Response
 from starlette.routing import Match
 
 from api_shim.dispatch import SendDispatcher
+from api_shim.health import register_health
 from api_shim.metadata import register_metadata
-from api_shim.operations import register
-from api_shim.ops import register_ops
+from api_shim.registry import register
 from api_shim.routes import all_operations
 from api_shim.services import Services
 from api_shim.wire import ContentNegotiation, FoldSlashes, error_response
@@ -78,7 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     operations = all_operations()
     register(app, operations)
     register_metadata(app, operations)  # after `register`: it lists the pre-defined routes
-    register_ops(app, services)
+    register_health(app, services)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

@@ -24,7 +24,8 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api_shim.operations import PREFIXES, SESSION_HEADER, Operation, error_kinds
+from api_shim.pipeline import SESSION_HEADER
+from api_shim.registry import PREFIXES, Operation, error_kinds
 from api_shim.responses import ResponseStatus
 from api_shim.wire import GUID_SCHEMA, JSON_TYPE, METADATA_PAGE, error_response
 from worker.domain import clock, errors
@@ -152,7 +153,7 @@ QUERY_VERBS = frozenset({"GET", "DELETE"})
 RESPONSE_STATUS = "responseStatus"
 
 
-def _path_params(op: Operation) -> frozenset[str]:
+def _path_params(op: Operation[Any]) -> frozenset[str]:
     return frozenset(
         part.strip("{}").lower()
         for _, path in op.routes
@@ -168,7 +169,7 @@ class _Catalog:
         self.types: dict[str, TypeDef] = {}
         self.enums: dict[str, EnumDef] = {}
 
-    def request(self, op: Operation) -> TypeDef:
+    def request(self, op: Operation[Any]) -> TypeDef:
         in_path = _path_params(op)
         query_or_body: Location = "QUERY" if op.routes[0][0] in QUERY_VERBS else "BODY"
 
@@ -289,7 +290,7 @@ def _predefined_routes(app: FastAPI) -> tuple[Route, ...]:
 
 
 def describe(
-    operations: Sequence[Operation],
+    operations: Sequence[Operation[Any]],
     *,
     title: str,
     description: str = "",
@@ -894,9 +895,9 @@ def _base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
-def register_metadata(app: FastAPI, operations: Sequence[Operation]) -> None:
+def register_metadata(app: FastAPI, operations: Sequence[Operation[Any]]) -> None:
     """Serve /metadata, /json/metadata?op=<Name>, /types/typescript and /types/csharp,
-    none needing a session. Call it after `operations.register`, whose pre-defined routes
+    none needing a session. Call it after `registry.register`, whose pre-defined routes
     the pages list.
 
     Raises ValueError (from `describe`) when the registry cannot be written as DTOs."""

@@ -1,15 +1,34 @@
-"""Response bodies, for /openapi.json (the handlers build plain dicts of these shapes)."""
+"""Response bodies: what the handlers answer (`wire.respond` writes them by alias, in
+field order) and what /openapi.json and the metadata pages document. The `of` builders
+are where the domain's dataclasses get their wire names and forms (ISO 8601 times, the
+vendor's spellings)."""
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from worker.domain.auth import LoginResult
+from worker.domain.clock import iso_utc
+from worker.domain.jobs import JobView
+from worker.domain.mailbox import MessagePage
+from worker.domain.messages import MessageOptions, MessageView, Participant
+from worker.domain.quotas import DailyQuotas
+from worker.domain.users import UserSettings
+
 
 class _Body(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+def _time(value: datetime) -> str:
+    """A time as the API answers it (SPEC 2): ISO 8601 in UTC with a `Z`."""
+    text = iso_utc(value)
+    assert text is not None
+    return text
 
 
 class ResponseError(_Body):
@@ -40,6 +59,10 @@ class LoginResponse(_Body):
     session_token: str
     user_service_guid: str
 
+    @classmethod
+    def of(cls, result: LoginResult) -> Self:
+        return cls(session_token=result.session_token, user_service_guid=result.user_guid)
+
 
 class AuthenticateResponse(LoginResponse):
     pass
@@ -62,6 +85,17 @@ class UserSettingsResponse(_Body):
     first_name: str
     last_name: str
     language: str
+
+    @classmethod
+    def of(cls, user: UserSettings) -> Self:
+        return cls(
+            email_address=user.email,
+            state=user.state.value.capitalize(),  # the vendor's spelling: Active, …
+            registration_date=_time(user.registered_at),
+            first_name=user.first_name,
+            last_name=user.last_name,
+            language=user.locale,
+        )
 
 
 class PreCreateMessageResponse(_Body):
@@ -86,12 +120,30 @@ class JobResponse(_Body):
     http_status: int | None
     response: dict[str, Any] | None
 
+    @classmethod
+    def of(cls, job: JobView) -> Self:
+        return cls(
+            job_id=job.job_id,
+            status=job.status.value,
+            http_status=job.http_status,
+            response=job.response,
+        )
+
 
 class Person(_Body):
     guid: str | None
     email: str
     first_name: str
     last_name: str
+
+    @classmethod
+    def of(cls, person: Participant) -> Self:
+        return cls(
+            guid=person.guid,
+            email=person.email,
+            first_name=person.first_name,
+            last_name=person.last_name,
+        )
 
 
 class MessageOptionsOut(_Body):
@@ -102,6 +154,18 @@ class MessageOptionsOut(_Body):
     fyeo_type: str
     confidential: bool
     share_tracking: bool
+
+    @classmethod
+    def of(cls, options: MessageOptions) -> Self:
+        return cls(
+            allow_forward=options.allow_forward,
+            allow_reply=options.allow_reply,
+            allow_reply_all=options.allow_reply_all,
+            allow_tracking=options.allow_tracking,
+            fyeo_type=options.fyeo_type.value,
+            confidential=options.confidential,
+            share_tracking=options.share_tracking,
+        )
 
 
 class MessageSummary(_Body):
@@ -128,6 +192,34 @@ class MessageSummary(_Body):
     created_date: str
     sent_date: str | None
 
+    @classmethod
+    def of(cls, message: MessageView) -> Self:
+        def people(persons: tuple[Participant, ...]) -> list[Person]:
+            return [Person.of(p) for p in persons]
+
+        return cls(
+            guid=message.guid,
+            parent_guid=message.parent_guid,
+            conversation_guid=message.conversation_guid,
+            date=_time(message.date),
+            status=message.status.value,
+            action=message.action.value,
+            sender=Person.of(message.sender),
+            to=people(message.to),
+            cc=people(message.cc),
+            bcc=people(message.bcc),
+            subject=message.subject,
+            body=message.body,
+            body_format=message.body_format.value,
+            message_options=MessageOptionsOut.of(message.options),
+            expiry_date=iso_utc(message.expiry_date),
+            recall_date=iso_utc(message.recall_date),
+            recall_reason=message.recall_reason,
+            retrieved=message.retrieved,
+            created_date=_time(message.created_at),
+            sent_date=iso_utc(message.sent_at),
+        )
+
 
 class SearchMessagesResponse(_Body):
     page_size: int
@@ -136,9 +228,28 @@ class SearchMessagesResponse(_Body):
     current_page: int
     results: list[MessageSummary]
 
+    @classmethod
+    def of(cls, page: MessagePage) -> Self:
+        return cls(
+            page_size=page.page_size,
+            total_pages=page.total_pages,
+            total_items=page.total,
+            current_page=page.page,
+            results=[MessageSummary.of(m) for m in page.messages],
+        )
+
 
 class QuotasResponse(_Body):
     daily_messages_allowed: int
     daily_messages_left: int
     daily_invites_allowed: int
     daily_invites_left: int
+
+    @classmethod
+    def of(cls, quotas: DailyQuotas) -> Self:
+        return cls(
+            daily_messages_allowed=quotas.messages_allowed,
+            daily_messages_left=quotas.messages_left,
+            daily_invites_allowed=quotas.invites_allowed,
+            daily_invites_left=quotas.invites_left,
+        )

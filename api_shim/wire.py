@@ -224,13 +224,6 @@ def _unstorable_strings(value: Any, path: tuple[Any, ...]) -> list[FieldError]:
     return found
 
 
-def _validation_error(field_errors: list[FieldError]) -> ApiError:
-    first = field_errors[0]
-    return ApiError(
-        errors.VALIDATION, errors=field_errors, message=f"'{first.field_name}' {first.message}"
-    )
-
-
 def bind(model: type[M], data: Mapping[str, Any]) -> M:
     """Validate `data` into `model`, matching property names case-insensitively.
 
@@ -241,19 +234,19 @@ def bind(model: type[M], data: Mapping[str, Any]) -> M:
     bound = _rekey(model, data)
     unstorable = _unstorable_strings(bound, ())
     if unstorable:
-        raise _validation_error(sorted(unstorable, key=lambda e: e.field_name))
+        raise errors.validation_error(*sorted(unstorable, key=lambda e: e.field_name))
     try:
         return model.model_validate(bound)
     except ValidationError as e:
-        raise _validation_error(
-            [
+        raise errors.validation_error(
+            *(
                 FieldError(
                     "NotNull" if err["type"] == "missing" else "InvalidValue",
                     pascal(err["loc"]) or model.__name__,
                     str(err["msg"]).removeprefix("Value error, "),
                 )
                 for err in e.errors(include_url=False, include_input=False)
-            ]
+            )
         ) from None
 
 
@@ -284,6 +277,10 @@ def parse_json_body(raw: bytes) -> dict[str, Any]:
 
 
 def dumps(body: Any) -> bytes:
+    """`body` as compact UTF-8 JSON; a response model by its aliases, in field order (the
+    same bytes as `json.dumps` of its `model_dump`, written by pydantic's serializer)."""
+    if isinstance(body, BaseModel):
+        return body.model_dump_json(by_alias=True).encode()
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
@@ -319,9 +316,8 @@ def respond(
 
 
 def bad_callback_response() -> Response:
-    body = ApiError(
-        errors.VALIDATION,
-        errors=[FieldError("InvalidValue", "Callback", "Invalid JSONP callback name")],
+    body = errors.validation_error(
+        FieldError("InvalidValue", "Callback", "Invalid JSONP callback name"),
         message="Invalid JSONP callback name",
     ).response_body()
     return Response(dumps(body), status_code=400, media_type=JSON_TYPE)

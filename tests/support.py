@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -70,6 +72,27 @@ def drop_postgres_database(url: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@contextmanager
+def migrated_database(backend: str, var_dir: Path) -> Iterator[tuple[Settings, Database]]:
+    """A new database brought up to date, on `backend` ("sqlite": a file under `var_dir`;
+    "postgres": a database of its own on this machine's server, dropped afterwards), with
+    the settings that reach it."""
+    url = create_postgres_database() if backend == "postgres" else ""
+    try:
+        settings = Settings(
+            var_dir=var_dir, database_url=url, public_base_url="https://securesend.test"
+        )
+        upgrade_to_head(settings)
+        database = Database(settings.effective_database_url, pool_size=settings.database_pool_size)
+        try:
+            yield settings, database
+        finally:
+            database.dispose()
+    finally:
+        if url:
+            drop_postgres_database(url)
+
+
 def flush_redis(url: str) -> None:
     import redis
 
@@ -102,6 +125,56 @@ def run_cli(
 
 
 READY_TIMEOUT_SECONDS = 60
+
+
+def group_fixture(name: str, **overrides: Any) -> dict[str, Any]:
+    """A group as `securesend load` takes it (SPEC 5): every feature on but CRA, generous
+    limits; `features` (merged into those) and any other field as given."""
+    features = {
+        "fyeo": True,
+        "confidential": True,
+        "messageExpiry": True,
+        "inviteUser": True,
+        "cra": False,
+        "sendToContacts": True,
+        "recall": True,
+    }
+    features.update(overrides.pop("features", {}))
+    return {
+        "name": name,
+        "dailyMessages": 100,
+        "dailyInvites": 20,
+        "maxRecipients": 50,
+        "maxExpiryDays": 30,
+        "features": features,
+        **overrides,
+    }
+
+
+# --- assertions on answers -----------------------------------------------------------------
+
+
+def assert_error_body(
+    got_status: int, body: dict[str, Any], status: int, code: str, message: str
+) -> dict[str, Any]:
+    """An answer is the error `code` with HTTP `status` and exactly `message`; returns its
+    `responseStatus` (for `errors[]` and `meta`)."""
+    assert got_status == status, body
+    response_status = body["responseStatus"]
+    assert response_status["errorCode"] == code, response_status
+    assert response_status["message"] == message, response_status
+    return dict(response_status)
+
+
+def assert_error(response: httpx.Response, status: int, code: str, message: str) -> dict[str, Any]:
+    """`assert_error_body` for an HTTP response."""
+    assert response.status_code == status, response.text
+    return assert_error_body(response.status_code, response.json(), status, code, message)
+
+
+def named_recipients(response_status: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The recipients an error names: (errorCode, fieldName, meta.email) of each entry."""
+    return [(e["errorCode"], e["fieldName"], e["meta"]["email"]) for e in response_status["errors"]]
 
 
 def wait_for_http(
@@ -294,25 +367,7 @@ class Stack:
             load_fixture_dict(session, data)
 
     def make_group(self, tag: str, **overrides: Any) -> str:
-        features = {
-            "fyeo": True,
-            "confidential": True,
-            "messageExpiry": True,
-            "inviteUser": True,
-            "cra": False,
-            "sendToContacts": True,
-            "recall": True,
-        }
-        features.update(overrides.pop("features", {}))
-        group = {
-            "name": f"group-{tag}",
-            "dailyMessages": 100,
-            "dailyInvites": 20,
-            "maxRecipients": 50,
-            "maxExpiryDays": 30,
-            "features": features,
-            **overrides,
-        }
+        group = group_fixture(f"group-{tag}", **overrides)
         self.load({"groups": [group]})
         return str(group["name"])
 

@@ -40,6 +40,24 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "worker.migrations",
     ),
     "services": ("worker.sending", "worker.drains", "worker.lifeline"),
+    # The API, bottom to top: its wire conventions and models; one request; the
+    # description of the operations; the operations, served and described.
+    "api wire": (
+        "api_shim.jsv",
+        "api_shim.wire",
+        "api_shim.dtos",
+        "api_shim.responses",
+        "api_shim.dispatch",
+        "api_shim.services",
+    ),
+    "api pipeline": ("api_shim.pipeline",),
+    "api description": ("api_shim.openapi",),
+    "api registry": (
+        "api_shim.registry",
+        "api_shim.routes",
+        "api_shim.metadata",
+        "api_shim.health",
+    ),
     "entry points": ("worker.celery_app", "worker.tasks", "worker.cli", "api_shim"),
 }
 # What the domain must never know: queues, HTTP, the process's runtime.

@@ -16,8 +16,8 @@ import pytest
 import yaml
 from sqlalchemy import select
 
+from tests.factories import World
 from tests.support import MAIL_RETRY_ENV, Stack, StackConfig, free_port, wait_for_http
-from tests.worker.test_send_rules import World
 from worker.cli import build_parser
 from worker.models import User
 from worker.payloads import published_schemas

@@ -11,9 +11,9 @@ from datetime import datetime, timedelta
 import redis
 from sqlalchemy import func, inspect, select, text, update
 
+from tests.factories import World
 from tests.smtp_sink import SmtpSink
-from tests.support import REDIS_TEST_URL, Stack
-from tests.worker.test_send_rules import World, assert_error
+from tests.support import REDIS_TEST_URL, Stack, assert_error
 from worker.domain import clock
 from worker.models import User, UserSession
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
-from worker.domain.errors import VALIDATION, ApiError, FieldError
+from worker.domain.errors import FieldError, validation_error
 from worker.domain.secrets import Keys
 from worker.queues import SEND_QUEUE
 
@@ -118,7 +118,7 @@ def payload_error(error: ValidationError) -> dict[str, object]:
         FieldError("InvalidValue", ".".join(str(p) for p in e["loc"]) or "payload", e["msg"])
         for e in error.errors(include_input=False, include_url=False)
     ]
-    return ApiError(VALIDATION, errors=field_errors, message="Invalid job payload").response_body()
+    return validation_error(*field_errors, message="Invalid job payload").response_body()
 
 
 def published_schemas() -> dict[str, Any]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from api_shim.operations import Operation
+from typing import Any
+
+from api_shim.registry import Operation
 from api_shim.routes import auth, messages, public, send, user
 
 
-def all_operations() -> list[Operation]:
+def all_operations() -> list[Operation[Any]]:
     return [
         *public.OPERATIONS,
         *auth.OPERATIONS,

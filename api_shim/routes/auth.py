@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 from api_shim.dtos import (
     AuthenticateRequest,
@@ -12,38 +11,40 @@ from api_shim.dtos import (
     LoginRequest,
     NewAuthenticationTokenRequest,
 )
-from api_shim.operations import SESSION_COOKIE, Call, Operation, Reply
+from api_shim.pipeline import SESSION_COOKIE, Call, Reply
+from api_shim.registry import Operation
 from api_shim.responses import (
     AuthenticateResponse,
+    EmptyResponse,
     LoginResponse,
     NewAuthenticationTokenResponse,
 )
+from api_shim.services import Services
 from worker.domain import auth, clock, errors
 from worker.domain.auth import LoginResult
+from worker.domain.errors import FieldError
 
 
-def _session_opened(result: LoginResult, *, cookieless: bool) -> Reply:
+def _session_opened(body: LoginResponse, *, cookieless: bool) -> Reply[LoginResponse]:
     return Reply(
-        body={"sessionToken": result.session_token, "userServiceGuid": result.user_guid},
-        set_cookie=None if cookieless else (SESSION_COOKIE, result.session_token),
+        body=body,
+        set_cookie=None if cookieless else (SESSION_COOKIE, body.session_token),
     )
 
 
-async def _authenticate(call: Call, token: str, *, cookieless: bool) -> Reply:
-    result = await call.services.write(
-        auth.authenticate, token=token, now=clock.now(), keys=call.services.keys
-    )
-    return _session_opened(result, cookieless=cookieless)
+async def _authenticate(services: Services, token: str) -> LoginResult:
+    return await services.write(auth.authenticate, token=token, now=clock.now(), keys=services.keys)
 
 
-async def login(call: Call) -> Reply:
-    dto: LoginRequest = call.dto
+async def login(call: Call[LoginRequest]) -> Reply[LoginResponse]:
+    dto = call.dto
     if dto.username is None and dto.authentication_token is not None:
         # The vendor's PHP SDK logs in with a token through Login.
-        return await _authenticate(call, dto.authentication_token, cookieless=dto.cookieless)
+        result = await _authenticate(call.services, dto.authentication_token)
+        return _session_opened(LoginResponse.of(result), cookieless=dto.cookieless)
     if dto.username is None or dto.password is None:
         missing = "Username" if dto.username is None else "Password"
-        raise errors.validation_error(missing, "must not be empty", code="NotNull")
+        raise errors.validation_error(FieldError("NotNull", missing, "must not be empty"))
     result = await call.services.write(
         auth.login,
         username=dto.username,
@@ -51,43 +52,50 @@ async def login(call: Call) -> Reply:
         now=clock.now(),
         keys=call.services.keys,
     )
-    return _session_opened(result, cookieless=dto.cookieless)
+    return _session_opened(LoginResponse.of(result), cookieless=dto.cookieless)
 
 
-async def authenticate(call: Call) -> Reply:
-    dto: AuthenticateRequest = call.dto
-    return await _authenticate(call, dto.authentication_token, cookieless=dto.cookieless)
+async def authenticate(call: Call[AuthenticateRequest]) -> Reply[LoginResponse]:
+    result = await _authenticate(call.services, call.dto.authentication_token)
+    return _session_opened(AuthenticateResponse.of(result), cookieless=call.dto.cookieless)
 
 
-async def new_authentication_token(call: Call) -> dict[str, Any]:
-    dto: NewAuthenticationTokenRequest = call.dto
+async def new_authentication_token(
+    call: Call[NewAuthenticationTokenRequest],
+) -> NewAuthenticationTokenResponse:
+    valid_for = timedelta(days=call.dto.authentication_token_max_days)
+    now, keys = clock.now(), call.services.keys
     token = await call.write(
-        auth.new_authentication_token,
-        valid_for=timedelta(days=dto.authentication_token_max_days),
-        now=clock.now(),
-        keys=call.services.keys,
+        lambda session, caller: auth.new_authentication_token(
+            session, caller=caller, valid_for=valid_for, now=now, keys=keys
+        )
     )
-    return {"authenticationToken": token}
+    return NewAuthenticationTokenResponse(authentication_token=token)
 
 
-async def expire_authentication_token(call: Call) -> dict[str, Any]:
-    dto: ExpireAuthenticationTokenRequest = call.dto
+async def expire_authentication_token(
+    call: Call[ExpireAuthenticationTokenRequest],
+) -> EmptyResponse:
+    token, keys = call.dto.authentication_token, call.services.keys
     await call.write(
-        auth.expire_authentication_token,
-        token=dto.authentication_token,
-        keys=call.services.keys,
+        lambda session, caller: auth.expire_authentication_token(
+            session, caller=caller, token=token, keys=keys
+        )
     )
-    return {}
+    return EmptyResponse()
 
 
-async def expire_authentication_tokens(call: Call) -> dict[str, Any]:
-    await call.write(auth.expire_authentication_tokens)
-    return {}
+async def expire_authentication_tokens(call: Call[Empty]) -> EmptyResponse:
+    await call.write(
+        lambda session, caller: auth.expire_authentication_tokens(session, caller=caller)
+    )
+    return EmptyResponse()
 
 
-async def logout(call: Call) -> dict[str, Any]:
-    await call.write(auth.logout, now=clock.now())
-    return {}
+async def logout(call: Call[Empty]) -> EmptyResponse:
+    now = clock.now()
+    await call.write(lambda session, caller: auth.logout(session, caller=caller, now=now))
+    return EmptyResponse()
 
 
 LOGIN_ERRORS = (
@@ -97,7 +105,7 @@ LOGIN_ERRORS = (
     errors.LOGIN_LOCKED,
 )
 
-OPERATIONS = [
+OPERATIONS = (
     Operation(
         "Login",
         (("POST", "/login"),),
@@ -141,4 +149,4 @@ OPERATIONS = [
         summary="Revoke all of the caller's authentication tokens",
     ),
     Operation("Logout", (("POST", "/logout"),), Empty, logout, summary="End the session"),
-]
+)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
-
-from sqlalchemy.orm import Session
+from typing import TypeVar
 
 from api_shim.dtos import (
     InboxRequest,
@@ -17,8 +15,10 @@ from api_shim.dtos import (
     SearchMessagesRequest,
     SortDirection,
 )
-from api_shim.operations import Call, Operation
+from api_shim.pipeline import Call
+from api_shim.registry import Operation
 from api_shim.responses import (
+    EmptyResponse,
     MessageSummary,
     PreCreateMessageResponse,
     SearchMessagesResponse,
@@ -27,22 +27,26 @@ from worker.domain import clock, errors, mailbox, messages
 from worker.domain.errors import ApiError
 
 FYEO_PASSWORD_HEADER = "x-sm-password"
+Paged = TypeVar("Paged", bound=InboxRequest)
 
 
-async def precreate_message(call: Call) -> dict[str, Any]:
-    dto: PreCreateMessageRequest = call.dto
+async def precreate_message(call: Call[PreCreateMessageRequest]) -> PreCreateMessageResponse:
+    dto, now = call.dto, clock.now()
     guid = await call.write(
-        messages.precreate_message,
-        action=dto.action_code,
-        parent_guid=dto.parent_guid,
-        parent_password=dto.password,
-        now=clock.now(),
+        lambda session, caller: messages.precreate_message(
+            session,
+            caller=caller,
+            action=dto.action_code,
+            parent_guid=dto.parent_guid,
+            parent_password=dto.password,
+            now=now,
+        )
     )
-    return {"messageGuid": guid}
+    return PreCreateMessageResponse(message_guid=guid)
 
 
-async def save_message(call: Call) -> dict[str, Any]:
-    dto: SaveMessageRequest = call.dto
+async def save_message(call: Call[SaveMessageRequest]) -> EmptyResponse:
+    dto = call.dto
     options = dto.message_options
     changes = messages.DraftChanges(
         to=dto.to,
@@ -55,8 +59,13 @@ async def save_message(call: Call) -> dict[str, Any]:
         expiry_date=dto.expiry_date,
         expiry_given="expiry_date" in dto.model_fields_set,
     )
-    await call.write(messages.save_message, guid=dto.message_guid, changes=changes, now=clock.now())
-    return {}
+    now = clock.now()
+    await call.write(
+        lambda session, caller: messages.save_message(
+            session, caller=caller, guid=dto.message_guid, changes=changes, now=now
+        )
+    )
+    return EmptyResponse()
 
 
 def _fyeo_password(encoded: str | None) -> str | None:
@@ -68,41 +77,46 @@ def _fyeo_password(encoded: str | None) -> str | None:
         raise ApiError(errors.FYEO_PASSWORD_WRONG) from None
 
 
-def _get_message(
-    session: Session, *, encoded_fyeo_password: str | None, **kwargs: Any
-) -> dict[str, Any]:
-    # The header is decoded after rule 1: a bad session answers 811 whatever it holds.
-    return messages.get_message(
-        session, fyeo_password=_fyeo_password(encoded_fyeo_password), **kwargs
+async def get_message(call: Call[MessageRequest]) -> MessageSummary:
+    dto, now = call.dto, clock.now()
+    encoded_password = call.request.headers.get(FYEO_PASSWORD_HEADER)
+    # A write transaction: wrong FYEO passwords are counted. The header is decoded after
+    # rule 1: a bad session answers 811 whatever it holds.
+    view = await call.write(
+        lambda session, caller: messages.get_message(
+            session,
+            caller=caller,
+            guid=dto.message_guid,
+            include_body=dto.retrieve_body,
+            fyeo_password=_fyeo_password(encoded_password),
+            now=now,
+        )
     )
+    return MessageSummary.of(view)
 
 
-async def get_message(call: Call) -> dict[str, Any]:
-    dto: MessageRequest = call.dto
-    # A write transaction: wrong FYEO passwords are counted.
-    result = await call.write(
-        _get_message,
-        guid=dto.message_guid,
-        include_body=dto.retrieve_body,
-        encoded_fyeo_password=call.request.headers.get(FYEO_PASSWORD_HEADER),
-        now=clock.now(),
-    )
-    return result
-
-
-async def recall_message(call: Call) -> dict[str, Any]:
-    dto: RecallMessageRequest = call.dto
+async def recall_message(call: Call[RecallMessageRequest]) -> EmptyResponse:
+    dto, now = call.dto, clock.now()
     await call.write(
-        messages.recall_message,
-        guid=dto.message_guid,
-        reason=dto.recall_reason,
-        now=clock.now(),
+        lambda session, caller: messages.recall_message(
+            session, caller=caller, guid=dto.message_guid, reason=dto.recall_reason, now=now
+        )
     )
-    return {}
+    return EmptyResponse()
 
 
-async def search_messages(call: Call) -> dict[str, Any]:
-    dto: SearchMessagesRequest = call.dto
+async def _search(call: Call[Paged], search: mailbox.MessageSearch) -> SearchMessagesResponse:
+    now = clock.now()
+    page = await call.read(
+        lambda session, caller: mailbox.search_messages(
+            session, caller=caller, search=search, now=now
+        )
+    )
+    return SearchMessagesResponse.of(page)
+
+
+async def search_messages(call: Call[SearchMessagesRequest]) -> SearchMessagesResponse:
+    dto = call.dto
     criteria = dto.filter.search_criteria if dto.filter else None
     folders = dto.filter.types if dto.filter else None
     search = mailbox.MessageSearch(
@@ -112,18 +126,17 @@ async def search_messages(call: Call) -> dict[str, Any]:
         page=dto.page,
         page_size=dto.page_size,
     )
-    return await call.read(mailbox.search_messages, search=search, now=clock.now())
+    return await _search(call, search)
 
 
-async def get_inbox(call: Call) -> dict[str, Any]:
-    dto: InboxRequest = call.dto
+async def get_inbox(call: Call[InboxRequest]) -> SearchMessagesResponse:
     search = mailbox.MessageSearch(
-        folders=frozenset({mailbox.Folder.INBOX}), page=dto.page, page_size=dto.page_size
+        folders=frozenset({mailbox.Folder.INBOX}), page=call.dto.page, page_size=call.dto.page_size
     )
-    return await call.read(mailbox.search_messages, search=search, now=clock.now())
+    return await _search(call, search)
 
 
-OPERATIONS = [
+OPERATIONS = (
     # SearchMessages and GetInbox before GetMessage: /messages/search and /messages/inbox
     # must not be taken for a GUID.
     Operation(
@@ -197,4 +210,4 @@ OPERATIONS = [
             errors.FYEO_LOCKED,
         ),
     ),
-]
+)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
 
 from api_shim.dtos import Empty
-from api_shim.operations import Call, Operation
+from api_shim.pipeline import Call
+from api_shim.registry import Operation
 from api_shim.responses import PingResponse
 
 # The Secure Messaging API version served, and the oldest a client may still speak: the
@@ -24,15 +24,13 @@ def _release() -> str:
         return "0+unknown"
 
 
-async def ping(_: Call) -> dict[str, Any]:
-    return {
-        "build": _release(),
-        "version": API_VERSION,
-        "minSupportedVersion": MIN_SUPPORTED_API_VERSION,
-    }
+async def ping(_: Call[Empty]) -> PingResponse:
+    return PingResponse(
+        build=_release(), version=API_VERSION, min_supported_version=MIN_SUPPORTED_API_VERSION
+    )
 
 
-OPERATIONS = [
+OPERATIONS = (
     Operation(
         "Ping",
         (("GET", "/public/ping"),),
@@ -42,4 +40,4 @@ OPERATIONS = [
         summary="Is the service up (no session needed)",
         response=PingResponse,
     ),
-]
+)

@@ -7,12 +7,13 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from api_shim.dtos import JobRequest, SendMessageRequest
-from api_shim.operations import Call, Operation, Reply
+from api_shim.pipeline import Call, Reply
+from api_shim.registry import Operation
 from api_shim.responses import JobAccepted, JobResponse, SendMessageResponse
 from worker.domain import clock, errors, jobs
 from worker.domain.auth import Caller
 from worker.domain.secrets import Keys
-from worker.models import new_guid
+from worker.models import JobStatus, new_guid
 from worker.payloads import SendJobV1
 
 JOBS_PATH = "/api/v1/jobs/"
@@ -56,22 +57,20 @@ def _job_payload(
     )
 
 
-def _accepted(job_id: str) -> Reply:
+def _accepted(job_id: str) -> Reply[JobAccepted]:
     return Reply(
-        body={"jobId": job_id, "status": "queued"},
+        body=JobAccepted(job_id=job_id, status=JobStatus.QUEUED.value),
         status=202,
         headers={"Location": JOBS_PATH + job_id},
     )
 
 
-def _prefers_async(call: Call) -> bool:
+def _prefers_async(call: Call[SendMessageRequest]) -> bool:
     prefer = call.request.headers.get("prefer", "")
     return any(p.strip().lower() == "respond-async" for p in prefer.split(","))
 
 
-def _open_job(
-    session: Session, *, caller: Caller, dto: SendMessageRequest, keys: Keys
-) -> SendJobV1:
+def _open_job(session: Session, caller: Caller, dto: SendMessageRequest, keys: Keys) -> SendJobV1:
     """The queued job row, in rule 1's transaction: nothing is queued for a bad session."""
     job = _job_payload(dto, sender_guid=caller.user_guid, job_id=new_guid(), keys=keys)
     jobs.open_send_job(
@@ -85,8 +84,9 @@ def _open_job(
     return job
 
 
-async def send_message(call: Call) -> Reply:
-    job = await call.write(_open_job, dto=call.dto, keys=call.services.keys)
+async def send_message(call: Call[SendMessageRequest]) -> Reply[Any]:
+    dto, keys = call.dto, call.services.keys
+    job = await call.write(lambda session, caller: _open_job(session, caller, dto, keys))
     dispatcher = call.services.dispatcher
     if _prefers_async(call):
         await dispatcher.publish(job)  # if the broker is down, the jobs sweep publishes it
@@ -94,16 +94,19 @@ async def send_message(call: Call) -> Reply:
     result = await dispatcher.send_and_wait(job, call.services.settings.send_wait_seconds)
     if result is None:
         return _accepted(job.job_id)
+    # The worker's answer, as the job row keeps it: a SendMessageResponse or an error.
     return Reply(body=result.response, status=result.http_status)
 
 
-async def get_job(call: Call) -> dict[str, Any]:
-    dto: JobRequest = call.dto
-    job = await call.read(jobs.get_own_job, job_id=dto.job_id)
-    return job.as_wire()
+async def get_job(call: Call[JobRequest]) -> JobResponse:
+    job_id = call.dto.job_id
+    job = await call.read(
+        lambda session, caller: jobs.get_own_job(session, caller=caller, job_id=job_id)
+    )
+    return JobResponse.of(job)
 
 
-OPERATIONS = [
+OPERATIONS = (
     Operation(
         "SendMessage",
         (("PUT", "/messages/{messageGuid}/send"),),
@@ -123,4 +126,4 @@ OPERATIONS = [
         response=JobResponse,
         errors=(errors.JOB_NOT_FOUND,),
     ),
-]
+)

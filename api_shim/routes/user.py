@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from api_shim.dtos import Empty
-from api_shim.operations import Call, Operation
+from api_shim.pipeline import Call
+from api_shim.registry import Operation
 from api_shim.responses import QuotasResponse, UserSettingsResponse
 from worker.domain import clock, quotas, users
 
 
-async def get_user_settings(call: Call) -> dict[str, Any]:
-    return await call.read(users.user_settings)
+async def get_user_settings(call: Call[Empty]) -> UserSettingsResponse:
+    settings = await call.read(lambda session, caller: users.user_settings(session, caller=caller))
+    return UserSettingsResponse.of(settings)
 
 
-async def get_user_quotas(call: Call) -> dict[str, Any]:
-    return await call.read(quotas.user_quotas, now=clock.now())
+async def get_user_quotas(call: Call[Empty]) -> QuotasResponse:
+    now = clock.now()
+    left = await call.read(
+        lambda session, caller: quotas.user_quotas(session, caller=caller, now=now)
+    )
+    return QuotasResponse.of(left)
 
 
-OPERATIONS = [
+OPERATIONS = (
     Operation(
         "GetUserSettings",
         (("GET", "/user/settings"),),
@@ -35,4 +39,4 @@ OPERATIONS = [
         summary="Sends and invites left today",
         response=QuotasResponse,
     ),
-]
+)

@@ -13,8 +13,8 @@ import re
 import subprocess
 from pathlib import Path
 
+from tests.factories import World
 from tests.support import Stack
-from tests.worker.test_send_rules import World
 
 MAX_EXAMPLES = os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "15")
 SCHEMATHESIS = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "schemathesis"

@@ -16,10 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from api_shim.operations import Operation
+from api_shim.registry import Operation
 from api_shim.routes import all_operations
-from tests.support import Stack
-from tests.worker.test_send_rules import World, assert_error
+from tests.factories import World
+from tests.support import Stack, assert_error
 
 SESSION = "x-sm-session-token"
 MAX_EXAMPLES = int(os.environ.get("PROPERTY_MAX_EXAMPLES", "40"))  # per operation
@@ -197,7 +197,7 @@ def _recased(body: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
     return st.tuples(*casings).map(lambda keys: dict(zip(keys, body.values(), strict=True)))
 
 
-def _bodies(op: Operation) -> st.SearchStrategy[dict[str, Any]]:
+def _bodies(op: Operation[Any]) -> st.SearchStrategy[dict[str, Any]]:
     """Request bodies of `op`: its properties typed, in any casing, one of them now and
     then any JSON value at all, and unknown properties beside them."""
     schema = op.request.model_json_schema(by_alias=True)
@@ -240,7 +240,7 @@ def _as_query(value: Any) -> str:
 )
 @given(data=st.data())
 def test_no_input_gets_a_server_error(
-    world: World, client: httpx.Client, op: Operation, data: st.DataObject
+    world: World, client: httpx.Client, op: Operation[Any], data: st.DataObject
 ) -> None:
     body = data.draw(_bodies(op), label="body")
     method, template = op.routes[0]

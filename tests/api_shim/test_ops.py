@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.factories import World
 from tests.support import Stack, free_port, wait_for_http
-from tests.worker.test_send_rules import World
 
 
 def test_health_and_readiness(stack: Stack) -> None:

@@ -14,8 +14,8 @@ from typing import Any
 from urllib.parse import quote
 
 from tests.clients.replay import Answer, ReplayClient, compact_json
+from tests.factories import World
 from tests.support import Stack
-from tests.worker.test_send_rules import World
 
 BASE = "/api"
 

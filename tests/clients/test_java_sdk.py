@@ -13,8 +13,8 @@ from urllib.parse import quote
 import pytest
 
 from tests.clients.replay import Answer, ReplayClient, compact_json
+from tests.factories import World
 from tests.support import Stack
-from tests.worker.test_send_rules import World
 
 BASE = "/api/v1"
 FYEO_TYPES = {"Disabled", "AccountPassword", "UniquePassword"}

@@ -10,8 +10,8 @@ import json
 from typing import Any
 
 from tests.clients.replay import Answer, ReplayClient
+from tests.factories import World
 from tests.support import Stack
-from tests.worker.test_send_rules import World
 
 BASE = "/api"
 

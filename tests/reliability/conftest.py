@@ -27,6 +27,7 @@ import pytest
 import redis
 from sqlalchemy import func, select
 
+from tests.factories import World
 from tests.smtp_sink import SmtpSink
 from tests.support import (
     Stack,
@@ -37,7 +38,6 @@ from tests.support import (
     free_port,
     unavailable,
 )
-from tests.worker.test_send_rules import World
 from worker.models import (
     DailyUsage,
     Delivery,

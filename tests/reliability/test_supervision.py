@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.factories import World
 from tests.reliability.conftest import descendants
 from tests.support import MAIL_RETRY_ENV, Stack, StackConfig, free_port, wait_for_http
-from tests.worker.test_send_rules import World
 
 
 @pytest.fixture

@@ -7,22 +7,24 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import create_postgres_database, drop_postgres_database
+from tests.support import migrated_database
 from worker.db import Database
-from worker.migrate import upgrade_to_head
 from worker.settings import Settings
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def own_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
     """A database of its own: the checkpoint is global, other tests' rows would move it."""
-    url = create_postgres_database() if request.param == "postgres" else ""
-    settings = Settings(var_dir=tmp_path, database_url=url)
-    upgrade_to_head(settings)
-    database = Database(settings.effective_database_url, pool_size=settings.database_pool_size)
-    try:
+    with migrated_database(request.param, tmp_path) as (_settings, database):
         yield database
-    finally:
-        database.dispose()
-        if url:
-            drop_postgres_database(url)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def module_database(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Settings, Database]]:
+    """A migrated database (and settings reaching it) shared by one module's tests, on
+    each backend: for tests that use rows of their own and run in-process."""
+    var_dir = tmp_path_factory.mktemp(f"module-{request.param}")
+    with migrated_database(request.param, var_dir) as migrated:
+        yield migrated

@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import func, select
 
+from tests.factories import World
 from tests.support import Stack
-from tests.worker.test_send_rules import World
 from worker.models import DailyUsage, Delivery, Message, MessageStatus, OutboxEmail, User
 
 

@@ -9,9 +9,9 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any
 
+from tests.factories import World
 from tests.smtp_sink import SmtpSink
 from tests.support import Stack, run_cli
-from tests.worker.test_send_rules import World
 from worker.db import Database
 from worker.domain.delivery import OutgoingEmail, RetryPolicy, build_mime, email_statuses
 

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from sqlalchemy import update
 
-from tests.support import Stack
-from tests.worker.test_send_rules import World, assert_error
+from tests.factories import World
+from tests.support import Stack, assert_error
 from worker.models import Message
 
 

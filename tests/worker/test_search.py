@@ -11,8 +11,8 @@ from urllib.parse import quote
 import pytest
 from sqlalchemy import select, update
 
+from tests.factories import World
 from tests.support import Stack
-from tests.worker.test_send_rules import World
 from worker.models import Delivery, Message
 
 SESSION = "x-sm-session-token"

@@ -1,87 +1,19 @@
 """SPEC 3.1 rules 5-22 through HTTP: each rule's status, code and exact message, the
-recipients it names, and which rule answers when two fail at once."""
+recipients it names, and which rule answers when two fail at once. (The same rules on a
+session, in-process, without HTTP or a worker: `test_send_rules_in_process.py`.)"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import select, update
 
-from tests.support import Stack
+from tests.factories import World
+from tests.support import Stack, assert_error, named_recipients
 from worker.models import DailyUsage, Message, MessageStatus, User
-
-
-@dataclass
-class World:
-    """A sender in a group of its own, and helpers to build the situation a rule needs."""
-
-    stack: Stack
-    tag: str
-    features: dict[str, bool] = field(default_factory=dict)
-    limits: dict[str, Any] = field(default_factory=dict)
-    banned: dict[str, list[str]] | None = None
-    sender: str = ""
-    password: str = ""
-    token: str = ""
-
-    @property
-    def group(self) -> str:
-        return f"group-{self.tag}"
-
-    def setup(self) -> World:
-        self.apply_group()
-        self.sender, self.password = self.stack.make_user(self.tag, group=self.group)
-        self.token = self.stack.login(self.sender, self.password)
-        return self
-
-    def apply_group(self, **features: bool) -> None:
-        self.features.update(features)
-        extra: dict[str, Any] = {"banned": self.banned} if self.banned is not None else {}
-        self.stack.make_group(self.tag, features=self.features, **self.limits, **extra)
-
-    def user(self, name: str, **fields: Any) -> str:
-        return self.stack.make_user(self.tag, name=name, group=self.group, **fields)[0]
-
-    def draft(self, **fields: Any) -> str:
-        fields.setdefault("subject", "subject")
-        fields.setdefault("body", "body")
-        return self.stack.draft(self.token, **fields)
-
-    def send(self, guid: str, **body: Any) -> httpx.Response:
-        return self.stack.send(self.token, guid, **body)
-
-    def sent_message(self, to: list[str], **options: Any) -> str:
-        guid = self.draft(to=to, messageOptions=options) if options else self.draft(to=to)
-        assert self.send(guid).status_code == 200
-        return guid
-
-    def as_user(self, email: str, password: str) -> World:
-        other = World(self.stack, self.tag, sender=email, password=password)
-        other.token = self.stack.login(email, password)
-        return other
-
-    def quotas(self) -> dict[str, int]:
-        with self.stack.client() as client:
-            response = client.get("/api/v1/user/quotas", headers={"x-sm-session-token": self.token})
-        assert response.status_code == 200, response.text
-        return dict(response.json())
-
-
-def assert_error(response: httpx.Response, status: int, code: str, message: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()["responseStatus"]
-    assert body["errorCode"] == code
-    assert body["message"] == message
-    return dict(body)
-
-
-def named(body: dict[str, Any]) -> list[tuple[str, str, str]]:
-    return [(e["errorCode"], e["fieldName"], e["meta"]["email"]) for e in body["errors"]]
 
 
 @pytest.fixture
@@ -325,7 +257,7 @@ def test_rule_16_disabled_recipient_8871_names_each(world: World) -> None:
         "8871",
         "You are trying to send a secure message to one or more Users that are disabled.",
     )
-    assert named(body) == [("8871", "To", off1), ("8871", "Bcc", off2)]
+    assert named_recipients(body) == [("8871", "To", off1), ("8871", "Bcc", off2)]
 
 
 def test_rule_17_contacts_not_allowed_49(world: World) -> None:
@@ -344,7 +276,7 @@ def test_rule_17_contacts_not_allowed_49(world: World) -> None:
         "49",
         "Your package does not allow you to send to members in your contact list.",
     )
-    assert named(body) == [("49", "Cc", friend)]
+    assert named_recipients(body) == [("49", "Cc", friend)]
 
 
 # --- rule 18 --------------------------------------------------------------------------------
@@ -407,7 +339,7 @@ def test_rule_19_invite_30_names_every_new_user(
     new1, new2 = f"new1-{world.tag}@example.org", f"New2-{world.tag}@example.org"
     guid = world.draft(to=[known, new1], cc=[new2])
     body = assert_error(world.send(guid, **send_body), 403, "30", INVITE_MESSAGE)
-    assert named(body) == [("30", "To", new1), ("30", "Cc", new2)]
+    assert named_recipients(body) == [("30", "To", new1), ("30", "Cc", new2)]
     assert world.quotas()["dailyInvitesLeft"] == world.quotas()["dailyInvitesAllowed"]
 
 
@@ -415,7 +347,7 @@ def test_rule_19_invalid_address_30(world: World) -> None:
     world.setup()
     guid = world.draft(to=[f"ok-{world.tag}@example.org", "not an address"])
     body = assert_error(world.send(guid, inviteNewUsers=True), 403, "30", INVITE_MESSAGE)
-    assert named(body) == [("30", "To", "not an address")]
+    assert named_recipients(body) == [("30", "To", "not an address")]
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,8 @@ from typing import Any
 
 from sqlalchemy import event, select
 
+from tests.factories import World
 from tests.support import Stack
-from tests.worker.test_send_rules import World
 from worker.domain import clock
 from worker.domain.send import SendRequest, send_message
 from worker.models import User, new_guid

@@ -73,3 +73,9 @@ def matcher_for_group(session: Session, group: Group) -> BannedMatcher:
     )
     _built[group.id] = (group.banned_version, matcher)
     return matcher
+
+
+def clear_matcher_cache() -> None:
+    """Forget every matcher built so far, so the next `matcher_for_group` reads the lists
+    again. (Tests that reuse group ids across databases in one process need it.)"""
+    _built.clear()

@@ -146,10 +146,11 @@ BROKER_UNAVAILABLE = ErrorKind(
 )
 
 
-def validation_error(field_name: str, message: str, *, code: str = "InvalidValue") -> ApiError:
-    """A 400 ValidationException naming one field."""
+def validation_error(first: FieldError, *more: FieldError, message: str = "") -> ApiError:
+    """A 400 ValidationException naming each offending field; its message is `message`,
+    or else the first field's ("'Username' must not be empty")."""
     return ApiError(
         VALIDATION,
-        errors=[FieldError(code, field_name, message)],
-        message=f"'{field_name}' {message}",
+        errors=[first, *more],
+        message=message or f"'{first.field_name}' {first.message}",
     )

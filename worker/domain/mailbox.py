@@ -21,7 +21,7 @@ from sqlalchemy import ColumnElement, Select, and_, exists, false, func, or_, se
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from worker.domain.auth import Caller
-from worker.domain.messages import message_summary
+from worker.domain.messages import MessageView, message_view
 from worker.models import (
     Delivery,
     Message,
@@ -50,6 +50,20 @@ class MessageSearch:
     ascending: bool = False  # by date; newest first by default
     page: int = 1
     page_size: int = 25
+
+
+@dataclass(frozen=True, slots=True)
+class MessagePage:
+    """One page of a search: `messages` (without bodies), of `total` found."""
+
+    page: int
+    page_size: int
+    total: int
+    messages: tuple[MessageView, ...]
+
+    @property
+    def total_pages(self) -> int:
+        return math.ceil(self.total / self.page_size)
 
 
 _messages = table(Message)
@@ -164,10 +178,10 @@ def _folder(folder: Folder, *, caller_id: int, criteria: str, now: datetime) -> 
 
 def search_messages(
     session: Session, *, caller: Caller, search: MessageSearch, now: datetime
-) -> dict[str, Any]:
-    """A page of the caller's messages in `search.folders`, without bodies: the vendor's
-    `SearchMessagesPagedResponse` (`pageSize`, `totalPages`, `totalItems`, `currentPage`,
-    `results`). A message in several of the folders (sent to oneself) is listed once."""
+) -> MessagePage:
+    """A page of the caller's messages in `search.folders`, without bodies (the vendor's
+    `SearchMessagesPagedResponse`). A message in several of the folders (sent to oneself)
+    is listed once."""
     parts = [
         part
         for folder in sorted(search.folders)
@@ -175,7 +189,7 @@ def search_messages(
         is not None
     ]
     if not parts:
-        return _page(search, total=0, results=[])
+        return _page(search, total=0, messages=())
     if len(parts) == 1:
         candidates = parts[0].subquery()
     elif {Folder.INBOX, Folder.SENT} <= search.folders:
@@ -211,12 +225,12 @@ def search_messages(
             total = 0
         else:  # past the last page: the count alone
             total = connection.scalar(counted) or 0
-    return _page(search, total=total, results=_summaries(session, ids, caller_id=caller.user_id))
+    return _page(search, total=total, messages=_views(session, ids, caller_id=caller.user_id))
 
 
-def _summaries(session: Session, ids: list[int], *, caller_id: int) -> list[dict[str, Any]]:
+def _views(session: Session, ids: list[int], *, caller_id: int) -> tuple[MessageView, ...]:
     if not ids:
-        return []
+        return ()
     messages = {
         m.id: m
         for m in session.scalars(
@@ -240,22 +254,16 @@ def _summaries(session: Session, ids: list[int], *, caller_id: int) -> list[dict
             )
         )
     )
-    return [
-        message_summary(
+    return tuple(
+        message_view(
             message,
             include_body=False,
             show_bcc=message.sender_id == caller_id,
             retrieved=message.sender_id == caller_id or message.id in retrieved,
         )
         for message in (messages[i] for i in ids)
-    ]
+    )
 
 
-def _page(search: MessageSearch, *, total: int, results: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "pageSize": search.page_size,
-        "totalPages": math.ceil(total / search.page_size),
-        "totalItems": total,
-        "currentPage": search.page,
-        "results": results,
-    }
+def _page(search: MessageSearch, *, total: int, messages: tuple[MessageView, ...]) -> MessagePage:
+    return MessagePage(page=search.page, page_size=search.page_size, total=total, messages=messages)

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from worker.domain import errors
 from worker.domain.auth import Caller, normalize_email
-from worker.domain.clock import iso_utc
 from worker.domain.errors import ApiError
 from worker.domain.rules import (
     check_confidential_feature,
@@ -215,58 +213,83 @@ def conversation_of(message: Message) -> str:
     return message.conversation_guid or message.guid
 
 
-def _person(user: User | None, address: str) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class Participant:
+    """The sender or a recipient: a user, or an address that is no user's (no GUID, no
+    names)."""
+
+    guid: str | None
+    email: str
+    first_name: str = ""
+    last_name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MessageView:
+    """A message as its reader sees it (GetMessage, SearchMessages): the vendor's
+    `MessageSummary` with the body, the options and the creation and send times."""
+
+    guid: str
+    parent_guid: str | None
+    conversation_guid: str  # the first message of its reply tree
+    date: datetime  # when it was sent; for a draft, last saved
+    status: MessageStatus
+    action: MessageAction
+    sender: Participant
+    to: tuple[Participant, ...]
+    cc: tuple[Participant, ...]
+    bcc: tuple[Participant, ...]  # empty but for the message's sender
+    subject: str
+    body: str | None  # None when not asked for
+    body_format: BodyFormat
+    options: MessageOptions
+    expiry_date: datetime | None
+    recall_date: datetime | None
+    recall_reason: str | None
+    retrieved: bool  # whether the caller has read it
+    created_at: datetime
+    sent_at: datetime | None
+
+
+def _participant(user: User | None, address: str) -> Participant:
     if user is None:
-        return {"guid": None, "email": address, "firstName": "", "lastName": ""}
-    return {
-        "guid": user.guid,
-        "email": user.email,
-        "firstName": user.first_name,
-        "lastName": user.last_name,
-    }
+        return Participant(guid=None, email=address)
+    return Participant(
+        guid=user.guid, email=user.email, first_name=user.first_name, last_name=user.last_name
+    )
 
 
-def message_summary(
+def message_view(
     message: Message, *, include_body: bool, show_bcc: bool, retrieved: bool
-) -> dict[str, Any]:
-    """The wire form of a message: the vendor's `MessageSummary` (GetMessage,
-    SearchMessages) plus `body`, `allowReplyAll`, `confidential`, `createdDate` and
-    `sentDate`."""
+) -> MessageView:
+    """What a reader is shown of `message`: its Bcc recipients only with `show_bcc`, its
+    body only with `include_body`."""
 
-    def people(kind: RecipientKind) -> list[dict[str, Any]]:
-        return [_person(r.user, r.address) for r in message.recipients if r.kind is kind]
+    def people(kind: RecipientKind) -> tuple[Participant, ...]:
+        return tuple(_participant(r.user, r.address) for r in message.recipients if r.kind is kind)
 
-    options = _options_of(message)
-    return {
-        "guid": message.guid,
-        "parentGuid": message.parent.guid if message.parent else None,
-        "conversationGuid": conversation_of(message),
-        "date": iso_utc(message.sent_at or message.saved_at or message.created_at),
-        "status": message.status.value,
-        "action": message.action.value,
-        "sender": _person(message.sender, message.sender.email),
-        "to": people(RecipientKind.TO),
-        "cc": people(RecipientKind.CC),
-        "bcc": people(RecipientKind.BCC) if show_bcc else [],
-        "subject": message.subject,
-        "body": message.body if include_body else None,
-        "bodyFormat": message.body_format.value,
-        "messageOptions": {
-            "allowForward": options.allow_forward,
-            "allowReply": options.allow_reply,
-            "allowReplyAll": options.allow_reply_all,
-            "allowTracking": options.allow_tracking,
-            "fyeoType": options.fyeo_type.value,
-            "confidential": options.confidential,
-            "shareTracking": options.share_tracking,
-        },
-        "expiryDate": iso_utc(message.expiry_date),
-        "recallDate": iso_utc(message.recall_date),
-        "recallReason": message.recall_reason,
-        "retrieved": retrieved,
-        "createdDate": iso_utc(message.created_at),
-        "sentDate": iso_utc(message.sent_at),
-    }
+    return MessageView(
+        guid=message.guid,
+        parent_guid=message.parent.guid if message.parent else None,
+        conversation_guid=conversation_of(message),
+        date=message.sent_at or message.saved_at or message.created_at,
+        status=message.status,
+        action=message.action,
+        sender=_participant(message.sender, message.sender.email),
+        to=people(RecipientKind.TO),
+        cc=people(RecipientKind.CC),
+        bcc=people(RecipientKind.BCC) if show_bcc else (),
+        subject=message.subject,
+        body=message.body if include_body else None,
+        body_format=message.body_format,
+        options=_options_of(message),
+        expiry_date=message.expiry_date,
+        recall_date=message.recall_date,
+        recall_reason=message.recall_reason,
+        retrieved=retrieved,
+        created_at=message.created_at,
+        sent_at=message.sent_at,
+    )
 
 
 MAX_FYEO_FAILURES = 5
@@ -308,7 +331,7 @@ def get_message(
     include_body: bool,
     fyeo_password: str | None,
     now: datetime,
-) -> dict[str, Any]:
+) -> MessageView:
     """A message for its sender, or for a recipient once sent (not recalled or expired);
     a recipient who gets the body has retrieved it.
 
@@ -323,7 +346,7 @@ def get_message(
     if message is None:
         raise ApiError(errors.MESSAGE_NOT_FOUND)
     if message.sender_id == caller.user_id:
-        return message_summary(message, include_body=include_body, show_bcc=True, retrieved=True)
+        return message_view(message, include_body=include_body, show_bcc=True, retrieved=True)
     delivery = (
         None
         if message.status is MessageStatus.DRAFT
@@ -345,7 +368,7 @@ def get_message(
         _guard_fyeo_body(session, message, _caller_user(session, caller), fyeo_password, now)
     if include_body and delivery.retrieved_at is None:
         delivery.retrieved_at = now  # the recipient has read it
-    return message_summary(
+    return message_view(
         message,
         include_body=include_body,
         show_bcc=False,

@@ -2,24 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy.orm import Session
 
 from worker.domain.auth import Caller
-from worker.domain.clock import iso_utc
-from worker.models import User
+from worker.models import User, UserState
 
 
-def user_settings(session: Session, *, caller: Caller) -> dict[str, Any]:
-    """The caller's account: address, state (Active | Disabled | Pending, the vendor's
-    spelling), registration date, names and language."""
+@dataclass(frozen=True, slots=True)
+class UserSettings:
+    """The caller's account: address, state, registration date, names and language."""
+
+    email: str
+    state: UserState
+    registered_at: datetime
+    first_name: str
+    last_name: str
+    locale: str
+
+
+def user_settings(session: Session, *, caller: Caller) -> UserSettings:
     user = session.get_one(User, caller.user_id)
-    return {
-        "emailAddress": user.email,
-        "state": user.state.value.capitalize(),
-        "registrationDate": iso_utc(user.created_at),
-        "firstName": user.first_name,
-        "lastName": user.last_name,
-        "language": user.locale,
-    }
+    return UserSettings(
+        email=user.email,
+        state=user.state,
+        registered_at=user.created_at,
+        first_name=user.first_name,
+        last_name=user.last_name,
+        locale=user.locale,
+    )

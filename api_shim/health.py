@@ -1,4 +1,4 @@
-"""Operations endpoints outside /api, without a session: /healthz, /readyz, /metrics."""
+"""Health endpoints outside /api, without a session: /healthz, /readyz, /metrics."""
 
 from __future__ import annotations
 
@@ -116,7 +116,7 @@ class _Collector:
             yield depth
 
 
-def register_ops(app: FastAPI, services: Services) -> None:
+def register_health(app: FastAPI, services: Services) -> None:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector(services))
 

@@ -1,0 +1,165 @@
+"""The request pipeline: one request to one operation, from the session token and the
+capped body to the bound DTO, the handler and the response.
+
+The request DTO is bound from the query string, the JSON body and the path (in rising
+priority), case-insensitively (`wire.bind`). A handler gets a `Call[D]` (the request, its
+DTO, the services) and answers a response model, or a `Reply` for another status,
+headers or a cookie.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api_shim.services import Services
+from api_shim.wire import QueryText, bind, error_response, parse_json_body, respond
+from worker.domain import clock, errors
+from worker.domain.auth import Caller, resolve_session, touch_session
+from worker.domain.errors import ApiError
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+D = TypeVar("D", bound=BaseModel)
+# A body: a response model, or a body passed through as it came (the send job's answer).
+B = TypeVar("B", bound=BaseModel | dict[str, Any])
+
+SESSION_HEADER = "x-sm-session-token"
+SESSION_COOKIE = "ss-id"
+RESERVED_QUERY = frozenset({"format", "callback", "_"})
+MAX_BODY_BYTES = 2 * 1024 * 1024  # a 1 MB body in JSON, with room for escaping
+
+
+@dataclass
+class Reply(Generic[B]):
+    """An answer other than a plain 200: its status, headers and session cookie."""
+
+    body: B
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    set_cookie: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Call(Generic[D]):
+    """One request to an operation. An authenticated operation reaches the database only
+    through `write` or `read`, which check rule 1 inside the same transaction: one
+    transaction (and one hop to a thread) per request, and nothing happens for a bad
+    session."""
+
+    request: Request
+    dto: D
+    services: Services
+
+    async def write(self, fn: Callable[[Session, Caller], T]) -> T:
+        """`fn(session, caller)` in one read-write transaction that first resolves the
+        caller's session (ApiError 811)."""
+        return await self._as_caller(fn, write=True)
+
+    async def read(self, fn: Callable[[Session, Caller], T]) -> T:
+        """The same in a read-only transaction."""
+        return await self._as_caller(fn, write=False)
+
+    async def _as_caller(self, fn: Callable[[Session, Caller], T], *, write: bool) -> T:
+        token = session_token(self.request)
+        idle = self.services.settings.session_idle
+        now = clock.now()
+        callers: list[Caller] = []
+
+        def as_caller(session: Session) -> T:
+            caller = resolve_session(
+                session, token=token, now=now, idle=idle, keys=self.services.keys
+            )
+            callers.append(caller)
+            return fn(session, caller)
+
+        run = self.services.write if write else self.services.read
+        try:
+            return await run(as_caller)
+        finally:
+            if callers and callers[-1].touch_due:
+                await self._touch(callers[-1], now)
+
+    async def _touch(self, caller: Caller, now: datetime) -> None:
+        """Restart the session's idle timer, in a write of its own: at most once a minute
+        per session, kept whether or not the operation succeeded."""
+        try:
+            await self.services.write(touch_session, session_id=caller.session_id, now=now)
+        except Exception:  # noqa: BLE001 - the answer stands; the next request tries again
+            logger.warning("could not refresh session %s", caller.session_id, exc_info=True)
+
+
+# What a handler answers: the response model (200), or a `Reply` for another status,
+# headers or a cookie.
+Handler = Callable[[Call[D]], Awaitable[Reply[Any] | BaseModel]]
+
+
+def session_token(request: Request) -> str | None:
+    """The session token from `x-sm-session-token`, a Bearer header or the `ss-id` cookie."""
+    token = request.headers.get(SESSION_HEADER)
+    if token:
+        return token.strip()
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    return request.cookies.get(SESSION_COOKIE) or None
+
+
+async def _capped_body(request: Request) -> bytes:
+    """The body, refused with 413 past MAX_BODY_BYTES without reading it all."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise ApiError(errors.TOO_LARGE)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise ApiError(errors.TOO_LARGE)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _request_data(request: Request, path_params: Mapping[str, Any]) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        k: QueryText(v) for k, v in request.query_params.items() if k.lower() not in RESERVED_QUERY
+    }
+    if request.method in ("POST", "PUT", "PATCH", "DELETE"):
+        data.update(parse_json_body(await _capped_body(request)))
+    data.update(path_params)
+    return data
+
+
+async def run_operation(
+    request: Request,
+    path_params: Mapping[str, Any],
+    *,
+    dto_type: type[D],
+    handler: Handler[D],
+    authenticated: bool,
+) -> Response:
+    """Bind the DTO, check that a session token was given (rule 1 itself is checked by
+    the handler's `Call.write`/`Call.read`), run the handler and write its answer; an
+    ApiError on the way is answered as a ServiceStack error body."""
+    services: Services = request.app.state.services
+    try:
+        dto = bind(dto_type, await _request_data(request, path_params))
+        if authenticated and not session_token(request):
+            raise ApiError(errors.SESSION_INVALID)  # before the handler does anything
+        answer = await handler(Call(request=request, dto=dto, services=services))
+    except ApiError as error:
+        return error_response(request, error)
+    reply = answer if isinstance(answer, Reply) else Reply(body=answer)
+    response = respond(request, reply.body, status=reply.status, headers=reply.headers)
+    if reply.set_cookie is not None:
+        name, value = reply.set_cookie
+        response.set_cookie(name, value, httponly=True, samesite="lax", path="/")
+    return response
