@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -191,16 +191,16 @@ class SendDispatcher:
     async def stop(self) -> None:
         await self._waiter.stop()
 
-    def _publish_now(self, job: SendJobV1) -> None:
-        self._celery.send_task(
-            SEND_TASK, args=[job.model_dump(mode="json", by_alias=True)], **job.publish_options()
-        )
-
-    async def publish(self, job: SendJobV1) -> bool:
-        """Publish without waiting; False when the broker cannot be reached (the job row
-        stays queued and the jobs sweep publishes it later)."""
+    def publish(self, job: SendJobV1) -> bool:
+        """Publish without waiting, from a thread (kombu blocks); False when the broker
+        cannot be reached (the job row stays queued and the jobs sweep publishes it
+        later)."""
         try:
-            await run_in_threadpool(self._publish_now, job)
+            self._celery.send_task(
+                SEND_TASK,
+                args=[job.model_dump(mode="json", by_alias=True)],
+                **job.publish_options(),
+            )
         except Exception:  # noqa: BLE001 - kombu raises many kinds; the job row is kept
             logger.warning(
                 "could not publish send job %s; the sweep will", job.job_id, exc_info=True
@@ -212,22 +212,28 @@ class SendDispatcher:
         job = await run_in_threadpool(_read_job, self._database, job_id)
         return _result_of(job) if job is not None and job.finished else None
 
-    async def send_and_wait(self, job: SendJobV1, timeout: float) -> SendResult | None:
-        """Publish `job` and return its result, or None when it is not done in `timeout`."""
+    async def send_and_wait(
+        self, job_id: str, open_and_publish: Callable[[], Awaitable[bool]], timeout: float
+    ) -> SendResult | None:
+        """Open job `job_id` and publish it (`open_and_publish`, run once, after this
+        request listens for the job's result: the notification cannot be missed; it
+        answers whether the job was published) and return its result, or None when it is
+        not done in `timeout`. What `open_and_publish` raises (rule 1) goes to the caller."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        published = False
+        opened = published = False
         check_in = self.FIRST_CHECK_SECONDS
         try:
-            async with self._waiter.watch(job.job_id) as done:
-                published = await self.publish(job)
+            async with self._waiter.watch(job_id) as done:
+                opened = True
+                published = await open_and_publish()
                 while published and (remaining := deadline - loop.time()) > 0:
                     try:
                         outcome = await asyncio.wait_for(
                             asyncio.shield(done), min(remaining, check_in)
                         )
                     except TimeoutError:
-                        if (result := await self._finished(job.job_id)) is not None:
+                        if (result := await self._finished(job_id)) is not None:
                             return result
                         check_in = min(check_in * 2, self.MAX_CHECK_SECONDS)
                         continue
@@ -240,14 +246,13 @@ class SendDispatcher:
             logger.warning(
                 "result listener unavailable (%s); polling the database", type(e).__name__
             )
-            if not published:
-                published = await self.publish(job)
+            if not opened:
+                opened = True
+                published = await open_and_publish()
             if published and (remaining := deadline - loop.time()) > 0:
                 with contextlib.suppress(TimeoutError):
-                    return _result_of(
-                        await asyncio.wait_for(self._poller.poll(job.job_id), remaining)
-                    )
-        return await self._finished(job.job_id)
+                    return _result_of(await asyncio.wait_for(self._poller.poll(job_id), remaining))
+        return await self._finished(job_id)
 
 
 def _result_of(job: JobView) -> SendResult:

@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -28,6 +29,7 @@ from worker.domain.errors import ApiError
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+U = TypeVar("U")
 D = TypeVar("D", bound=BaseModel)
 # A body: a response model, or a body passed through as it came (the send job's answer).
 B = TypeVar("B", bound=BaseModel | dict[str, Any])
@@ -62,28 +64,37 @@ class Call(Generic[D]):
     async def write(self, fn: Callable[[Session, Caller], T]) -> T:
         """`fn(session, caller)` in one read-write transaction that first resolves the
         caller's session (ApiError 811)."""
-        return await self._as_caller(fn, write=True)
+        return await self._as_caller(fn, _unchanged, write=True)
+
+    async def write_then(self, fn: Callable[[Session, Caller], T], then: Callable[[T], U]) -> U:
+        """`write(fn)`, then `then(what fn returned)` once the transaction has committed,
+        in the same hop to a thread: SendMessage records its job and publishes it with
+        one hop instead of two."""
+        return await self._as_caller(fn, then, write=True)
 
     async def read(self, fn: Callable[[Session, Caller], T]) -> T:
         """The same in a read-only transaction."""
-        return await self._as_caller(fn, write=False)
+        return await self._as_caller(fn, _unchanged, write=False)
 
-    async def _as_caller(self, fn: Callable[[Session, Caller], T], *, write: bool) -> T:
+    async def _as_caller(
+        self, fn: Callable[[Session, Caller], T], then: Callable[[T], U], *, write: bool
+    ) -> U:
         token = session_token(self.request)
         idle = self.services.settings.session_idle
+        database, keys = self.services.database, self.services.keys
         now = clock.now()
         callers: list[Caller] = []
 
         def as_caller(session: Session) -> T:
-            caller = resolve_session(
-                session, token=token, now=now, idle=idle, keys=self.services.keys
-            )
+            caller = resolve_session(session, token=token, now=now, idle=idle, keys=keys)
             callers.append(caller)
             return fn(session, caller)
 
-        run = self.services.write if write else self.services.read
+        def in_thread() -> U:
+            return then(database.run(as_caller, write=write))
+
         try:
-            return await run(as_caller)
+            return await run_in_threadpool(in_thread)
         finally:
             if callers and callers[-1].touch_due:
                 await self._touch(callers[-1], now)
@@ -95,6 +106,10 @@ class Call(Generic[D]):
             await self.services.write(touch_session, session_id=caller.session_id, now=now)
         except Exception:  # noqa: BLE001 - the answer stands; the next request tries again
             logger.warning("could not refresh session %s", caller.session_id, exc_info=True)
+
+
+def _unchanged(value: T) -> T:
+    return value
 
 
 # What a handler answers: the response model (200), or a `Reply` for another status,

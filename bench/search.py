@@ -182,7 +182,8 @@ def print_search(results: dict[str, Any]) -> None:
 def main() -> int:
     from bench.run import bench_stack  # the stack, database and Redis the benchmark uses
 
-    with bench_stack(workers=1, var_dir=Path(tempfile.mkdtemp(prefix="bench-search-"))) as stack:
+    var_dir = Path(tempfile.mkdtemp(prefix="bench-search-"))
+    with bench_stack(smtp_url="", var_dir=var_dir) as stack:
         results = measure_search(stack)
     print_search(results)
     print(json.dumps(results))

@@ -98,6 +98,11 @@ class SmtpSink:
                 r for r in self._received if address.lower() in (a.lower() for a in r.recipients)
             ]
 
+    def total(self) -> int:
+        """How many emails arrived, to anyone."""
+        with self._lock:
+            return len(self._received)
+
     def wait_for(self, address: str, count: int = 1, timeout: float = 20) -> list[Received]:
         deadline = time.monotonic() + timeout
         while len(found := self.to(address)) < count and time.monotonic() < deadline:

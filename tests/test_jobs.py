@@ -6,7 +6,10 @@ from __future__ import annotations
 from tests.support import Stack
 from worker.celery_factory import create_app
 from worker.client import build_send_job, send_job_options
+from worker.domain.secrets import Keys
+from worker.payloads import SendJobV1
 from worker.queues import SEND_TASK
+from worker.sending import may_queue_emails
 
 
 def _user_guid(stack: Stack, token: str) -> str:
@@ -80,3 +83,24 @@ def test_direct_enqueue_with_a_bad_payload_answers_validation(stack: Stack) -> N
     answer = result.get(timeout=30)
     assert answer["httpStatus"] == 400
     assert answer["response"]["responseStatus"]["errorCode"] == "ValidationException"
+
+
+def test_only_a_send_that_can_have_queued_emails_asks_for_a_drain() -> None:
+    """The send task asks for an outbox drain (a Redis round trip, sometimes a publish)
+    only when the job asked for its notification or for invitations."""
+
+    def payload(*, notify: bool, invite: bool) -> dict[str, object]:
+        job = SendJobV1.for_send(
+            job_id="0" * 32,
+            sender_guid="1" * 32,
+            message_guid="2" * 32,
+            send_email_notification=notify,
+            invite_new_users=invite,
+            keys=Keys("k" * 32),
+        )
+        return job.model_dump(mode="json", by_alias=True)
+
+    assert may_queue_emails(payload(notify=True, invite=False))
+    assert may_queue_emails(payload(notify=False, invite=True))
+    assert not may_queue_emails(payload(notify=False, invite=False))
+    assert not may_queue_emails({"version": 1, "jobId": "not a job"})

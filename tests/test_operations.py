@@ -18,9 +18,11 @@ from sqlalchemy import select
 
 from tests.factories import World
 from tests.support import MAIL_RETRY_ENV, Stack, StackConfig, free_port, wait_for_http
+from worker.celery_factory import create_app
 from worker.cli import build_parser
-from worker.models import User
+from worker.models import User, new_guid
 from worker.payloads import published_schemas
+from worker.queues import PING_TASK, SEND_QUEUE
 from worker.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,11 +56,26 @@ def flower(postgres_stack: Stack) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{url}/api/workers", process)
-        time.sleep(1)  # let it subscribe to the workers' events
+        _wait_until_flower_sees_tasks(postgres_stack, url)
         yield url
     finally:
         process.terminate()
         process.wait(10)
+
+
+def _wait_until_flower_sees_tasks(stack: Stack, flower: str, timeout: float = 30) -> None:
+    """Workers send task events only once a monitor asks (worker/celery_factory.py):
+    wait until Flower has turned them on by itself, as it does every 5 s, and shows a
+    no-op task."""
+    publisher = create_app(stack.settings, results=False)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        task_id = new_guid()
+        publisher.send_task(PING_TASK, task_id=task_id, queue=SEND_QUEUE)
+        time.sleep(0.5)
+        if httpx.get(f"{flower}/api/task/info/{task_id}", timeout=5).status_code == 200:
+            return
+    raise AssertionError(f"Flower saw no task event in {timeout}s: it did not enable events")
 
 
 def test_flower_shows_a_finished_send_with_redacted_arguments(

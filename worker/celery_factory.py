@@ -82,10 +82,13 @@ def create_app(settings: Settings, *, results: bool = True) -> Celery:
         result_expires=settings.result_ttl_seconds,
         result_extended=False,
         broker_connection_retry_on_startup=True,
-        # Flower's events. Not `task_send_sent_event`: it costs every publisher a second
-        # Redis command per task (a third of `send_task`), and the backlog it would show
-        # is on /metrics as the queue length.
-        worker_send_task_events=True,
+        # Task events only while a monitor asks for them: Flower turns them on in every
+        # worker by remote control (`enable_events`, every 5 s while it runs; they stay on
+        # until `celery control disable_events`). Sent for every task, they cost each
+        # send two more Redis publishes for nobody. Not `task_send_sent_event` either: it
+        # costs every publisher a second Redis command per task, and the backlog it would
+        # show is on /metrics as the queue length.
+        worker_send_task_events=False,
         worker_hijack_root_logger=False,
         # Every worker's lifeline publishes the sweeps and the hourly retention, under
         # leases (worker/lifeline.py): a beat process is not needed. One that runs (`worker

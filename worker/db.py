@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -72,6 +72,22 @@ def _make_engine(url: str, *, immediate: bool, pool_size: int) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+def commit_without_waiting_for_disk(session: Session) -> None:
+    """Let this transaction's COMMIT return before PostgreSQL has flushed it to disk
+    (`synchronous_commit = off`, this transaction only). Only for writes whose loss in a
+    crash of the *database server* (the last ~0.6 s of them) is harmless because they are
+    written again: an email's delivery record (the email is then sent again, which
+    delivery is allowed to do) and a send job's queued row (the send's own transaction
+    records the job when it finds none). Saves the disk flush, ~2 ms here, from each. A
+    crash of a worker or the API loses nothing: what PostgreSQL acknowledged is applied.
+    SQLite: nothing to do (its WAL runs with synchronous=NORMAL throughout)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(_NO_DISK_WAIT)
+
+
+_NO_DISK_WAIT = text("SET LOCAL synchronous_commit TO OFF")
 
 
 class Database:

@@ -83,6 +83,17 @@ def run_send_job(runtime: Runtime, payload: dict[str, Any], *, redelivered: bool
     return SendJobRun(_result(outcome.http_status, outcome.body), outcome)
 
 
+def may_queue_emails(payload: dict[str, Any]) -> bool:
+    """Whether a send of `payload` that succeeded can have put emails in the outbox: it
+    asked for its notification, or to invite new users. Sends without either skip the
+    drain request (a Redis round trip, sometimes a publish) altogether."""
+    try:
+        job = SendJobV1.model_validate(payload)
+    except ValidationError:
+        return False
+    return job.send_email_notification or job.invite_new_users
+
+
 def _request(job: SendJobV1, runtime: Runtime) -> SendRequest:
     """The send `job` asks for, its secrets opened (SealBroken for secrets sealed with
     another SECRET_KEY)."""

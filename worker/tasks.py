@@ -43,10 +43,10 @@ class _SendTask(Task):  # type: ignore[misc]
     resultrepr_maxsize = len("{'httpStatus': 200, ")
 
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
-        # Only a send that answers 200 can have queued emails (a refused one writes none).
-        # Asked for here, once the result is stored and on its way to the waiting API,
-        # which keeps this round trip out of the answer's path.
-        if retval.get("httpStatus") == 200:
+        # Only a send that answers 200 and asked for a notification or invitations can
+        # have queued emails. Asked for here, once the result is stored and on its way to
+        # the waiting API, which keeps this round trip out of the answer's path.
+        if retval.get("httpStatus") == 200 and sending.may_queue_emails(args[0]):
             drains.request_drain(current())
 
 

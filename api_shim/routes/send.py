@@ -70,9 +70,11 @@ def _prefers_async(call: Call[SendMessageRequest]) -> bool:
     return any(p.strip().lower() == "respond-async" for p in prefer.split(","))
 
 
-def _open_job(session: Session, caller: Caller, dto: SendMessageRequest, keys: Keys) -> SendJobV1:
+def _open_job(
+    session: Session, caller: Caller, dto: SendMessageRequest, keys: Keys, job_id: str
+) -> SendJobV1:
     """The queued job row, in rule 1's transaction: nothing is queued for a bad session."""
-    job = _job_payload(dto, sender_guid=caller.user_guid, job_id=new_guid(), keys=keys)
+    job = _job_payload(dto, sender_guid=caller.user_guid, job_id=job_id, keys=keys)
     jobs.open_send_job(
         session,
         caller=caller,
@@ -85,15 +87,24 @@ def _open_job(session: Session, caller: Caller, dto: SendMessageRequest, keys: K
 
 
 async def send_message(call: Call[SendMessageRequest]) -> Reply[Any]:
-    dto, keys = call.dto, call.services.keys
-    job = await call.write(lambda session, caller: _open_job(session, caller, dto, keys))
-    dispatcher = call.services.dispatcher
+    dto, keys, dispatcher = call.dto, call.services.keys, call.services.dispatcher
+    job_id = new_guid()
+
+    async def open_and_publish() -> bool:
+        # Rule 1, the job row and the publish in one hop to a thread. If the broker is
+        # down, the job row stays queued and the jobs sweep publishes it.
+        return await call.write_then(
+            lambda session, caller: _open_job(session, caller, dto, keys, job_id),
+            dispatcher.publish,
+        )
+
     if _prefers_async(call):
-        await dispatcher.publish(job)  # if the broker is down, the jobs sweep publishes it
-        return _accepted(job.job_id)
-    result = await dispatcher.send_and_wait(job, call.services.settings.send_wait_seconds)
+        await open_and_publish()
+        return _accepted(job_id)
+    wait = call.services.settings.send_wait_seconds
+    result = await dispatcher.send_and_wait(job_id, open_and_publish, wait)
     if result is None:
-        return _accepted(job.job_id)
+        return _accepted(job_id)
     # The worker's answer, as the job row keeps it: a SendMessageResponse or an error.
     return Reply(body=result.response, status=result.http_status)
 

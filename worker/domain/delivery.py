@@ -37,7 +37,7 @@ from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from worker.db import Database
+from worker.db import Database, commit_without_waiting_for_disk
 from worker.domain.secrets import Keys
 from worker.models import EmailStatus, Message, OutboxEmail, table
 from worker.settings import Settings
@@ -226,6 +226,7 @@ _RECORD_EMAIL = update(table(OutboxEmail)).where(table(OutboxEmail).c.id == bind
 
 
 def _record(session: Session, email_id: int, **values: Any) -> None:
+    commit_without_waiting_for_disk(session)  # lost only with the server: sent again
     session.connection().execute(
         _RECORD_EMAIL, {"email_id": email_id, "claimed_until": None, "claimed_by": None, **values}
     )

@@ -189,9 +189,8 @@ def rule_13_fyeo_password_valid(ctx: SendContext) -> None:
 
 def rule_14_has_recipients(ctx: SendContext) -> None:
     if not ctx.addresses:
-        raise ApiError(
-            errors.VALIDATION,
-            errors=[FieldError("NotEmpty", "To", "'To' must not be empty.")],
+        raise errors.validation_error(
+            FieldError("NotEmpty", "To", "'To' must not be empty."),
             message="'To' must not be empty.",
         )
 
