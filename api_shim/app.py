@@ -22,6 +22,7 @@ from api_shim.registry import register
 from api_shim.routes import all_operations
 from api_shim.services import Services
 from api_shim.wire import ContentNegotiation, FoldSlashes, error_response
+from worker import telemetry
 from worker.domain import errors
 from worker.domain.errors import ApiError
 from worker.logging_setup import configure_logging
@@ -49,9 +50,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     if not logging.getLogger().handlers:  # `--workers N` processes start without ours
         configure_logging(settings)
+    # Traces, when the environment asks for them (worker/telemetry.py): before the runtime,
+    # whose engines they instrument; flushed by the lifespan.
+    traced = telemetry.configure_tracing("securesend-api")
     # The process's runtime: built with the app (uvicorn builds one per process) and
     # closed by the lifespan.
     runtime = Runtime.build(settings)
+    if traced:
+        telemetry.instrument_engines(runtime.database.engine, runtime.database.read_engine)
     dispatcher = SendDispatcher(
         celery=runtime.celery, database=runtime.database, redis_url=settings.redis_url
     )
@@ -65,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await dispatcher.stop()
             runtime.close()
+            telemetry.flush()
 
     app = FastAPI(
         title="securesend",
@@ -114,4 +121,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(ContentNegotiation)
     app.add_middleware(FoldSlashes)  # added last: the outermost, before anything routes
+    telemetry.instrument_fastapi(app)  # wraps the whole stack: its span sees every answer
     return app

@@ -10,7 +10,12 @@ from typing import Any
 import redis
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
@@ -68,13 +73,16 @@ class _Collector:
         yield GaugeMetricFamily(
             "securesend_jobs_unfinished", "Send jobs queued or running", value=snap.jobs_queued
         )
-        wait = GaugeMetricFamily(
+        wait = HistogramMetricFamily(
             "securesend_queue_wait_seconds",
-            "Time from a send job's creation to a worker starting it, over the last 5 minutes",
-            labels=["quantile"],
+            "Time a send job (queue=send: created to started) or an email (queue=mail: "
+            "queued to first claimed) waited for a worker",
+            labels=["queue"],
         )
-        for quantile, seconds in snap.queue_wait_seconds.items():
-            wait.add_metric([quantile], seconds)
+        for queue in (metrics.SEND_WAIT, metrics.MAIL_WAIT):
+            waits = snap.queue_wait[queue]
+            buckets = [(metrics.bucket_label(bound), n) for bound, n in waits.buckets]
+            wait.add_metric([queue], [*buckets, ("+Inf", waits.count)], sum_value=waits.sum_seconds)
         yield wait
         backlog = GaugeMetricFamily(
             "securesend_outbox_emails", "Outbox emails by delivery status", labels=["status"]

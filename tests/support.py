@@ -124,6 +124,22 @@ def run_cli(
     )
 
 
+def run_python(
+    code: str, *, cwd: Path, env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`python -c <code>` in a fresh process (nothing imported yet), in `cwd`, with exactly
+    `env`; its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 READY_TIMEOUT_SECONDS = 60
 
 

@@ -4,12 +4,12 @@ import which, no import cycle, and imports that build nothing."""
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.support import run_python
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("worker", "api_shim")
@@ -23,6 +23,9 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "worker.identity",
         "worker.processes",
         "worker.logging_setup",
+        # Imports only the standard library until tracing is on; the domain asks it for
+        # the current trace context (an outbox row keeps it).
+        "worker.telemetry",
         "worker.domain.clock",
         "worker.domain.errors",
     ),
@@ -190,14 +193,6 @@ def test_importing_builds_nothing_and_creates_no_file(tmp_path: Path, env_var_di
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
     if env_var_dir:
         env["VAR_DIR"] = str(tmp_path / "var")
-    done = subprocess.run(
-        [sys.executable, "-c", IMPORT_EVERYTHING_BUT_THE_WORKER],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_python(IMPORT_EVERYTHING_BUT_THE_WORKER, cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr
     assert list(tmp_path.iterdir()) == []

@@ -6,17 +6,24 @@ their own app with `worker.celery_factory.create_app`.
 The runtimes: a pool process builds its own at `worker_process_init` (after the fork: it
 must not share its parent's connections) and its tasks take it with `runtime.current()`;
 the main process builds one at `worker_ready` for its lifeline. Both close at shutdown.
+
+Traces (worker/telemetry.py), when the environment asks for them, are set up by each pool
+process at the same point (the exporter is a thread: after the fork) and flushed at its
+shutdown; the main process only consumes and records no spans.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import re
 import signal
 from typing import Any
 
 from celery.app import trace
 from celery.signals import (
     beat_init,
+    task_prerun,
+    task_success,
     worker_init,
     worker_process_init,
     worker_process_shutdown,
@@ -25,10 +32,12 @@ from celery.signals import (
 )
 
 from worker import runtime as runtimes
+from worker import telemetry
 from worker.celery_factory import create_app
 from worker.identity import new_worker_id
+from worker.payloads import GUID_PATTERN
 from worker.processes import die_with_parent
-from worker.queues import JOBS_SWEEP_TASK, MAIL_QUEUE, SEND_QUEUE, SWEEP_TASK
+from worker.queues import JOBS_SWEEP_TASK, MAIL_QUEUE, SEND_QUEUE, SEND_TASK, SWEEP_TASK
 from worker.settings import get_settings
 
 # Celery's success line logs the return value: a send's response carries the rendered
@@ -50,12 +59,51 @@ def _start_pool_process(**_: Any) -> None:
     # A pool process dies with the worker's main process (a kill -9 of the worker leaves
     # no orphans consuming), and opens its own connections.
     die_with_parent(signal.SIGKILL)
-    runtimes.install(runtimes.Runtime.build(get_settings(), celery=app))
+    traced = telemetry.configure_tracing("securesend-worker")
+    runtime = runtimes.install(runtimes.Runtime.build(get_settings(), celery=app))
+    if traced:
+        database = runtime.database
+        telemetry.instrument_engines(database.engine, database.read_engine)
+        # After the Celery instrumentation's own receivers: its task span is current when
+        # these run. Connected only when traced, so that untraced tasks pay nothing.
+        task_prerun.connect(_annotate_send_span, weak=False, dispatch_uid="securesend-span")
+        task_success.connect(_annotate_send_result, weak=False, dispatch_uid="securesend-result")
 
 
 @worker_process_shutdown.connect
 def _stop_pool_process(**_: Any) -> None:
     runtimes.uninstall()
+    telemetry.flush()
+
+
+_GUID = re.compile(GUID_PATTERN)
+
+
+def _annotate_send_span(*, task: Any, task_id: str, args: Any = (), **_: Any) -> None:
+    # The job's ids, from a payload not validated yet: only values shaped like GUIDs.
+    if task.name != SEND_TASK:
+        return
+    payload = args[0] if args and isinstance(args[0], dict) else {}
+    ids = {"securesend.job_id": task_id, "securesend.message_guid": payload.get("messageGuid")}
+    telemetry.annotate_current_span(
+        {key: value for key, value in ids.items() if isinstance(value, str) and _GUID.match(value)}
+    )
+
+
+def _annotate_send_result(*, sender: Any, result: Any = None, **_: Any) -> None:
+    # The answer's HTTP status and result code (as SendJob.result_code), never its body.
+    if getattr(sender, "name", None) != SEND_TASK or not isinstance(result, dict):
+        return
+    response = result.get("response")
+    status = response.get("responseStatus") if isinstance(response, dict) else None
+    code = str(status.get("errorCode")) if isinstance(status, dict) else "OK"
+    http_status = result.get("httpStatus")
+    telemetry.annotate_current_span(
+        {
+            "securesend.result_code": code[:40],
+            **({"securesend.http_status": http_status} if isinstance(http_status, int) else {}),
+        }
+    )
 
 
 @beat_init.connect

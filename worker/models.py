@@ -29,6 +29,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from worker.domain import clock
+from worker.telemetry import TRACEPARENT_MAX
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -364,6 +365,12 @@ class OutboxEmail(Base):
     # lifeline of another takes the email back before the claim lapses.
     claimed_by: Mapped[str | None] = mapped_column(String(100))
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # When a worker first claimed it: /metrics' mail queue wait is the time from
+    # `created_at` to this (worker.domain.metrics).
+    first_claimed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # The W3C traceparent of the send that queued it, when traces are on: its delivery
+    # continues the caller's trace (worker.telemetry). Ids only.
+    trace_parent: Mapped[str | None] = mapped_column(String(TRACEPARENT_MAX))
 
 
 class FyeoAttempt(Base):

@@ -1,5 +1,6 @@
 """/metrics folds settled jobs and emails into totals, so a scrape reads only recent rows,
-and its counters do not go down when old rows are deleted."""
+and its counters do not go down when old rows are deleted; the queue wait is a histogram
+per queue (send: job row to worker start; mail: email queued to first claimed)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from sqlalchemy import delete, select
 
 from tests.worker import rows
 from worker.db import Database
-from worker.domain import clock, metrics
+from worker.domain import clock, delivery, metrics
 from worker.models import (
     EmailStatus,
     JobStatus,
@@ -80,3 +81,68 @@ def test_scrapes_fold_settled_rows_and_survive_their_deletion(own_database: Data
         session.execute(delete(SendJob))
         session.execute(delete(OutboxEmail))
     assert _figures(_scrape(own_database, now + timedelta(hours=3))) == _figures(final)
+
+
+def _counts(histogram: metrics.WaitHistogram) -> dict[float, int]:
+    return dict(histogram.buckets) | {float("inf"): histogram.count}
+
+
+def test_queue_waits_are_histograms_that_survive_folding(own_database: Database) -> None:
+    earlier, now = clock.now() - timedelta(seconds=600), clock.now()
+    with own_database.write_session() as session:
+        user = rows.sender(session)
+        jobs = [rows.job(user.id, earlier, "OK") for _ in range(4)]
+        for job, waited in zip(jobs, (0.03, 4.0, 400.0), strict=False):
+            job.started_at = earlier + timedelta(seconds=waited)
+        # jobs[3] started as it was created: enqueued straight to Celery, no wait known.
+        claimed = rows.email(earlier, EmailStatus.SENT, attempts=1)
+        claimed.first_claimed_at = earlier + timedelta(seconds=0.2)
+        waiting = rows.email(now, EmailStatus.QUEUED, attempts=0)  # holds the checkpoint
+        waiting.next_attempt_at = now
+        session.add_all([*jobs, claimed, waiting])
+
+    first = _scrape(own_database, now).queue_wait
+    send = _counts(first["send"])
+    assert (send[0.01], send[0.05], send[2.5], send[5.0], send[300.0]) == (0, 1, 1, 2, 2)
+    assert send[float("inf")] == 3
+    assert abs(first["send"].sum_seconds - 404.03) < 0.01
+    assert _counts(first["mail"])[0.1] == 0 and _counts(first["mail"])[0.25] == 1
+    assert first["mail"].count == 1
+
+    # A worker claims the waiting email 1.5 s after it was queued: its wait ends there.
+    with own_database.write_session() as session:
+        (row,) = delivery.claim(
+            session,
+            now=now + timedelta(seconds=1.5),
+            max_attempts=3,
+            lease=timedelta(minutes=1),
+            claimed_by="worker-1",
+        )
+        assert row.first_claimed_at == now + timedelta(seconds=1.5)
+    with own_database.write_session() as session:  # a second claim keeps the first's time
+        held = session.get(OutboxEmail, row.id)
+        assert held is not None
+        held.claimed_until = None
+    with own_database.write_session() as session:
+        delivery.claim(
+            session,
+            now=now + timedelta(seconds=90),
+            max_attempts=3,
+            lease=timedelta(minutes=1),
+            claimed_by="worker-2",
+        )
+    mail = _scrape(own_database, now + timedelta(seconds=90)).queue_wait["mail"]
+    assert (_counts(mail)[1.0], _counts(mail)[2.5], mail.count) == (1, 2, 2)
+
+    # Two hours on the settled rows are folded into totals; deleting them changes nothing.
+    later = now + timedelta(hours=2)
+    folded = _scrape(own_database, later).queue_wait
+    assert _counts(folded["send"]) == _counts(first["send"])
+    assert _counts(folded["mail"]) == _counts(mail)
+    with own_database.write_session() as session:
+        session.execute(delete(SendJob).where(SendJob.created_at < now))
+        session.execute(delete(OutboxEmail).where(OutboxEmail.created_at < now))
+    after = _scrape(own_database, later).queue_wait
+    assert _counts(after["send"]) == _counts(first["send"])
+    assert _counts(after["mail"]) == _counts(mail)
+    assert abs(after["send"].sum_seconds - 404.03) < 0.01

@@ -12,6 +12,9 @@ The transport is a protocol (worker/transports.py has SMTP and `.eml` files); it
 failures are classified: `TransientMailError` (4xx, connection errors: retried with
 backoff) and `PermanentMailError` (5xx: recorded, never retried). Each email goes to one
 envelope recipient and names only that recipient.
+
+With traces on, each delivery is a span (`DELIVER_SPAN`) in the trace of the send that
+queued the email: its outbox row keeps that send's trace context (worker.telemetry).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
+from worker import telemetry
 from worker.db import Database, commit_without_waiting_for_disk
 from worker.domain.secrets import Keys
 from worker.models import EmailStatus, Message, OutboxEmail, table
@@ -200,6 +204,8 @@ def claim(
         row.claimed_until = now + lease
         row.claimed_by = claimed_by
         row.attempts += 1
+        if row.first_claimed_at is None:  # the end of its wait in the queue (/metrics)
+            row.first_claimed_at = now
         claimed.append(row)
     return claimed
 
@@ -232,6 +238,19 @@ def _record(session: Session, email_id: int, **values: Any) -> None:
     )
 
 
+# The span of one delivery (worker.telemetry): ids, kind, attempt and status only.
+DELIVER_SPAN = "securesend.email.deliver"
+
+
+@dataclass(frozen=True, slots=True)
+class _Claimed:
+    email_id: int
+    attempts: int
+    email: OutgoingEmail
+    kind: str
+    trace_parent: str | None
+
+
 def _deliver_batch(
     database: Database,
     transport: MailTransport,
@@ -246,7 +265,7 @@ def _deliver_batch(
     policy = RetryPolicy.from_settings(settings)
     claimed = database.run(
         lambda session: [
-            (row.id, row.attempts, _outgoing(row, keys))
+            _Claimed(row.id, row.attempts, _outgoing(row, keys), row.kind.value, row.trace_parent)
             for row in claim(
                 session,
                 now=now(),
@@ -256,33 +275,62 @@ def _deliver_batch(
             )
         ]
     )
-    for email_id, attempts, email in claimed:
-        mime = build_mime(email, mail_from=settings.mail_from, date=now())
-        try:
-            transport.send(mime, recipient=email.recipient)
-        except TransientMailError as e:
-            if attempts >= policy.max_attempts:
-                logger.warning("email %d failed after %d attempts", email_id, attempts)
-                outcome: dict[str, Any] = {"status": EmailStatus.FAILED, "last_error": e.reply}
-                report.failed.append(email_id)
-            else:
-                delay = policy.delay(attempts)
-                logger.info("email %d: transient failure, retry in %.1fs", email_id, delay)
-                outcome = {
-                    "status": EmailStatus.RETRYING,
-                    "last_error": e.reply,
-                    "next_attempt_at": now() + timedelta(seconds=delay),
-                }
-                report.retry_in[email_id] = delay
-        except PermanentMailError as e:
-            logger.warning("email %d refused permanently", email_id)
-            outcome = {"status": EmailStatus.FAILED, "last_error": e.reply}
+    for item in claimed:
+        # One span per delivery, in the trace of the send that queued the email.
+        with telemetry.span(
+            DELIVER_SPAN,
+            traceparent=item.trace_parent,
+            attributes={
+                "securesend.email.id": item.email_id,
+                "securesend.email.kind": item.kind,
+                "securesend.email.attempt": item.attempts,
+            },
+        ) as span:
+            status = _deliver_one(
+                database, transport, item, settings=settings, policy=policy, now=now, report=report
+            )
+            span.set_attribute("securesend.email.status", status.value)
+    return len(claimed)
+
+
+def _deliver_one(
+    database: Database,
+    transport: MailTransport,
+    item: _Claimed,
+    *,
+    settings: Settings,
+    policy: RetryPolicy,
+    now: Callable[[], datetime],
+    report: DeliveryReport,
+) -> EmailStatus:
+    """Send one claimed email and record its outcome; returns the status recorded."""
+    email_id, attempts, email = item.email_id, item.attempts, item.email
+    mime = build_mime(email, mail_from=settings.mail_from, date=now())
+    try:
+        transport.send(mime, recipient=email.recipient)
+    except TransientMailError as e:
+        if attempts >= policy.max_attempts:
+            logger.warning("email %d failed after %d attempts", email_id, attempts)
+            outcome: dict[str, Any] = {"status": EmailStatus.FAILED, "last_error": e.reply}
             report.failed.append(email_id)
         else:
-            outcome = {"status": EmailStatus.SENT, "sent_at": now(), "last_error": None}
-            report.sent.append(email_id)
-        _record_through_outage(database, partial(_record, email_id=email_id, **outcome))
-    return len(claimed)
+            delay = policy.delay(attempts)
+            logger.info("email %d: transient failure, retry in %.1fs", email_id, delay)
+            outcome = {
+                "status": EmailStatus.RETRYING,
+                "last_error": e.reply,
+                "next_attempt_at": now() + timedelta(seconds=delay),
+            }
+            report.retry_in[email_id] = delay
+    except PermanentMailError as e:
+        logger.warning("email %d refused permanently", email_id)
+        outcome = {"status": EmailStatus.FAILED, "last_error": e.reply}
+        report.failed.append(email_id)
+    else:
+        outcome = {"status": EmailStatus.SENT, "sent_at": now(), "last_error": None}
+        report.sent.append(email_id)
+    _record_through_outage(database, partial(_record, email_id=email_id, **outcome))
+    return EmailStatus(outcome["status"])
 
 
 # A database that went away while an email was being sent is waited for this long, so that

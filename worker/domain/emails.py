@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
+from worker import telemetry
 from worker.domain.rendering import RenderedEmail, Renderer
 from worker.domain.secrets import Keys
 from worker.models import EmailKind, EmailStatus, FyeoType, Message, OutboxEmail, User, table
@@ -59,7 +60,9 @@ def notification_context(message: Message, sender: User, settings: Settings) -> 
 @dataclass
 class OutboxWriter:
     """Writes a send's emails as outbox rows in the caller's transaction, sealed with
-    `keys` (an invitation carries a registration token)."""
+    `keys` (an invitation carries a registration token). Each row keeps the trace context
+    of the span current when the writer was made (the send task's), when traces are on, so
+    that its delivery continues the send's trace."""
 
     session: Session
     renderer: Renderer
@@ -68,6 +71,7 @@ class OutboxWriter:
     sender: User
     now: datetime
     ids: list[int] = field(default_factory=list)
+    trace_parent: str | None = field(default_factory=telemetry.current_traceparent)
 
     def _add(self, rows: list[dict[str, Any]]) -> None:
         # One INSERT … RETURNING for all rows, whatever their number.
@@ -107,6 +111,7 @@ class OutboxWriter:
             "attempts": 0,
             "created_at": self.now,
             "next_attempt_at": self.now,
+            "trace_parent": self.trace_parent,
         }
 
     def queue_notifications(

@@ -11,17 +11,24 @@ a scrape reads the totals and the rows created since. The checkpoint trails the 
 everything it folds is final. One exception is accepted: a job whose outcome is recorded
 again more than `SETTLED_AFTER` after it was created (a task redelivered that late) keeps
 the count of its first outcome.
+
+The queue wait (`WaitHistogram`, per queue) is folded the same way, as cumulative bucket
+counts: a send's is the time from its job row's creation (the API queued it) to a worker
+starting it, for the jobs that had a row before they ran (one enqueued straight to Celery
+has none, so no wait to measure); an email's, from its creation (the send that queued it)
+to a worker first claiming it for delivery, the mail batch window included. Neither
+changes once recorded, so the counters only grow.
 """
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import case, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, case, func, select, update
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from worker.domain import recovery
 from worker.domain.delivery import PENDING
@@ -34,20 +41,58 @@ from worker.models import (
     SendJob,
 )
 
-QUEUE_WAIT_WINDOW = timedelta(minutes=5)
 SETTLED_AFTER = timedelta(hours=1)
 # The checkpoint moves at most this often, so most scrapes write nothing.
 FOLD_EVERY = timedelta(minutes=1)
 UNFINISHED_JOBS = (JobStatus.QUEUED, JobStatus.RUNNING)
 # metric_totals.name
 SENDS, EMAILS, EMAIL_RETRIES = "sends", "emails", "email_retries"
+# The queue-wait histogram's upper bounds in seconds (+Inf besides): from a send that
+# starts at once to an email that waits minutes. The alert thresholds (send 10 s, mail
+# 60 s: deploy/prometheus/alerts.yml) are bounds, so whether a p95 passes them is exact,
+# not interpolated.
+WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+# The queues (the histogram's `queue` label) and their metric_totals.name; a total's label
+# is a bucket's bound (`bucket_label`), "count", or "sum_us" (microseconds).
+SEND_WAIT, MAIL_WAIT = "send", "mail"
+WAIT_TOTALS = {SEND_WAIT: "send_wait", MAIL_WAIT: "mail_wait"}
+COUNT, SUM_US = "count", "sum_us"
+
+
+def bucket_label(bound: float) -> str:
+    """A bucket's bound as /metrics prints it in `le` (0.01, 1.0, 300.0)."""
+    return repr(float(bound))
+
+
+@dataclass(frozen=True, slots=True)
+class WaitHistogram:
+    """Cumulative counts: `buckets` pairs each bound of `WAIT_BUCKETS` with how many
+    waits were at most that long; `count` is all of them (the +Inf bucket)."""
+
+    buckets: tuple[tuple[float, int], ...]
+    count: int
+    sum_seconds: float
+
+    @classmethod
+    def empty(cls) -> WaitHistogram:
+        return cls(buckets=tuple((b, 0) for b in WAIT_BUCKETS), count=0, sum_seconds=0.0)
+
+    def __add__(self, other: WaitHistogram) -> WaitHistogram:
+        return WaitHistogram(
+            buckets=tuple(
+                (bound, mine + theirs)
+                for (bound, mine), (_, theirs) in zip(self.buckets, other.buckets, strict=True)
+            ),
+            count=self.count + other.count,
+            sum_seconds=self.sum_seconds + other.sum_seconds,
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     sends_by_code: dict[str, int]
     jobs_queued: int
-    queue_wait_seconds: dict[str, float]  # quantile -> seconds, over the recent window
+    queue_wait: dict[str, WaitHistogram]  # SEND_WAIT / MAIL_WAIT -> since the first row
     emails_by_status: dict[str, int]
     email_retries: int
     email_failures: int
@@ -80,6 +125,49 @@ def _emails_by_status(
         query = query.where(OutboxEmail.created_at < end)
     rows = session.execute(query.group_by(OutboxEmail.status))
     return [(str(status), int(n), int(retries or 0)) for status, n, retries in rows]
+
+
+def _seconds(session: Session, start: Any, end: Any) -> ColumnElement[Any]:
+    """`end - start` in seconds, never below zero (the two clocks may differ a little)."""
+    if session.get_bind().dialect.name == "sqlite":
+        seconds: ColumnElement[Any] = (func.julianday(end) - func.julianday(start)) * 86400.0
+    else:
+        seconds = func.extract("epoch", end - start)
+    return case((seconds < 0, 0.0), else_=seconds)
+
+
+def _waits(session: Session, queue: str, start: datetime, end: datetime | None) -> WaitHistogram:
+    """The waits of the `queue` rows created in [start, end) whose wait is over."""
+    model: type[SendJob] | type[OutboxEmail]
+    began: InstrumentedAttribute[datetime | None]
+    if queue == SEND_WAIT:
+        model, began = SendJob, SendJob.started_at
+        known = SendJob.started_at > SendJob.created_at  # it had a row before it ran
+    else:
+        model, began = OutboxEmail, OutboxEmail.first_claimed_at
+        known = OutboxEmail.first_claimed_at.is_not(None)
+    wait = _seconds(session, model.created_at, began)
+    query = select(
+        *(func.sum(case((wait <= bound, 1), else_=0)) for bound in WAIT_BUCKETS),
+        func.count(),
+        func.sum(wait),
+    ).where(model.created_at >= start, known)
+    if end is not None:
+        query = query.where(model.created_at < end)
+    *buckets, count, total = session.execute(query).one()
+    return WaitHistogram(
+        buckets=tuple((bound, int(n or 0)) for bound, n in zip(WAIT_BUCKETS, buckets, strict=True)),
+        count=int(count or 0),
+        sum_seconds=float(total or 0),
+    )
+
+
+def _folded_waits(totals: dict[str, int]) -> WaitHistogram:
+    return WaitHistogram(
+        buckets=tuple((b, totals.get(bucket_label(b), 0)) for b in WAIT_BUCKETS),
+        count=totals.get(COUNT, 0),
+        sum_seconds=totals.get(SUM_US, 0) / 1e6,
+    )
 
 
 def _add(session: Session, name: str, label: str, value: int) -> None:
@@ -119,6 +207,13 @@ def fold_settled(session: Session, *, now: datetime) -> datetime:
     for status, count, retries in _emails_by_status(session, checkpoint.until, target):
         _add(session, EMAILS, status, count)
         _add(session, EMAIL_RETRIES, "", retries)
+    for queue, name in WAIT_TOTALS.items():
+        waits = _waits(session, queue, checkpoint.until, target)
+        if waits.count:
+            for bound, count in waits.buckets:
+                _add(session, name, bucket_label(bound), count)
+            _add(session, name, COUNT, waits.count)
+            _add(session, name, SUM_US, round(waits.sum_seconds * 1e6))
     checkpoint.until = target
     return target
 
@@ -142,31 +237,18 @@ def snapshot(session: Session, *, now: datetime, worker_dead_after: timedelta) -
     queued = session.scalar(
         select(func.count()).select_from(SendJob).where(SendJob.status.in_(UNFINISHED_JOBS))
     )
-    recent = session.execute(
-        select(SendJob.created_at, SendJob.started_at)
-        .where(SendJob.created_at >= since, SendJob.started_at >= now - QUEUE_WAIT_WINDOW)
-        .order_by(SendJob.started_at.desc())
-        .limit(2000)
-    ).all()
-    waits = sorted(
-        max(0.0, (started - created).total_seconds())
-        for created, started in recent
-        if started is not None
-    )
-    quantiles = {}
-    if waits:
-        quantiles = {
-            "0.5": statistics.median(waits),
-            "0.95": waits[min(len(waits) - 1, int(0.95 * len(waits)))],
-            "1.0": waits[-1],
-        }
+    queue_wait = {
+        queue: _folded_waits({label: int(v) for n, label, v in totals if n == name})
+        + _waits(session, queue, since, None)
+        for queue, name in WAIT_TOTALS.items()
+    }
     live_emails = _emails_by_status(session, since, None)
     emails = _merged([*folded[EMAILS], *((s, n) for s, n, _ in live_emails)])
     retries = sum(v for _, v in folded[EMAIL_RETRIES]) + sum(r for _, _, r in live_emails)
     return Snapshot(
         sends_by_code=sends,
         jobs_queued=int(queued or 0),
-        queue_wait_seconds=quantiles,
+        queue_wait=queue_wait,
         emails_by_status={s.value: emails.get(s.value, 0) for s in EmailStatus},
         email_retries=retries,
         email_failures=emails.get(EmailStatus.FAILED.value, 0),
