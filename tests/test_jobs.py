@@ -3,9 +3,12 @@ enqueue of `securesend.send_message` by another service."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from tests.support import Stack
 from worker.celery_factory import create_app
 from worker.client import build_send_job, send_job_options
+from worker.domain import delivery
 from worker.domain.secrets import Keys
 from worker.payloads import SendJobV1
 from worker.queues import SEND_TASK
@@ -77,6 +80,40 @@ def test_direct_enqueue_by_task_name(stack: Stack, unique: str) -> None:
     assert stack.send(token, guid).json() == answer["response"]
 
 
+def test_direct_enqueue_with_keyword_arguments_delivers_the_notification(
+    stack: Stack, unique: str, wait_until: Any
+) -> None:
+    """`kwargs={"payload": …}` works like `args=[…]`, drain request included: the
+    notification is delivered."""
+    sender, password = stack.make_user(unique)
+    reader, _ = stack.make_user(unique, name="reader")
+    token = stack.login(sender, password)
+    guid = stack.draft(token, to=[reader], subject="keywords", body="b")
+    payload = build_send_job(
+        sender_guid=_user_guid(stack, token),
+        message_guid=guid,
+        secret_key=stack.settings.secret_key,
+    )
+    celery = create_app(stack.settings)
+
+    result = celery.send_task(SEND_TASK, kwargs={"payload": payload}, **send_job_options(payload))
+
+    assert result.get(timeout=30)["httpStatus"] == 200
+
+    def statuses() -> list[str]:
+        emails = stack.database.run(
+            lambda session: delivery.email_statuses(session, message_guid=guid), write=False
+        )
+        return [str(email["status"]) for email in emails]
+
+    assert wait_until(lambda: statuses() == ["sent"], timeout=20), statuses()
+    # The drain was asked for by the task, not left to the outbox sweep: its success hook
+    # found the payload (it logs "on_success handler raised" when it cannot).
+    job_lines = [line for line in stack.log("worker").splitlines() if payload["jobId"] in line]
+    assert job_lines, "the worker logged nothing about the job"
+    assert not [line for line in job_lines if "handler raised" in line], job_lines
+
+
 def test_direct_enqueue_with_a_bad_payload_answers_validation(stack: Stack) -> None:
     celery = create_app(stack.settings)
     result = celery.send_task(SEND_TASK, args=[{"version": 1, "jobId": "x"}])
@@ -104,3 +141,4 @@ def test_only_a_send_that_can_have_queued_emails_asks_for_a_drain() -> None:
     assert may_queue_emails(payload(notify=False, invite=True))
     assert not may_queue_emails(payload(notify=False, invite=False))
     assert not may_queue_emails({"version": 1, "jobId": "not a job"})
+    assert not may_queue_emails(None)  # no payload at all (neither args nor kwargs)

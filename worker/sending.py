@@ -83,7 +83,7 @@ def run_send_job(runtime: Runtime, payload: dict[str, Any], *, redelivered: bool
     return SendJobRun(_result(outcome.http_status, outcome.body), outcome)
 
 
-def may_queue_emails(payload: dict[str, Any]) -> bool:
+def may_queue_emails(payload: object) -> bool:
     """Whether a send of `payload` that succeeded can have put emails in the outbox: it
     asked for its notification, or to invite new users. Sends without either skip the
     drain request (a Redis round trip, sometimes a publish) altogether."""

@@ -46,7 +46,8 @@ class _SendTask(Task):  # type: ignore[misc]
         # Only a send that answers 200 and asked for a notification or invitations can
         # have queued emails. Asked for here, once the result is stored and on its way to
         # the waiting API, which keeps this round trip out of the answer's path.
-        if retval.get("httpStatus") == 200 and sending.may_queue_emails(args[0]):
+        payload = args[0] if args else kwargs.get("payload")  # enqueued either way
+        if retval.get("httpStatus") == 200 and sending.may_queue_emails(payload):
             drains.request_drain(current())
 
 
