@@ -8,8 +8,6 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from redis.exceptions import RedisError
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -23,6 +21,7 @@ from api_shim.routes import all_operations
 from api_shim.services import Services
 from api_shim.wire import ContentNegotiation, FoldSlashes, error_response
 from worker import telemetry
+from worker.db import DATABASE_UNAVAILABLE
 from worker.domain import errors
 from worker.domain.errors import ApiError
 from worker.logging_setup import configure_logging
@@ -111,7 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
 
-    for outage in (OperationalError, InterfaceError, PoolTimeout, RedisError):
+    for outage in (*DATABASE_UNAVAILABLE, RedisError):
         app.add_exception_handler(outage, unavailable)
 
     @app.exception_handler(Exception)

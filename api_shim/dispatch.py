@@ -21,11 +21,9 @@ import redis.asyncio as aioredis
 from celery import Celery
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.concurrency import run_in_threadpool
 
-from worker.db import Database
+from worker.db import DATABASE_UNAVAILABLE, Database
 from worker.domain.jobs import JobView, find_job
 from worker.payloads import SendJobV1, SendResult
 from worker.queues import SEND_TASK
@@ -157,7 +155,7 @@ def _read_job(database: Database, job_id: str) -> JobView | None:
     that was published may still finish, so its caller is not told it failed."""
     try:
         return database.run(lambda session: find_job(session, job_id), write=False)
-    except (OperationalError, InterfaceError, PoolTimeout):
+    except DATABASE_UNAVAILABLE:
         logger.warning("job %s: the database cannot be reached to read it", job_id)
         return None
 

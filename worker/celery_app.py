@@ -32,8 +32,9 @@ from celery.signals import (
 )
 
 from worker import runtime as runtimes
-from worker import telemetry
+from worker import sending, telemetry
 from worker.celery_factory import create_app
+from worker.domain.send import SendOutcome
 from worker.identity import new_worker_id
 from worker.payloads import GUID_PATTERN
 from worker.processes import die_with_parent
@@ -79,11 +80,14 @@ def _stop_pool_process(**_: Any) -> None:
 _GUID = re.compile(GUID_PATTERN)
 
 
-def _annotate_send_span(*, task: Any, task_id: str, args: Any = (), **_: Any) -> None:
+def _annotate_send_span(
+    *, task: Any, task_id: str, args: Any = (), kwargs: Any = None, **_: Any
+) -> None:
     # The job's ids, from a payload not validated yet: only values shaped like GUIDs.
     if task.name != SEND_TASK:
         return
-    payload = args[0] if args and isinstance(args[0], dict) else {}
+    given = sending.payload_of(args, kwargs)
+    payload = given if isinstance(given, dict) else {}
     ids = {"securesend.job_id": task_id, "securesend.message_guid": payload.get("messageGuid")}
     telemetry.annotate_current_span(
         {key: value for key, value in ids.items() if isinstance(value, str) and _GUID.match(value)}
@@ -94,15 +98,12 @@ def _annotate_send_result(*, sender: Any, result: Any = None, **_: Any) -> None:
     # The answer's HTTP status and result code (as SendJob.result_code), never its body.
     if getattr(sender, "name", None) != SEND_TASK or not isinstance(result, dict):
         return
-    response = result.get("response")
-    status = response.get("responseStatus") if isinstance(response, dict) else None
-    code = str(status.get("errorCode")) if isinstance(status, dict) else "OK"
-    http_status = result.get("httpStatus")
+    response, http_status = result.get("response"), result.get("httpStatus")
+    if not isinstance(response, dict) or not isinstance(http_status, int):
+        return
+    code = SendOutcome(http_status=http_status, body=response).result_code
     telemetry.annotate_current_span(
-        {
-            "securesend.result_code": code[:40],
-            **({"securesend.http_status": http_status} if isinstance(http_status, int) else {}),
-        }
+        {"securesend.result_code": code[:40], "securesend.http_status": http_status}
     )
 
 

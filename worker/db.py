@@ -15,7 +15,8 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.domain.errors import ApiError
@@ -25,6 +26,9 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 # firewalls). There is no pre-ping: see `Database.run`.
 POOL_RECYCLE_SECONDS = 1800
 T = TypeVar("T")
+# What a database that cannot be reached raises (down, restarting, or the pool exhausted):
+# the API answers 503 for it, the send task retries, a waiting request reads no answer.
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout)
 logger = logging.getLogger(__name__)
 
 

@@ -10,10 +10,9 @@ from datetime import timedelta
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from worker import broker
+from worker.db import DATABASE_UNAVAILABLE
 from worker.domain import clock, jobs, recovery
 from worker.domain.errors import SEND_FAILED, ApiError
 from worker.domain.send import SendOutcome, SendRequest, record_job_outcome, send_message
@@ -23,9 +22,8 @@ from worker.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
-# What a database outage raises: nothing was committed (or the send was, and rule 4
-# answers it), so the job is safe to run again.
-DATABASE_ERRORS = (OperationalError, InterfaceError, PoolTimeout)
+# A database outage (worker.db.DATABASE_UNAVAILABLE) leaves nothing committed (or the
+# send was, and rule 4 answers it), so the job is safe to run again.
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +34,7 @@ class SendJobRun:
 
 def run_send_job(runtime: Runtime, payload: dict[str, Any], *, redelivered: bool) -> SendJobRun:
     """Decode, send in one transaction, log and answer. A database that cannot be reached
-    raises one of DATABASE_ERRORS (the caller retries); any other failure answers 503 and
+    raises one of `DATABASE_UNAVAILABLE` (the caller retries); any other failure answers 503 and
     records it."""
     try:
         job = SendJobV1.model_validate(payload)
@@ -64,7 +62,7 @@ def run_send_job(runtime: Runtime, payload: dict[str, Any], *, redelivered: bool
                 keys=runtime.keys,
             )
         )
-    except DATABASE_ERRORS:
+    except DATABASE_UNAVAILABLE:
         raise
     except Exception as e:  # noqa: BLE001 - the caller must always get an answer
         outcome = _give_up(runtime, job, type(e).__name__, error=e)
@@ -81,6 +79,14 @@ def run_send_job(runtime: Runtime, payload: dict[str, Any], *, redelivered: bool
         },
     )
     return SendJobRun(_result(outcome.http_status, outcome.body), outcome)
+
+
+def payload_of(args: Any, kwargs: Any) -> object:
+    """The job payload a send task was called with: enqueued as `args=[payload]` or as
+    `kwargs={"payload": payload}` (None when neither)."""
+    if args:
+        return args[0]
+    return kwargs.get("payload") if isinstance(kwargs, dict) else None
 
 
 def may_queue_emails(payload: object) -> bool:

@@ -14,6 +14,7 @@ from celery import Task
 from worker import drains, sending
 from worker.celery_app import app
 from worker.celery_factory import soft_time_limit
+from worker.db import DATABASE_UNAVAILABLE
 from worker.domain import clock, retention
 from worker.queues import (
     DRAIN_TASK,
@@ -46,7 +47,7 @@ class _SendTask(Task):  # type: ignore[misc]
         # Only a send that answers 200 and asked for a notification or invitations can
         # have queued emails. Asked for here, once the result is stored and on its way to
         # the waiting API, which keeps this round trip out of the answer's path.
-        payload = args[0] if args else kwargs.get("payload")  # enqueued either way
+        payload = sending.payload_of(args, kwargs)
         if retval.get("httpStatus") == 200 and sending.may_queue_emails(payload):
             drains.request_drain(current())
 
@@ -57,7 +58,7 @@ def send_message_task(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
     try:
         redelivered = bool(self.request.delivery_info.get("redelivered"))
         return sending.run_send_job(current(), payload, redelivered=redelivered).result
-    except sending.DATABASE_ERRORS as e:
+    except DATABASE_UNAVAILABLE as e:
         retries = self.request.retries
         if retries >= len(DATABASE_RETRY_COUNTDOWNS):
             logger.warning("send job %s: database still unavailable; left queued", self.request.id)

@@ -73,10 +73,6 @@ class WaitHistogram:
     count: int
     sum_seconds: float
 
-    @classmethod
-    def empty(cls) -> WaitHistogram:
-        return cls(buckets=tuple((b, 0) for b in WAIT_BUCKETS), count=0, sum_seconds=0.0)
-
     def __add__(self, other: WaitHistogram) -> WaitHistogram:
         return WaitHistogram(
             buckets=tuple(
