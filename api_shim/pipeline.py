@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -53,9 +54,9 @@ class Reply(Generic[B]):
 @dataclass(frozen=True)
 class Call(Generic[D]):
     """One request to an operation. An authenticated operation reaches the database only
-    through `write` or `read`, which check rule 1 inside the same transaction: one
-    transaction (and one hop to a thread) per request, and nothing happens for a bad
-    session."""
+    through `write`, `read` or `alone_then`, which check rule 1 first: one hop to a
+    thread per request (one transaction for `write` and `read`), and nothing happens for
+    a bad session."""
 
     request: Request
     dto: D
@@ -64,37 +65,49 @@ class Call(Generic[D]):
     async def write(self, fn: Callable[[Session, Caller], T]) -> T:
         """`fn(session, caller)` in one read-write transaction that first resolves the
         caller's session (ApiError 811)."""
-        return await self._as_caller(fn, _unchanged, write=True)
+        return await self._as_caller(fn, write=True)
 
-    async def write_then(self, fn: Callable[[Session, Caller], T], then: Callable[[T], U]) -> U:
-        """`write(fn)`, then `then(what fn returned)` once the transaction has committed,
-        in the same hop to a thread: SendMessage records its job and publishes it with
-        one hop instead of two."""
-        return await self._as_caller(fn, then, write=True)
+    async def alone_then(self, fn: Callable[[Connection, Caller], T], then: Callable[[T], U]) -> U:
+        """Rule 1, then `fn(connection, caller)`: one statement, committed on its own
+        without a transaction around the two (`Database.run_alone`: two round trips in
+        all on PostgreSQL, where a transaction takes five), then `then(what fn
+        returned)`, all in one hop to a thread. SendMessage records its job (a single
+        insert) and publishes it."""
+        database = self.services.database
+
+        def run(caller_of: Callable[[Connection], Caller]) -> U:
+            return then(database.run_alone(lambda c: fn(c, caller_of(c))))
+
+        return await self._in_thread(run)
 
     async def read(self, fn: Callable[[Session, Caller], T]) -> T:
-        """The same in a read-only transaction."""
-        return await self._as_caller(fn, _unchanged, write=False)
+        """The same as `write` in a read-only transaction."""
+        return await self._as_caller(fn, write=False)
 
-    async def _as_caller(
-        self, fn: Callable[[Session, Caller], T], then: Callable[[T], U], *, write: bool
-    ) -> U:
+    async def _as_caller(self, fn: Callable[[Session, Caller], T], *, write: bool) -> T:
+        database = self.services.database
+
+        def run(caller_of: Callable[[Connection], Caller]) -> T:
+            return database.run(lambda s: fn(s, caller_of(s.connection())), write=write)
+
+        return await self._in_thread(run)
+
+    async def _in_thread(self, run: Callable[[Callable[[Connection], Caller]], U]) -> U:
+        """`run(caller_of)` in a thread, where `caller_of(connection)` checks rule 1; then
+        the session's idle timer restarted when due."""
         token = session_token(self.request)
         idle = self.services.settings.session_idle
-        database, keys = self.services.database, self.services.keys
+        keys = self.services.keys
         now = clock.now()
         callers: list[Caller] = []
 
-        def as_caller(session: Session) -> T:
-            caller = resolve_session(session, token=token, now=now, idle=idle, keys=keys)
+        def caller_of(connection: Connection) -> Caller:
+            caller = resolve_session(connection, token=token, now=now, idle=idle, keys=keys)
             callers.append(caller)
-            return fn(session, caller)
-
-        def in_thread() -> U:
-            return then(database.run(as_caller, write=write))
+            return caller
 
         try:
-            return await run_in_threadpool(in_thread)
+            return await run_in_threadpool(run, caller_of)
         finally:
             if callers and callers[-1].touch_due:
                 await self._touch(callers[-1], now)
@@ -106,10 +119,6 @@ class Call(Generic[D]):
             await self.services.write(touch_session, session_id=caller.session_id, now=now)
         except Exception:  # noqa: BLE001 - the answer stands; the next request tries again
             logger.warning("could not refresh session %s", caller.session_id, exc_info=True)
-
-
-def _unchanged(value: T) -> T:
-    return value
 
 
 # What a handler answers: the response model (200), or a `Reply` for another status,

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                     user_id=sender_id, user_guid=rows.sender_guids[sender_id], session_id=0
                 )
                 jobs.open_send_job(
-                    session,
+                    session.connection(),
                     caller=caller,
                     job_id=job.job_id,
                     message_guid=guid,

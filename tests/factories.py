@@ -224,7 +224,7 @@ class DomainWorld:
                 )
                 session.flush()
                 self._callers[email] = resolve_session(
-                    session,
+                    session.connection(),
                     token=token,
                     now=self.now,
                     idle=self.settings.session_idle,
@@ -385,7 +385,7 @@ class DomainWorld:
             )
             with self.database.write_session() as session:
                 jobs.open_send_job(
-                    session,
+                    session.connection(),
                     caller=caller,
                     job_id=job_id,
                     message_guid=guid,

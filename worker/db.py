@@ -14,10 +14,13 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Boolean, Connection, Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import ColumnElement
 
 from worker.domain.errors import ApiError
 
@@ -78,20 +81,35 @@ def _make_engine(url: str, *, immediate: bool, pool_size: int) -> Engine:
     return engine
 
 
-def commit_without_waiting_for_disk(session: Session) -> None:
-    """Let this transaction's COMMIT return before PostgreSQL has flushed it to disk
-    (`synchronous_commit = off`, this transaction only). Only for writes whose loss in a
-    crash of the *database server* (the last ~0.6 s of them) is harmless because they are
-    written again: an email's delivery record (the email is then sent again, which
-    delivery is allowed to do) and a send job's queued row (the send's own transaction
-    records the job when it finds none). Saves the disk flush, ~2 ms here, from each. A
-    crash of a worker or the API loses nothing: what PostgreSQL acknowledged is applied.
-    SQLite: nothing to do (its WAL runs with synchronous=NORMAL throughout)."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(_NO_DISK_WAIT)
+class _NoDiskWaitCondition(ColumnElement[bool]):
+    """Always true; on PostgreSQL, evaluating it lets the transaction it runs in commit
+    before PostgreSQL has flushed it to disk (`synchronous_commit = off`, that transaction
+    only: PostgreSQL reads the setting when the statement's own transaction commits). In
+    the WHERE or RETURNING clause of a statement run on its own (`Database.run_alone`),
+    where a `SET LOCAL` would cost a round trip of its own.
+
+    Only for writes whose loss in a crash of the *database server* (the last ~0.6 s of
+    them) is harmless because they are written again: an email's delivery record (the
+    email is then sent again, which delivery is allowed to do) and a send job's queued row
+    (the send's own transaction records the job when it finds none). A crash of a worker
+    or the API loses nothing: what PostgreSQL acknowledged is applied. SQLite: nothing to
+    do (its WAL runs with synchronous=NORMAL throughout)."""
+
+    inherit_cache = True
+    type = Boolean()
 
 
-_NO_DISK_WAIT = text("SET LOCAL synchronous_commit TO OFF")
+@compiles(_NoDiskWaitCondition)
+def _always_true(_element: _NoDiskWaitCondition, _compiler: SQLCompiler, **_: Any) -> str:
+    return "1 = 1"
+
+
+@compiles(_NoDiskWaitCondition, "postgresql")
+def _set_no_disk_wait(_element: _NoDiskWaitCondition, _compiler: SQLCompiler, **_: Any) -> str:
+    return "set_config('synchronous_commit', 'off', true) = 'off'"
+
+
+WITHOUT_WAITING_FOR_DISK: ColumnElement[bool] = _NoDiskWaitCondition()
 
 
 class Database:
@@ -155,6 +173,26 @@ class Database:
             logger.warning("database connection lost; running the transaction again")
         with opener() as session:
             return fn(session)
+
+    def run_alone(self, fn: Callable[[Connection], T]) -> T:
+        """`fn(connection)` running one statement that commits on its own. On PostgreSQL in
+        autocommit: one round trip, where a transaction costs three (BEGIN, the statement,
+        COMMIT). On SQLite, in a write transaction (`run`). Run a second time if the first
+        found its pooled connection dead, as `run` is: `fn` must be safe to run twice."""
+        if self.is_sqlite:
+            return self.run(lambda session: fn(session.connection()))
+        try:
+            with self._autocommit() as connection:
+                return fn(connection)
+        except DBAPIError as e:
+            if not e.connection_invalidated:
+                raise
+            logger.warning("database connection lost; running the statement again")
+        with self._autocommit() as connection:
+            return fn(connection)
+
+    def _autocommit(self) -> AbstractContextManager[Connection]:
+        return self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
 
     def dispose(self) -> None:
         self.engine.dispose()

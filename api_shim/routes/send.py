@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from api_shim.dtos import JobRequest, SendMessageRequest
 from api_shim.pipeline import Call, Reply
@@ -71,12 +71,12 @@ def _prefers_async(call: Call[SendMessageRequest]) -> bool:
 
 
 def _open_job(
-    session: Session, caller: Caller, dto: SendMessageRequest, keys: Keys, job_id: str
+    connection: Connection, caller: Caller, dto: SendMessageRequest, keys: Keys, job_id: str
 ) -> SendJobV1:
-    """The queued job row, in rule 1's transaction: nothing is queued for a bad session."""
+    """The queued job row, once rule 1 has passed: nothing is queued for a bad session."""
     job = _job_payload(dto, sender_guid=caller.user_guid, job_id=job_id, keys=keys)
     jobs.open_send_job(
-        session,
+        connection,
         caller=caller,
         job_id=job.job_id,
         message_guid=job.message_guid,
@@ -93,8 +93,8 @@ async def send_message(call: Call[SendMessageRequest]) -> Reply[Any]:
     async def open_and_publish() -> bool:
         # Rule 1, the job row and the publish in one hop to a thread. If the broker is
         # down, the job row stays queued and the jobs sweep publishes it.
-        return await call.write_then(
-            lambda session, caller: _open_job(session, caller, dto, keys, job_id),
+        return await call.alone_then(
+            lambda connection, caller: _open_job(connection, caller, dto, keys, job_id),
             dispatcher.publish,
         )
 

@@ -135,6 +135,24 @@ def test_a_send_that_passes_every_rule(world: DomainWorld) -> None:
     assert len(outcome.email_ids) == 3
 
 
+def test_a_recipient_the_database_cannot_fold_is_still_found(world: DomainWorld) -> None:
+    """The draft's read finds recipients' users by an address the database folds
+    (lower, trim); `normalize_email` also folds beyond ASCII (casefold: ß is ss). Such an
+    address is looked up apart, so its user is found, not taken for a new one (rule 19)."""
+    world.setup()
+    reader = world.user("strasse")  # strasse-…@example.com
+    typed = "STRAßE" + reader.removeprefix("strasse")
+    assert typed.casefold() == reader and typed.lower() != reader
+    guid = world.draft(to=[typed])
+    sent(world, guid)  # invite_new_users is off: a user taken for new would answer 30
+    with world.database.read_session() as session:
+        reader_id = session.scalars(select(User.id).where(User.email == reader)).one()
+        delivered_to = session.scalars(
+            select(Delivery.user_id).join(Message).where(Message.guid == guid)
+        ).all()
+    assert delivered_to == [reader_id]
+
+
 # --- rules 1-4: who sends what --------------------------------------------------------------
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from worker.domain import errors
@@ -155,7 +155,7 @@ _CALLER_BY_TOKEN = (
 
 
 def resolve_session(
-    session: Session, *, token: str | None, now: datetime, idle: timedelta, keys: Keys
+    connection: Connection, *, token: str | None, now: datetime, idle: timedelta, keys: Keys
 ) -> Caller:
     """The caller behind a session token. Only reads: `Caller.touch_due` says when the
     idle timer wants a refresh (at most once a minute).
@@ -165,11 +165,9 @@ def resolve_session(
     """
     if not token:
         raise ApiError(errors.SESSION_INVALID)
-    row = (
-        session.connection()
-        .execute(_CALLER_BY_TOKEN, {"token_hash": keys.token_digest(token)})
-        .one_or_none()
-    )
+    row = connection.execute(
+        _CALLER_BY_TOKEN, {"token_hash": keys.token_digest(token)}
+    ).one_or_none()
     if row is None:
         raise ApiError(errors.SESSION_INVALID)
     session_id, last_seen_at, user_id, user_guid = row

@@ -18,6 +18,7 @@ import ahocorasick_rs
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from worker.domain.drafts import SenderGroup
 from worker.models import BannedEntry, BannedKind, Group
 
 
@@ -56,7 +57,7 @@ def build_matcher(keywords: Iterable[str], regexes: Iterable[str]) -> BannedMatc
 _built: dict[int, tuple[int, BannedMatcher]] = {}
 
 
-def matcher_for_group(session: Session, group: Group) -> BannedMatcher:
+def matcher_for_group(session: Session, group: Group | SenderGroup) -> BannedMatcher:
     """The group's matcher (its list plus the global list), rebuilt only when
     `group.banned_version` has changed since this process last built it."""
     cached = _built.get(group.id)

@@ -36,12 +36,12 @@ from email.utils import format_datetime, formataddr, parseaddr
 from functools import partial
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy import Connection, bindparam, or_, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from worker import telemetry
-from worker.db import Database, commit_without_waiting_for_disk
+from worker.db import WITHOUT_WAITING_FOR_DISK, Database
 from worker.domain.secrets import Keys
 from worker.models import EmailStatus, Message, OutboxEmail, table
 from worker.settings import Settings
@@ -227,13 +227,15 @@ def _outgoing(row: OutboxEmail, keys: Keys) -> OutgoingEmail:
     )
 
 
-# Built once, through Core: one per email delivered.
-_RECORD_EMAIL = update(table(OutboxEmail)).where(table(OutboxEmail).c.id == bindparam("email_id"))
+# Built once, through Core: one per email delivered, committed on its own without waiting
+# for the disk (lost only with the database server: the email is then sent again).
+_RECORD_EMAIL = update(table(OutboxEmail)).where(
+    table(OutboxEmail).c.id == bindparam("email_id"), WITHOUT_WAITING_FOR_DISK
+)
 
 
-def _record(session: Session, email_id: int, **values: Any) -> None:
-    commit_without_waiting_for_disk(session)  # lost only with the server: sent again
-    session.connection().execute(
+def _record(connection: Connection, email_id: int, **values: Any) -> None:
+    connection.execute(
         _RECORD_EMAIL, {"email_id": email_id, "claimed_until": None, "claimed_by": None, **values}
     )
 
@@ -339,12 +341,12 @@ def _deliver_one(
 RECORD_PATIENCE_SECONDS = 30.0
 
 
-def _record_through_outage(database: Database, record: Callable[[Session], None]) -> None:
+def _record_through_outage(database: Database, record: Callable[[Connection], None]) -> None:
     deadline = time.monotonic() + RECORD_PATIENCE_SECONDS
     pause = 0.5
     while True:
         try:
-            database.run(record)
+            database.run_alone(record)
             return
         except (OperationalError, InterfaceError):
             if time.monotonic() + pause > deadline:

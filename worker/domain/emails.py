@@ -15,26 +15,22 @@ from datetime import datetime
 from email.utils import parseaddr
 from typing import Any
 
-from sqlalchemy import insert
-from sqlalchemy.orm import Session
-
 from worker import telemetry
+from worker.domain.drafts import Addressee, Draft, Person, Sender
 from worker.domain.rendering import RenderedEmail, Renderer
 from worker.domain.secrets import Keys
-from worker.models import EmailKind, EmailStatus, FyeoType, Message, OutboxEmail, User, table
+from worker.models import EmailKind, EmailStatus, FyeoType
 from worker.settings import Settings
 
 EXPIRY_FORMAT = "%Y-%m-%d %H:%M UTC"
-# Built once, through Core: it is on every send's path (see worker/domain/send.py).
-_INSERT_EMAILS = insert(table(OutboxEmail)).returning(table(OutboxEmail).c.id)
 
 
-def display_name(user: User) -> str:
+def display_name(user: Person) -> str:
     name = f"{user.first_name} {user.last_name}".strip()
     return name or user.email
 
 
-def sender_context(user: User) -> dict[str, str]:
+def sender_context(user: Person) -> dict[str, str]:
     return {"display_name": display_name(user), "email": user.email}
 
 
@@ -42,7 +38,7 @@ def message_url(settings: Settings, guid: str) -> str:
     return f"{settings.public_base_url.rstrip('/')}/messages/{guid}"
 
 
-def notification_context(message: Message, sender: User, settings: Settings) -> dict[str, Any]:
+def notification_context(message: Draft, sender: Sender, settings: Settings) -> dict[str, Any]:
     return {
         "sender": sender_context(sender),
         "message": {
@@ -59,27 +55,19 @@ def notification_context(message: Message, sender: User, settings: Settings) -> 
 
 @dataclass
 class OutboxWriter:
-    """Writes a send's emails as outbox rows in the caller's transaction, sealed with
-    `keys` (an invitation carries a registration token). Each row keeps the trace context
-    of the span current when the writer was made (the send task's), when traces are on, so
-    that its delivery continues the send's trace."""
+    """Renders a send's emails into outbox rows, sealed with `keys` (an invitation carries
+    a registration token); the send writes `rows` with the rest of its changes
+    (worker.domain.send_writes). Each row keeps the trace context of the span current when
+    the writer was made (the send task's), when traces are on, so that its delivery
+    continues the send's trace."""
 
-    session: Session
     renderer: Renderer
     settings: Settings
     keys: Keys
-    sender: User
+    sender: Sender
     now: datetime
-    ids: list[int] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
     trace_parent: str | None = field(default_factory=telemetry.current_traceparent)
-
-    def _add(self, rows: list[dict[str, Any]]) -> None:
-        # One INSERT … RETURNING for all rows, whatever their number.
-        self.ids.extend(self.session.connection().execute(_INSERT_EMAILS, rows).scalars())
-
-    def email_ids(self) -> list[int]:
-        """The ids of every email queued so far."""
-        return list(self.ids)
 
     def _message_id(self) -> str:
         domain = parseaddr(self.settings.mail_from)[1].rpartition("@")[2] or "securesend.local"
@@ -90,9 +78,9 @@ class OutboxWriter:
         *,
         kind: EmailKind,
         template: str,
-        to: User,
+        to: Addressee,
         email: RenderedEmail,
-        message: Message | None,
+        message: Draft | None,
     ) -> dict[str, Any]:
         content = {
             "subject": email.subject,
@@ -116,8 +104,8 @@ class OutboxWriter:
 
     def queue_notifications(
         self,
-        message: Message,
-        recipients: list[User],
+        message: Draft,
+        recipients: list[Addressee],
         *,
         rendered: dict[str, RenderedEmail] | None = None,
     ) -> None:
@@ -142,10 +130,10 @@ class OutboxWriter:
                     message=message,
                 )
             )
-        self._add(rows)
+        self.rows.extend(rows)
 
     def queue_invitations(
-        self, message: Message, invitations: list[tuple[User, str]], *, cra_required: bool
+        self, message: Draft, invitations: list[tuple[Addressee, str]], *, cra_required: bool
     ) -> None:
         """One invitation email per (invitee, registration URL), in one INSERT. Each is
         rendered on its own: the URL carries the invitee's token."""
@@ -168,5 +156,4 @@ class OutboxWriter:
                     message=message,
                 )
             )
-        if rows:
-            self._add(rows)
+        self.rows.extend(rows)

@@ -6,16 +6,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.orm import Session
 
-from worker.db import commit_without_waiting_for_disk
+from worker.db import WITHOUT_WAITING_FOR_DISK
 from worker.domain import errors
 from worker.domain.auth import Caller
 from worker.domain.errors import ApiError
 from worker.models import JobStatus, SendJob, table
 
-_INSERT_JOB = insert(table(SendJob))  # built once: on every send's path
+# Built once: on every send's path. Its RETURNING clause lets it commit without waiting
+# for the disk (worker.db.WITHOUT_WAITING_FOR_DISK).
+_INSERT_JOB = insert(table(SendJob)).returning(WITHOUT_WAITING_FOR_DISK)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +33,7 @@ class JobView:
 
 
 def open_send_job(
-    session: Session,
+    connection: Connection,
     *,
     caller: Caller,
     job_id: str,
@@ -41,13 +43,12 @@ def open_send_job(
 ) -> None:
     """Record a queued job for the caller, with the payload about to be published (kept
     as it is, to publish it again if the broker loses it); the worker fills in its
-    outcome. (Core, not `session.add`: this is on every send's path.)
+    outcome. One statement, committed on its own (`Database.run_alone`).
 
     Its commit does not wait for the disk: should the database server crash and lose
     it, the send's own transaction records the job when it finds none (the task is on
-    its way either way), so the caller is not kept waiting ~2 ms for the flush."""
-    commit_without_waiting_for_disk(session)
-    session.connection().execute(
+    its way either way), so the caller is not kept waiting for the flush."""
+    connection.execute(
         _INSERT_JOB,
         {
             "id": job_id,
@@ -59,7 +60,7 @@ def open_send_job(
             "attempts": 1,
             "published_at": now,
         },
-    )
+    ).one()
 
 
 def count_attempt(session: Session, *, job_id: str) -> int:

@@ -21,6 +21,7 @@ from sqlalchemy import ColumnElement, Select, and_, exists, false, func, or_, se
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from worker.domain.auth import Caller
+from worker.domain.drafts import Person
 from worker.domain.messages import MessageView, message_view
 from worker.models import (
     Delivery,
@@ -73,13 +74,13 @@ _users = table(User)
 
 
 def searchable_text(
-    subject: str, sender: User, recipients: list[tuple[RecipientKind, str, User]]
+    subject: str, sender: Person, recipients: list[tuple[RecipientKind, str, Person]]
 ) -> tuple[str, str | None]:
     """What a sent message is found by, case-folded: its subject, sender and To/Cc
     people (addresses and names); and apart, its Bcc people (None without any). Written
     by the send, so a search reads one column per message instead of joining people."""
 
-    def person(address: str, user: User) -> str:
+    def person(address: str, user: Person) -> str:
         return f"{address}\n{user.email}\n{user.first_name}\n{user.last_name}"
 
     public = [subject, person(sender.email, sender)]

@@ -24,6 +24,7 @@ from sqlalchemy.sql.dml import ReturningInsert
 from worker.domain import errors
 from worker.domain.auth import normalize_email
 from worker.domain.banned import matcher_for_group
+from worker.domain.drafts import Addressee, Draft, Sender, SenderGroup
 from worker.domain.errors import ApiError, FieldError
 from worker.domain.secrets import verify_password
 from worker.models import (
@@ -34,7 +35,6 @@ from worker.models import (
     Message,
     MessageAction,
     RecipientKind,
-    User,
     UserState,
     table,
 )
@@ -58,19 +58,19 @@ class SendContext:
     """Everything the rules look at, loaded once per send."""
 
     session: Session
-    message: Message
-    sender: User
+    message: Draft
+    sender: Sender
     parent: Message | None
     password: str
     cra_code: str
     invite_new_users: bool
     now: datetime
     addresses: list[Address]
-    users_by_email: dict[str, User]
+    users_by_email: dict[str, Addressee]
     new_addresses: list[Address] = field(default_factory=list)
 
     @property
-    def group(self) -> Group:
+    def group(self) -> SenderGroup:
         return self.sender.group
 
     @property
@@ -133,13 +133,13 @@ def rule_07_reply_all(ctx: SendContext) -> None:
 # --- rules 8-13: options the sender's group must allow, and the FYEO password ------------
 
 
-def check_fyeo_feature(fyeo_type: FyeoType, group: Group) -> None:
+def check_fyeo_feature(fyeo_type: FyeoType, group: Group | SenderGroup) -> None:
     """Rule 8 (922)."""
     if fyeo_type is not FyeoType.DISABLED and not group.feature_fyeo:
         raise ApiError(errors.NO_FYEO_FEATURE)
 
 
-def check_confidential_feature(confidential: bool, group: Group) -> None:
+def check_confidential_feature(confidential: bool, group: Group | SenderGroup) -> None:
     """Rule 9 (930)."""
     if confidential and not group.feature_confidential:
         raise ApiError(errors.NO_CONFIDENTIAL_FEATURE)
@@ -242,7 +242,13 @@ def rule_18_banned_content(ctx: SendContext) -> None:
 
 
 def claim_quota(
-    session: Session, *, user_id: int, day: date, messages: int, invites: int, group: Group
+    session: Session,
+    *,
+    user_id: int,
+    day: date,
+    messages: int,
+    invites: int,
+    group: Group | SenderGroup,
 ) -> bool:
     """Atomically add to today's counters if that stays within the group's limits.
 

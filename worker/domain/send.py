@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.orm import Session, contains_eager, joinedload, lazyload
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from worker.domain import clock, errors
 from worker.domain.auth import normalize_email
+from worker.domain.drafts import Draft, load_addressees, load_draft_for_update
 from worker.domain.emails import OutboxWriter, notification_context
 from worker.domain.errors import ApiError
 from worker.domain.invitations import invite_new_users
@@ -24,49 +25,19 @@ from worker.domain.mailbox import searchable_text
 from worker.domain.rendering import DEFAULT_LOCALE, Renderer
 from worker.domain.rules import SendContext, distinct_addresses, run_send_rules
 from worker.domain.secrets import Keys, hash_password
+from worker.domain.send_writes import RECORD_JOB, SendWrites, SentMessage, write_send
 from worker.models import (
-    Delivery,
     FyeoType,
     JobStatus,
     Message,
     MessageAction,
     MessageStatus,
-    Recipient,
     SendJob,
     User,
-    table,
 )
 from worker.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-
-# The send's statements, built once: building one (and its cache key) per send cost about
-# as much as running it. Writes go through Core on the session's connection: the ORM's
-# unit of work (flush, identity map, bulk bookkeeping) cost more than the statements.
-MESSAGES = table(Message)
-RECIPIENTS = table(Recipient)
-SEND_JOBS = table(SendJob)
-_MESSAGE_FOR_UPDATE = (
-    select(Message)
-    .join(Message.sender)
-    .where(Message.guid == bindparam("guid"))
-    .options(contains_eager(Message.sender), joinedload(Message.recipients))
-    .with_for_update(of=Message)
-)
-_USERS_BY_EMAIL = (
-    select(User)
-    .where(User.email.in_(bindparam("emails", expanding=True)))
-    .options(lazyload(User.group))  # a recipient's group plays no part in a send
-)
-_MARK_SENT = update(MESSAGES).where(MESSAGES.c.id == bindparam("sent_message_id"))
-_BIND_RECIPIENT = (
-    update(RECIPIENTS)
-    .where(RECIPIENTS.c.id == bindparam("recipient_id"))
-    .values(user_id=bindparam("bound_user_id"))
-)
-_INSERT_DELIVERIES = insert(table(Delivery))
-_RECORD_JOB = update(SEND_JOBS).where(SEND_JOBS.c.id == bindparam("job_id"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,22 +73,13 @@ class SendOutcome:
         return cls(http_status=error.http_status, body=error.response_body())
 
 
-def _load_message_for_update(session: Session, guid: str) -> Message | None:
-    """The message with its sender (and the sender's group) and recipients.
-
-    The row lock serialises concurrent sends of one draft (PostgreSQL); on SQLite the
-    transaction already holds the database write lock."""
-    return session.scalars(_MESSAGE_FOR_UPDATE, {"guid": guid}).unique().one_or_none()
-
-
 def _sender_exists(session: Session, guid: str) -> bool:
     return session.scalar(select(User.id).where(User.guid == guid)) is not None
 
 
-def _is_recalled(message: Message) -> bool:
+def _is_recalled(message: Draft, parent: Message | None) -> bool:
     if message.status is MessageStatus.RECALLED:
         return True
-    parent = message.parent
     return (
         message.action is not MessageAction.NEW
         and parent is not None
@@ -134,26 +96,28 @@ def send_message(
     changes nothing (rule 4). A rule failure changes nothing but the job's record.
     """
     try:
-        message = _load_message_for_update(session, request.message_guid)
+        message = load_draft_for_update(session, request.message_guid)
         if message is None or message.sender.guid != request.sender_guid:
             if not _sender_exists(session, request.sender_guid):
                 raise ApiError(errors.SESSION_INVALID)
             raise ApiError(errors.MESSAGE_NOT_FOUND)
-        sender = message.sender
-        if _is_recalled(message):
+        # Only a reply or a forward has one: the ORM loads it, with its sender if asked.
+        parent = session.get(Message, message.parent_id) if message.parent_id else None
+        if _is_recalled(message, parent):
             raise ApiError(errors.MESSAGE_RECALLED)
         if message.status is MessageStatus.SENT:
             outcome = SendOutcome(http_status=200, body=message.send_response or {})
         else:
-            outcome = _send_draft(
+            writes = _send_draft(
                 session,
                 message=message,
-                sender=sender,
+                parent=parent,
                 request=request,
                 now=now,
                 settings=settings,
                 keys=keys,
             )
+            return _write(session, request=request, writes=writes)
     except ApiError as error:
         outcome = SendOutcome.from_error(error)
     record_job_outcome(session, request=request, outcome=outcome, now=now)
@@ -163,36 +127,35 @@ def send_message(
 def _send_draft(
     session: Session,
     *,
-    message: Message,
-    sender: User,
+    message: Draft,
+    parent: Message | None,
     request: SendRequest,
     now: datetime,
     settings: Settings,
     keys: Keys,
-) -> SendOutcome:
+) -> SendWrites:
+    """Check rules 5-22, invite the new users, render the notifications: everything the
+    send will write, the job's answer included."""
+    sender = message.sender
     addresses = distinct_addresses([(r.kind, r.address) for r in message.recipients])
-    users = session.scalars(_USERS_BY_EMAIL, {"emails": [a.email for a in addresses]})
     ctx = SendContext(
         session=session,
         message=message,
         sender=sender,
-        parent=message.parent,
+        parent=parent,
         password=request.password,
         cra_code=request.cra_code,
         invite_new_users=request.invite_new_users,
         now=now,
         addresses=addresses,
-        users_by_email={u.email: u for u in users},
+        users_by_email=message.users | load_addressees(session, list(message.unmatched)),
     )
     run_send_rules(ctx)
 
     renderer = Renderer(settings)
-    outbox = OutboxWriter(
-        session, renderer=renderer, settings=settings, keys=keys, sender=sender, now=now
-    )
+    outbox = OutboxWriter(renderer=renderer, settings=settings, keys=keys, sender=sender, now=now)
     invited = invite_new_users(ctx, outbox=outbox)
     ctx.users_by_email.update(invited)
-    _bind_recipients(session, ctx)
     neutral = renderer.render(
         "notification",
         notification_context(message, sender, settings),
@@ -205,65 +168,60 @@ def _send_draft(
         "notificationSent": request.send_email_notification,
         "responseStatus": None,
     }
+    recipients = [ctx.users_by_email[a.email] for a in ctx.addresses]
     search_text, search_bcc = searchable_text(
         message.subject,
         sender,
-        [(a.kind, a.email, ctx.users_by_email[a.email]) for a in ctx.addresses],
+        [(a.kind, a.email, user) for a, user in zip(ctx.addresses, recipients, strict=True)],
     )
-    sent: dict[str, Any] = {
-        "sent_message_id": message.id,
-        "status": MessageStatus.SENT,
-        "sent_at": now,
-        "send_response": body,
-        "search_text": search_text,
-        "search_bcc": search_bcc,
-    }
-    if message.fyeo_type is FyeoType.UNIQUE_PASSWORD:
-        sent["password_hash"] = hash_password(request.password)
-    session.connection().execute(_MARK_SENT, sent)
     if request.send_email_notification:
-        outbox.queue_notifications(
-            message,
-            [ctx.users_by_email[a.email] for a in ctx.addresses],
-            rendered={DEFAULT_LOCALE: neutral},
-        )
+        outbox.queue_notifications(message, recipients, rendered={DEFAULT_LOCALE: neutral})
+    unique_password = message.fyeo_type is FyeoType.UNIQUE_PASSWORD
+    return SendWrites(
+        message=SentMessage(
+            message_id=message.id,
+            sent_at=now,
+            send_response=body,
+            search_text=search_text,
+            search_bcc=search_bcc,
+            password_hash=hash_password(request.password) if unique_password else None,
+            expires_at=message.expiry_date,
+        ),
+        # Every recipient row bound to its user; one delivery (inbox entry) per address.
+        bindings=[
+            (r.id, ctx.users_by_email[normalize_email(r.address)].id) for r in message.recipients
+        ],
+        deliveries=[(user.id, a.kind) for a, user in zip(ctx.addresses, recipients, strict=True)],
+        emails=outbox.rows,
+        job_id=request.job_id,
+        job=job_outcome_values(SendOutcome(http_status=200, body=body), now=now),
+    )
+
+
+def _write(session: Session, *, request: SendRequest, writes: SendWrites) -> SendOutcome:
+    written = write_send(session, writes)
+    if not written.job_recorded:
+        _create_job_row(session, request=request, values=writes.job)
     logger.info(
-        "message %s sent to %d recipients (%d invited)",
-        message.guid,
-        len(ctx.addresses),
-        len(invited),
+        "message %s sent to %d recipients (%d emails queued)",
+        request.message_guid,
+        len(writes.deliveries),
+        len(written.email_ids),
     )
-    return SendOutcome(http_status=200, body=body, email_ids=tuple(outbox.email_ids()))
+    body = writes.message.send_response
+    return SendOutcome(http_status=200, body=body, email_ids=written.email_ids)
 
 
-def _bind_recipients(session: Session, ctx: SendContext) -> None:
-    """Bind every recipient to its user and put the message in each inbox: two
-    statements (executemany), however many recipients there are."""
-    connection = session.connection()
-    connection.execute(
-        _BIND_RECIPIENT,
-        [
-            {
-                "recipient_id": r.id,
-                "bound_user_id": ctx.users_by_email[normalize_email(r.address)].id,
-            }
-            for r in ctx.message.recipients
-        ],
-    )
-    connection.execute(
-        _INSERT_DELIVERIES,
-        [
-            {
-                "message_id": ctx.message.id,
-                "user_id": ctx.users_by_email[a.email].id,
-                "kind": a.kind,
-                "created_at": ctx.now,
-                "expires_at": ctx.message.expiry_date,
-                "recalled": False,
-            }
-            for a in ctx.addresses
-        ],
-    )
+def job_outcome_values(outcome: SendOutcome, *, now: datetime) -> dict[str, Any]:
+    """The job row's columns for `outcome` (the send started at `now`)."""
+    return {
+        "status": JobStatus.SUCCEEDED if outcome.http_status < 400 else JobStatus.FAILED,
+        "http_status": outcome.http_status,
+        "result_code": outcome.result_code,
+        "response": outcome.body,
+        "started_at": now,
+        "finished_at": clock.now(),
+    }
 
 
 def record_job_outcome(
@@ -271,20 +229,13 @@ def record_job_outcome(
 ) -> None:
     """Store the answer on the job row, creating the row for jobs enqueued without HTTP
     (when the sender exists; an unknown sender has no jobs to look at)."""
-    status = JobStatus.SUCCEEDED if outcome.http_status < 400 else JobStatus.FAILED
-    values: dict[str, Any] = {
-        "status": status,
-        "http_status": outcome.http_status,
-        "result_code": outcome.result_code,
-        "response": outcome.body,
-        "started_at": now,
-        "finished_at": clock.now(),
-    }
-    updated = (
-        session.connection().execute(_RECORD_JOB, {"job_id": request.job_id, **values}).rowcount
-    )
-    if updated:
-        return
+    values = job_outcome_values(outcome, now=now)
+    updated = session.connection().execute(RECORD_JOB, {"job_id": request.job_id, **values})
+    if not updated.rowcount:
+        _create_job_row(session, request=request, values=values)
+
+
+def _create_job_row(session: Session, *, request: SendRequest, values: dict[str, Any]) -> None:
     sender_id = session.scalar(select(User.id).where(User.guid == request.sender_guid))
     if sender_id is not None:
         session.add(
