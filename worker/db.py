@@ -96,6 +96,9 @@ class _NoDiskWaitCondition(ColumnElement[bool]):
     do (its WAL runs with synchronous=NORMAL throughout)."""
 
     inherit_cache = True
+    # No state: the same cache key everywhere, so that statements holding it are compiled
+    # once (without this SQLAlchemy compiles them on every execution).
+    _traverse_internals: list[Any] = []
     type = Boolean()
 
 
