@@ -115,6 +115,25 @@ def _set_no_disk_wait(_element: _NoDiskWaitCondition, _compiler: SQLCompiler, **
 WITHOUT_WAITING_FOR_DISK: ColumnElement[bool] = _NoDiskWaitCondition()
 
 
+H = TypeVar("H", Session, Connection)
+
+
+def _again_if_the_connection_was_dead(
+    opener: Callable[[], AbstractContextManager[H]], fn: Callable[[H], T]
+) -> T:
+    """`fn` on what `opener` opens; once more on a fresh one if the first found its pooled
+    connection dead (see `Database.run`)."""
+    try:
+        with opener() as handle:
+            return fn(handle)
+    except DBAPIError as e:
+        if not e.connection_invalidated:
+            raise
+        logger.warning("database connection lost; running the transaction again")
+    with opener() as handle:
+        return fn(handle)
+
+
 class Database:
     """One engine (two on SQLite: writers and readers) and their session factories."""
 
@@ -167,32 +186,17 @@ class Database:
         opener: Callable[[], AbstractContextManager[Session]] = (
             self.write_session if write else self.read_session
         )
-        try:
-            with opener() as session:
-                return fn(session)
-        except DBAPIError as e:
-            if not e.connection_invalidated:
-                raise
-            logger.warning("database connection lost; running the transaction again")
-        with opener() as session:
-            return fn(session)
+        return _again_if_the_connection_was_dead(opener, fn)
 
     def run_alone(self, fn: Callable[[Connection], T]) -> T:
-        """`fn(connection)` running one statement that commits on its own. On PostgreSQL in
-        autocommit: one round trip, where a transaction costs three (BEGIN, the statement,
+        """`fn(connection)` on a connection where each statement commits on its own: one
+        write, or a read and then one write (rule 1 and a job row). On PostgreSQL in
+        autocommit: a round trip per statement, where a transaction adds two (BEGIN and
         COMMIT). On SQLite, in a write transaction (`run`). Run a second time if the first
         found its pooled connection dead, as `run` is: `fn` must be safe to run twice."""
         if self.is_sqlite:
             return self.run(lambda session: fn(session.connection()))
-        try:
-            with self._autocommit() as connection:
-                return fn(connection)
-        except DBAPIError as e:
-            if not e.connection_invalidated:
-                raise
-            logger.warning("database connection lost; running the statement again")
-        with self._autocommit() as connection:
-            return fn(connection)
+        return _again_if_the_connection_was_dead(self._autocommit, fn)
 
     def _autocommit(self) -> AbstractContextManager[Connection]:
         return self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
