@@ -6,7 +6,10 @@ arrived twice are printed and written to var/reliability/."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import signal
 import threading
 import time
 from typing import Any
@@ -18,6 +21,7 @@ from tests.reliability.conftest import (
     Fault,
     RedisServer,
     answered,
+    descendants,
     emails_out,
     send_all,
     sent_exactly_once,
@@ -64,14 +68,29 @@ def _burst(fault: Fault, tag: str, *, break_at: int, action: Any) -> dict[str, A
     return figures
 
 
-def _wait_until_a_send_is_held(fault: Fault) -> None:
-    """Until a worker has received a send job and not acknowledged it (10 s at most)."""
+def _kill_while_it_holds_a_send(fault: Fault, name: str) -> float:
+    """kill -9 worker `name` at a moment it holds a send job it has not acknowledged: the
+    worker is stopped (SIGSTOP, so it cannot finish one meanwhile), its unacknowledged
+    messages looked at, and then killed, or let go on for a few milliseconds and tried
+    again (10 s at most). A fast worker is often between two sends."""
     app = create_app(fault.stack.settings)
+    processes = descendants(fault.stack.processes[name].pid)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+
+    def signal_all(number: signal.Signals) -> None:
+        for pid in processes:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, number)
+
+    while True:
+        signal_all(signal.SIGSTOP)
         if any(d.task_name == SEND_TASK for d in broker.delivered(app)):
-            return
-        time.sleep(0.002)
+            break
+        if time.monotonic() > deadline:
+            raise AssertionError("the worker held no send for 10 s")
+        signal_all(signal.SIGCONT)
+        time.sleep(0.005)
+    return fault.kill_worker(name)  # SIGKILL ends stopped processes too
 
 
 def _takeovers(stack: Any) -> dict[str, float]:
@@ -91,9 +110,7 @@ def test_kill_9_of_the_only_worker_replaced_a_second_later(
     fault = lone_worker_fault
 
     def kill_and_replace() -> float:
-        # While it holds sends: a fast worker can be between two when the third is reached.
-        _wait_until_a_send_is_held(fault)
-        killed_at = fault.kill_worker("worker")
+        killed_at = _kill_while_it_holds_a_send(fault, "worker")
         threading.Timer(1.0, fault.stack.start_worker, args=("replacement",)).start()
         return killed_at
 

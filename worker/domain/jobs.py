@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import ReturningInsert
 
 from worker.db import WITHOUT_WAITING_FOR_DISK
 from worker.domain import errors
@@ -15,9 +19,19 @@ from worker.domain.auth import Caller
 from worker.domain.errors import ApiError
 from worker.models import JobStatus, SendJob, table
 
-# Built once: on every send's path. Its RETURNING clause lets it commit without waiting
-# for the disk (worker.db.WITHOUT_WAITING_FOR_DISK).
-_INSERT_JOB = insert(table(SendJob)).returning(WITHOUT_WAITING_FOR_DISK)
+
+@cache
+def _insert_job(dialect: str) -> ReturningInsert[tuple[bool]]:
+    """The job row's insert, built once per dialect (it is on every send's path). A row
+    already there is left alone: `Database.run_alone` runs it again when the connection
+    died, and the first run may have committed. Its RETURNING clause lets it commit
+    without waiting for the disk (worker.db.WITHOUT_WAITING_FOR_DISK)."""
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    return (
+        insert(table(SendJob))
+        .on_conflict_do_nothing(index_elements=["id"])
+        .returning(WITHOUT_WAITING_FOR_DISK)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +63,7 @@ def open_send_job(
     it, the send's own transaction records the job when it finds none (the task is on
     its way either way), so the caller is not kept waiting for the flush."""
     connection.execute(
-        _INSERT_JOB,
+        _insert_job(connection.dialect.name),
         {
             "id": job_id,
             "user_id": caller.user_id,
@@ -60,7 +74,7 @@ def open_send_job(
             "attempts": 1,
             "published_at": now,
         },
-    ).one()
+    ).all()
 
 
 def count_attempt(session: Session, *, job_id: str) -> int:
