@@ -25,6 +25,22 @@ def _user_guid(stack: Stack, token: str) -> str:
     return str(message.json()["sender"]["guid"])
 
 
+def _draft_and_its_job(stack: Stack, unique: str, **job: Any) -> tuple[str, str, dict[str, Any]]:
+    """A sender's session token, a draft of theirs to a reader, and the job payload a
+    direct enqueuer builds to send it (`job`: more `build_send_job` arguments)."""
+    sender, password = stack.make_user(unique)
+    reader, _ = stack.make_user(unique, name="reader")
+    token = stack.login(sender, password)
+    guid = stack.draft(token, to=[reader], subject="direct", body="b")
+    payload = build_send_job(
+        sender_guid=_user_guid(stack, token),
+        message_guid=guid,
+        secret_key=stack.settings.secret_key,
+        **job,
+    )
+    return token, guid, payload
+
+
 def test_respond_async_then_poll_the_job(stack: Stack, unique: str, wait_until: object) -> None:
     sender, password = stack.make_user(unique)
     reader, _ = stack.make_user(unique, name="reader")
@@ -59,16 +75,7 @@ def test_respond_async_then_poll_the_job(stack: Stack, unique: str, wait_until: 
 
 
 def test_direct_enqueue_by_task_name(stack: Stack, unique: str) -> None:
-    sender, password = stack.make_user(unique)
-    reader, _ = stack.make_user(unique, name="reader")
-    token = stack.login(sender, password)
-    guid = stack.draft(token, to=[reader], subject="direct", body="b")
-    payload = build_send_job(
-        sender_guid=_user_guid(stack, token),
-        message_guid=guid,
-        notification_formats=["Text"],
-        secret_key=stack.settings.secret_key,
-    )
+    token, guid, payload = _draft_and_its_job(stack, unique, notification_formats=["Text"])
     celery = create_app(stack.settings)
 
     result = celery.send_task(SEND_TASK, args=[payload], **send_job_options(payload))
@@ -85,15 +92,7 @@ def test_direct_enqueue_with_keyword_arguments_delivers_the_notification(
 ) -> None:
     """`kwargs={"payload": …}` works like `args=[…]`, drain request included: the
     notification is delivered."""
-    sender, password = stack.make_user(unique)
-    reader, _ = stack.make_user(unique, name="reader")
-    token = stack.login(sender, password)
-    guid = stack.draft(token, to=[reader], subject="keywords", body="b")
-    payload = build_send_job(
-        sender_guid=_user_guid(stack, token),
-        message_guid=guid,
-        secret_key=stack.settings.secret_key,
-    )
+    token, guid, payload = _draft_and_its_job(stack, unique)
     celery = create_app(stack.settings)
 
     result = celery.send_task(SEND_TASK, kwargs={"payload": payload}, **send_job_options(payload))

@@ -152,10 +152,14 @@ class Fault:
     def kill_worker(self, name: str) -> float:
         """kill -9 the worker, its Celery process and its pool processes, as a lost host
         would; returns when (time.monotonic())."""
+        self.signal_worker(name, signal.SIGKILL)
+        return time.monotonic()
+
+    def signal_worker(self, name: str, number: signal.Signals) -> None:
+        """Send `number` to the worker, its Celery process and its pool processes."""
         for pid in descendants(self.stack.processes[name].pid):
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        return time.monotonic()
+                os.kill(pid, number)
 
     def stop_worker(self, name: str) -> None:
         """SIGTERM to the worker's main process only, as `docker stop` or systemd do."""

@@ -6,8 +6,6 @@ arrived twice are printed and written to var/reliability/."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 import signal
 import threading
@@ -21,7 +19,6 @@ from tests.reliability.conftest import (
     Fault,
     RedisServer,
     answered,
-    descendants,
     emails_out,
     send_all,
     sent_exactly_once,
@@ -74,21 +71,14 @@ def _kill_while_it_holds_a_send(fault: Fault, name: str) -> float:
     messages looked at, and then killed, or let go on for a few milliseconds and tried
     again (10 s at most). A fast worker is often between two sends."""
     app = create_app(fault.stack.settings)
-    processes = descendants(fault.stack.processes[name].pid)
     deadline = time.monotonic() + 10
-
-    def signal_all(number: signal.Signals) -> None:
-        for pid in processes:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, number)
-
     while True:
-        signal_all(signal.SIGSTOP)
+        fault.signal_worker(name, signal.SIGSTOP)
         if any(d.task_name == SEND_TASK for d in broker.delivered(app)):
             break
         if time.monotonic() > deadline:
             raise AssertionError("the worker held no send for 10 s")
-        signal_all(signal.SIGCONT)
+        fault.signal_worker(name, signal.SIGCONT)
         time.sleep(0.005)
     return fault.kill_worker(name)  # SIGKILL ends stopped processes too
 
