@@ -17,12 +17,16 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import redis
 import redis.asyncio as aioredis
 from celery import Celery
+from redis.backoff import ConstantBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.retry import Retry
 from starlette.concurrency import run_in_threadpool
 
+from worker import broker, telemetry
 from worker.db import DATABASE_UNAVAILABLE, Database
 from worker.domain.jobs import JobView, find_job
 from worker.payloads import SendJobV1, SendResult
@@ -182,23 +186,41 @@ class SendDispatcher:
         self._waiter: RedisResultListener | DatabasePoller = (
             RedisResultListener(redis_url) if redis_url else self._poller
         )
+        # Publishes on a Redis broker (`broker.publish_on_redis`), giving up after about
+        # as long as Celery's default publish retry policy (three tries, 0.2 s apart).
+        self._redis = (
+            redis.Redis.from_url(
+                redis_url,
+                socket_timeout=2,
+                socket_connect_timeout=2,
+                retry=Retry(ConstantBackoff(0.2), 3),
+            )
+            if redis_url
+            else None
+        )
 
     async def start(self) -> None:
         await self._waiter.start()
 
     async def stop(self) -> None:
         await self._waiter.stop()
+        if self._redis is not None:
+            self._redis.close()
 
     def publish(self, job: SendJobV1) -> bool:
-        """Publish without waiting, from a thread (kombu blocks); False when the broker
-        cannot be reached (the job row stays queued and the jobs sweep publishes it
-        later)."""
+        """Publish without waiting, from a thread (the publish blocks); False when the
+        broker cannot be reached (the job row stays queued and the jobs sweep publishes it
+        later). On Redis, the message is pushed directly (`broker.publish_on_redis`),
+        unless traces are on: Celery's publish then records its span and carries the
+        trace context in the message's headers."""
+        payload = job.model_dump(mode="json", by_alias=True)
         try:
-            self._celery.send_task(
-                SEND_TASK,
-                args=[job.model_dump(mode="json", by_alias=True)],
-                **job.publish_options(),
-            )
+            if self._redis is not None and not telemetry.enabled():
+                broker.publish_on_redis(
+                    self._redis, SEND_TASK, args=[payload], **job.publish_options()
+                )
+            else:
+                self._celery.send_task(SEND_TASK, args=[payload], **job.publish_options())
         except Exception:  # noqa: BLE001 - kombu raises many kinds; the job row is kept
             logger.warning(
                 "could not publish send job %s; the sweep will", job.job_id, exc_info=True
