@@ -25,7 +25,13 @@ from worker.domain.mailbox import searchable_text
 from worker.domain.rendering import DEFAULT_LOCALE, Renderer
 from worker.domain.rules import SendContext, distinct_addresses, run_send_rules
 from worker.domain.secrets import Keys, hash_password
-from worker.domain.send_writes import RECORD_JOB, SendWrites, SentMessage, write_send
+from worker.domain.send_writes import (
+    RECORD_JOB,
+    SendWrites,
+    SentMessage,
+    claims_quota,
+    write_send,
+)
 from worker.models import (
     FyeoType,
     JobStatus,
@@ -149,6 +155,7 @@ def _send_draft(
         now=now,
         addresses=addresses,
         users_by_email=message.users | load_addressees(session, list(message.unmatched)),
+        claims_with_the_writes=claims_quota(session),
     )
     run_send_rules(ctx)
 
@@ -195,11 +202,15 @@ def _send_draft(
         emails=outbox.rows,
         job_id=request.job_id,
         job=job_outcome_values(SendOutcome(http_status=200, body=body), now=now),
+        quota=ctx.deferred_claim,
     )
 
 
 def _write(session: Session, *, request: SendRequest, writes: SendWrites) -> SendOutcome:
     written = write_send(session, writes)
+    if not written.claimed:
+        # Rule 22's claim, left to the writes, failed: nothing was written.
+        raise ApiError(errors.DAILY_LIMIT_REACHED)
     if not written.job_recorded:
         _create_job_row(session, request=request, values=writes.job)
     logger.info(

@@ -4,9 +4,11 @@
 recipient bound to its user, a delivery per recipient, the emails, the job's answer) and
 gathers it in a `SendWrites`; `write_send` writes it. On PostgreSQL that is one statement,
 data-modifying CTEs over arrays (`unnest`), sent through SQLAlchemy's connection so that a
-lost connection is the same `DATABASE_UNAVAILABLE` as anywhere else; on SQLite, one Core
-statement per table, as before. Both run in the send's own transaction, before its one
-commit (docs/performance.md, issue 17: five round trips became one).
+lost connection is the same `DATABASE_UNAVAILABLE` as anywhere else, which also makes the
+quota claim rule 22 left to it (a send that invites nobody) and writes nothing when that
+claim fails; on SQLite, one Core statement per table, as before. Both run in the send's
+own transaction, before its one commit (docs/performance.md, issue 17: five round trips
+became one, then the quota claim joined it).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 from sqlalchemy import bindparam, insert, update
 from sqlalchemy.orm import Session
 
+from worker.domain.rules import QuotaClaim
 from worker.models import (
     Delivery,
     EmailStatus,
@@ -53,41 +56,69 @@ class SendWrites:
     emails: list[dict[str, Any]]  # outbox rows (worker.domain.emails.OutboxWriter)
     job_id: str
     job: dict[str, Any]  # the job's answer (worker.domain.send.job_outcome_values)
+    # Rule 22's claim, when it left it to these writes (only where `claims_quota`).
+    quota: QuotaClaim | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Written:
+    claimed: bool  # False: the quota claim failed and nothing was written
     job_recorded: bool  # False: no job row yet (a job enqueued without HTTP)
     email_ids: tuple[int, ...]
 
 
+def claims_quota(session: Session) -> bool:
+    """Whether `write_send` can make a send's quota claim (PostgreSQL)."""
+    return session.get_bind().dialect.name == "postgresql"
+
+
 def write_send(session: Session, writes: SendWrites) -> Written:
-    """Write `writes` in the session's transaction."""
-    if session.get_bind().dialect.name == "postgresql":
+    """Write `writes` in the session's transaction: all of them, or none when the quota
+    claim they carry fails."""
+    if claims_quota(session):
         return _write_in_one_statement(session, writes)
+    if writes.quota is not None:
+        raise ValueError("this database claims the quota in rule 22")
     return _write_table_by_table(session, writes)
 
 
 # --- PostgreSQL: one statement ----------------------------------------------------------
 
 # Every sub-statement sees the same snapshot and none reads what another writes, so the
-# order they run in does not matter. Arrays keep the statement's text (and its prepared
-# plan) the same whatever the number of recipients and emails.
+# order they run in does not matter, but for the quota claim: `go` has its row when the
+# writes carry no claim or the claim was made, and every write happens only then. The
+# claim is rule 22's (worker.domain.rules._claim_statement): added to today's counters
+# only while they stay within the limits, checked against the latest counts under the
+# row's lock. Arrays keep the statement's text (and its prepared plan) the same whatever
+# the number of recipients and emails.
 _SEND_STATEMENT = """
-WITH sent AS (
+WITH claimed AS (
+    INSERT INTO daily_usage (user_id, day, messages_sent, invites_sent)
+    SELECT %(claim_user_id)s, %(claim_day)s, %(claim_messages)s, %(claim_invites)s
+    WHERE %(claim)s
+    ON CONFLICT (user_id, day) DO UPDATE
+    SET messages_sent = daily_usage.messages_sent + excluded.messages_sent,
+        invites_sent = daily_usage.invites_sent + excluded.invites_sent
+    WHERE daily_usage.messages_sent + excluded.messages_sent <= %(claim_max_messages)s
+      AND daily_usage.invites_sent + excluded.invites_sent <= %(claim_max_invites)s
+    RETURNING 1
+), go AS (
+    SELECT 1 WHERE NOT %(claim)s OR EXISTS (SELECT 1 FROM claimed)
+), sent AS (
     UPDATE messages
     SET status = %(status)s, sent_at = %(sent_at)s, send_response = %(send_response)s::json,
         search_text = %(search_text)s, search_bcc = %(search_bcc)s,
         password_hash = COALESCE(%(password_hash)s, password_hash)
-    WHERE id = %(message_id)s
+    WHERE id = %(message_id)s AND EXISTS (SELECT 1 FROM go)
 ), bound AS (
     UPDATE recipients AS r SET user_id = b.user_id
     FROM unnest(%(recipient_ids)s::bigint[], %(recipient_user_ids)s::bigint[]) AS b(id, user_id)
-    WHERE r.id = b.id
+    WHERE r.id = b.id AND EXISTS (SELECT 1 FROM go)
 ), delivered AS (
     INSERT INTO deliveries (message_id, user_id, kind, created_at, expires_at, recalled)
     SELECT %(message_id)s, d.user_id, d.kind, %(sent_at)s, %(expires_at)s, false
     FROM unnest(%(delivery_user_ids)s::bigint[], %(delivery_kinds)s::text[]) AS d(user_id, kind)
+    WHERE EXISTS (SELECT 1 FROM go)
 ), emailed AS (
     INSERT INTO outbox (message_id, kind, recipient, message_id_header, template,
                         sealed_content, status, attempts, created_at, next_attempt_at,
@@ -98,17 +129,38 @@ WITH sent AS (
                 %(email_headers)s::text[], %(email_templates)s::text[],
                 %(email_sealed)s::text[], %(email_trace_parents)s::text[])
          AS e(kind, recipient, header, template, sealed, trace_parent)
+    WHERE EXISTS (SELECT 1 FROM go)
     RETURNING id
 ), job AS (
     UPDATE send_jobs
     SET status = %(job_status)s, http_status = %(http_status)s, result_code = %(result_code)s,
         response = %(response)s::json, started_at = %(started_at)s,
         finished_at = %(finished_at)s
-    WHERE id = %(job_id)s
+    WHERE id = %(job_id)s AND EXISTS (SELECT 1 FROM go)
     RETURNING id
 )
-SELECT (SELECT count(*) FROM job), ARRAY(SELECT id FROM emailed ORDER BY id)
+SELECT EXISTS (SELECT 1 FROM go), (SELECT count(*) FROM job),
+       ARRAY(SELECT id FROM emailed ORDER BY id)
 """
+_NO_CLAIM = {
+    "claim": False,
+    **{f"claim_{name}": None for name in ("user_id", "day", "messages", "invites")},
+    **{f"claim_max_{name}": None for name in ("messages", "invites")},
+}
+
+
+def _claim_params(claim: QuotaClaim | None) -> dict[str, Any]:
+    if claim is None:
+        return _NO_CLAIM
+    return {
+        "claim": True,
+        "claim_user_id": claim.user_id,
+        "claim_day": claim.day,
+        "claim_messages": claim.messages,
+        "claim_invites": claim.invites,
+        "claim_max_messages": claim.max_messages,
+        "claim_max_invites": claim.max_invites,
+    }
 
 
 def _write_in_one_statement(session: Session, writes: SendWrites) -> Written:
@@ -143,9 +195,12 @@ def _write_in_one_statement(session: Session, writes: SendWrites) -> Written:
         "response": json.dumps(job["response"]),
         "started_at": job["started_at"],
         "finished_at": job["finished_at"],
+        **_claim_params(writes.quota),
     }
-    jobs_updated, email_ids = session.connection().exec_driver_sql(_SEND_STATEMENT, params).one()
-    return Written(job_recorded=jobs_updated > 0, email_ids=tuple(email_ids))
+    claimed, jobs_updated, email_ids = (
+        session.connection().exec_driver_sql(_SEND_STATEMENT, params).one()
+    )
+    return Written(claimed=claimed, job_recorded=jobs_updated > 0, email_ids=tuple(email_ids))
 
 
 # --- SQLite (and any other database): a statement per table ------------------------------
@@ -200,4 +255,4 @@ def _write_table_by_table(session: Session, writes: SendWrites) -> Written:
         tuple(connection.execute(_INSERT_EMAILS, writes.emails).scalars()) if writes.emails else ()
     )
     updated = connection.execute(RECORD_JOB, {"job_id": writes.job_id, **writes.job}).rowcount
-    return Written(job_recorded=updated > 0, email_ids=email_ids)
+    return Written(claimed=True, job_recorded=updated > 0, email_ids=email_ids)
