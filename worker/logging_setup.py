@@ -15,7 +15,15 @@ from typing import Any
 from worker.settings import Settings
 
 # Extra fields a log call may attach (`extra={...}`) that the JSON format carries.
-CONTEXT_FIELDS = ("job_id", "message_guid", "code", "email_id", "http_status")
+CONTEXT_FIELDS = (
+    "job_id",
+    "message_guid",
+    "code",
+    "email_id",
+    "http_status",
+    "recipients",
+    "emails_queued",
+)
 
 
 def _current_task() -> tuple[str | None, str | None]:

@@ -7,7 +7,6 @@ deliveries, invitations, outbox rows, quota, stored response) all-or-nothing.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -43,8 +42,6 @@ from worker.models import (
 )
 from worker.settings import Settings
 
-logger = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True, slots=True)
 class SendRequest:
@@ -68,6 +65,7 @@ class SendOutcome:
     body: dict[str, Any]
     # Emails this send put in the outbox: delivery is queued once the transaction commits.
     email_ids: tuple[int, ...] = ()
+    recipients: int = 0  # the distinct addresses a successful send delivered to
 
     @property
     def result_code(self) -> str:
@@ -213,14 +211,12 @@ def _write(session: Session, *, request: SendRequest, writes: SendWrites) -> Sen
         raise ApiError(errors.DAILY_LIMIT_REACHED)
     if not written.job_recorded:
         _create_job_row(session, request=request, values=writes.job)
-    logger.info(
-        "message %s sent to %d recipients (%d emails queued)",
-        request.message_guid,
-        len(writes.deliveries),
-        len(written.email_ids),
+    return SendOutcome(
+        http_status=200,
+        body=writes.message.send_response,
+        email_ids=written.email_ids,
+        recipients=len(writes.deliveries),
     )
-    body = writes.message.send_response
-    return SendOutcome(http_status=200, body=body, email_ids=written.email_ids)
 
 
 def job_outcome_values(outcome: SendOutcome, *, now: datetime) -> dict[str, Any]:
