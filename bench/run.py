@@ -12,11 +12,12 @@ the machine is shared and noisy:
 - SendMessage through HTTP (notification off) at concurrency 1, 16, 64 (throughput,
   p50/p95/p99), against the *no-op HTTP round trip*: a minimal FastAPI endpoint that
   publishes a no-op task (`securesend.ping`) to the same worker and awaits its result over
-  Redis pub/sub, driven through HTTP by the same load generator; and, as before, against
-  the same round trip without HTTP (`securesend.ping` published from this process);
+  Redis pub/sub, driven through HTTP by the same load generator, in three rounds that
+  alternate with the send's (`ROUNDS`); and, as before, against the same round trip
+  without HTTP (`securesend.ping` published from this process);
 - SendMessage with its notification email (the default) at c=16: emails delivered to the
-  SMTP server per second, against the no-op HTTP round trip's rate, and CPU per email by
-  process;
+  SMTP server per second, in two rounds each followed by a round of no-op HTTP round
+  trips at c=16, the baseline of the email rate; and CPU per email by process;
 - the banned-keyword scan of a 100 KB body with 10,000 keywords against 10 keywords;
 - a 500-recipient send against a 1-recipient send;
 - 1,000 concurrent waiting SendMessage requests on one API process;
@@ -72,6 +73,12 @@ REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")
 LEVELS = (1, 16, 64)
 KINDS = ("send", "noop_http", "ping", "api_read")
 EMAIL_LEVEL = 16
+# Each send-rate figure is three rounds of sends, each followed by a round of no-op round
+# trips; each email-rate figure two rounds of sends with their notification, each followed
+# by a round of no-op round trips at the same concurrency. The machine's speed drifts by
+# ±10 % over a run: alternating lets the drift hit both sides of a ratio alike.
+ROUNDS = 3
+EMAIL_ROUNDS = 2
 EMAILS_DELIVERED_TIMEOUT_SECONDS = 300.0
 
 
@@ -298,18 +305,48 @@ def _settle(stack: Stack, *, idle_share: float = 0.1, timeout: float = 60.0) -> 
         previous = current
 
 
-def _measured(stack: Stack, operations: int, measure: Coroutine[Any, Any, Run]) -> dict[str, Any]:
-    """Run one measurement; its figures with the CPU milliseconds per operation, counted
-    until the stack is idle again (a send's email is delivered after its answer)."""
+@dataclass
+class Measured:
+    """One measurement: its run, and the CPU seconds each part used for it (counted
+    until the stack was idle again: a send's email is delivered after its answer)."""
+
+    run: Run
+    cpu: dict[str, float]
+
+
+def _measure(stack: Stack, measure: Coroutine[Any, Any, Run]) -> Measured:
     _settle(stack)
     before = _cpu_snapshot(stack)
-    figures: dict[str, Any] = asyncio.run(measure).figures()
+    run = asyncio.run(measure)
     _settle(stack)
     after = _cpu_snapshot(stack)
-    per_op = {part: (after[part] - before[part]) * 1000 / operations for part in before}
+    return Measured(run=run, cpu={part: after[part] - before[part] for part in before})
+
+
+def _figures(rounds: list[Measured]) -> dict[str, Any]:
+    """The figures of one or more rounds of the same measurement taken as one: requests
+    over their summed wall time, latency percentiles over all of them, and the CPU
+    milliseconds per operation."""
+    run = Run(
+        latencies=[latency for m in rounds for latency in m.run.latencies],
+        errors=sum(m.run.errors for m in rounds),
+        wall=sum(m.run.wall for m in rounds),
+    )
+    figures: dict[str, Any] = run.figures()
+    operations = max(1, len(run.latencies))
+    per_op = {part: sum(m.cpu[part] for m in rounds) * 1000 / operations for part in rounds[0].cpu}
     figures["cpu_ms_per_op"] = {part: round(ms, 2) for part, ms in per_op.items()}
     figures["cpu_ms_per_op"]["total"] = round(sum(per_op.values()), 2)
     return figures
+
+
+def _measured(stack: Stack, measure: Coroutine[Any, Any, Run]) -> dict[str, Any]:
+    """One measurement's figures (`_figures`)."""
+    return _figures([_measure(stack, measure)])
+
+
+def _rate(measured: Measured) -> float:
+    return len(measured.run.latencies) / measured.run.wall if measured.run.wall else 0.0
 
 
 def _ratio(value: float, baseline: float) -> float:
@@ -390,12 +427,21 @@ def bench_stack(*, smtp_url: str, var_dir: Path) -> Iterator[Stack]:
         flush_redis(REDIS_URL)
 
 
+@dataclass
+class EmailRound:
+    sends: Run
+    delivered: int
+    expected: int
+    elapsed: float  # from the first request until the last email arrived
+    cpu: dict[str, float]  # CPU seconds by part, until the stack was idle again
+
+
 def measure_emails(
     stack: Stack, sink: SmtpSink, work: list[tuple[str, str]], concurrency: int
-) -> dict[str, Any]:
-    """Sends with their notification (one recipient each): emails delivered to the SMTP
-    server per second, from the first request until the last email arrived, and the CPU
-    each email cost every process until the stack is idle again."""
+) -> EmailRound:
+    """Sends with their notification (one recipient each): the emails delivered to the
+    SMTP server, the time from the first request until the last email arrived, and the
+    CPU every process spent until the stack was idle again."""
     _settle(stack)
     before, delivered_before = _cpu_snapshot(stack), sink.total()
     started = time.perf_counter()
@@ -407,16 +453,29 @@ def measure_emails(
     delivered = sink.total() - delivered_before
     _settle(stack)
     after = _cpu_snapshot(stack)
-    per_email = {part: (after[part] - before[part]) * 1000 / max(1, delivered) for part in before}
+    cpu = {part: after[part] - before[part] for part in before}
+    return EmailRound(sends, delivered, len(work), elapsed, cpu)
+
+
+def _email_figures(rounds: list[EmailRound], noops: list[Measured]) -> dict[str, Any]:
+    """The email rounds taken as one, with the no-op round trips measured after each."""
+    delivered = sum(r.delivered for r in rounds)
+    per_email = {
+        part: sum(r.cpu[part] for r in rounds) * 1000 / max(1, delivered) for part in rounds[0].cpu
+    }
     return {
-        "sends": sends.figures(),
+        "sends": _figures([Measured(run=r.sends, cpu=r.cpu) for r in rounds]),
         "emails_delivered": delivered,
-        "emails_expected": len(work),
-        "emails_per_s": round(delivered / elapsed, 1),
+        "emails_expected": sum(r.expected for r in rounds),
+        "emails_per_s": round(delivered / sum(r.elapsed for r in rounds), 1),
         "cpu_ms_per_email": {
             **{part: round(ms, 2) for part, ms in per_email.items()},
             "total": round(sum(per_email.values()), 2),
         },
+        "noop_http": _figures(noops),
+        "ratio_by_round": [
+            _ratio(r.delivered / r.elapsed, _rate(n)) for r, n in zip(rounds, noops, strict=True)
+        ],
     }
 
 
@@ -432,20 +491,35 @@ def run(quick: bool) -> dict[str, Any]:
         noop_url = start_noop_api(stack)
         data: Seed = seed(
             stack,
-            drafts=sum(counts.values()) + email_sends + 1000 + 40 + SENDERS,
+            drafts=ROUNDS * sum(counts.values()) + EMAIL_ROUNDS * email_sends + 1000 + 40 + SENDERS,
             big_recipients=500,
         )
         results: dict[str, Any] = {"levels": {}}
         jobs = _open_jobs(stack, data.take(SENDERS))
         for level in LEVELS:
-            work, count = data.take(counts[level]), counts[level]
+            count = counts[level]
+            sends, noops = [], []
+            for _ in range(ROUNDS):  # alternately, so that the machine's drift hits both
+                work = data.take(count)
+                sends.append(_measure(stack, measure_sends(stack, work, level, NO_NOTIFICATION)))
+                noops.append(_measure(stack, measure_noop_http(noop_url, count, level)))
             results["levels"][level] = {
-                "send": _measured(stack, count, measure_sends(stack, work, level, NO_NOTIFICATION)),
-                "noop_http": _measured(stack, count, measure_noop_http(noop_url, count, level)),
-                "ping": _measured(stack, count, measure_ping(stack, count, level)),
-                "api_read": _measured(stack, count, measure_reads(stack, jobs, count, level)),
+                "send": _figures(sends),
+                "noop_http": _figures(noops),
+                "ratio_by_round": [
+                    _ratio(_rate(s), _rate(n)) for s, n in zip(sends, noops, strict=True)
+                ],
+                "ping": _measured(stack, measure_ping(stack, count, level)),
+                "api_read": _measured(stack, measure_reads(stack, jobs, count, level)),
             }
-        results["emails"] = measure_emails(stack, sink, data.take(email_sends), EMAIL_LEVEL)
+        email_rounds, email_noops = [], []
+        for _ in range(EMAIL_ROUNDS):
+            work = data.take(email_sends)
+            email_rounds.append(measure_emails(stack, sink, work, EMAIL_LEVEL))
+            email_noops.append(
+                _measure(stack, measure_noop_http(noop_url, email_sends, EMAIL_LEVEL))
+            )
+        results["emails"] = _email_figures(email_rounds, email_noops)
 
         one_recipient = [_send_once(stack, *data.take(1)[0]) for _ in range(15)]
         big = [_send_once(stack, token, guid) for token, guid in data.big_drafts]
@@ -489,7 +563,7 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
         )
         for level in (16, 64)
     ]
-    emails = _ratio(r["emails"]["emails_per_s"], throughput(EMAIL_LEVEL, "noop_http"))
+    emails = _ratio(r["emails"]["emails_per_s"], r["emails"]["noop_http"]["throughput_per_s"])
     found.append(
         _target(
             f"emails delivered/s at c={EMAIL_LEVEL} / no-op HTTP round trips/s",
@@ -571,6 +645,8 @@ def print_table(r: dict[str, Any]) -> None:
             f"{p['throughput_per_s']:>8} {p['p50_ms']:>7} | "
             f"{_ratio(s['throughput_per_s'], p['throughput_per_s'])}"
         )
+    by_round = [f"c={level} {f['ratio_by_round']}" for level, f in r["levels"].items()]
+    print("  ratio by round (send, then no-op): " + "; ".join(by_round))
     print("\nGetJob through HTTP (an authenticated request, no Celery: part of every send)")
     for level, figures in r["levels"].items():
         g = figures["api_read"]
@@ -585,6 +661,10 @@ def print_table(r: dict[str, Any]) -> None:
         f"\nSendMessage with its notification at c={EMAIL_LEVEL}: {e['emails_delivered']} of "
         f"{e['emails_expected']} emails delivered, {e['emails_per_s']} emails/s "
         f"(sends {e['sends']['throughput_per_s']}/s, p50 {e['sends']['p50_ms']} ms)"
+    )
+    print(
+        f"  no-op HTTP round trips after each round: {e['noop_http']['throughput_per_s']}/s; "
+        f"ratio by round {e['ratio_by_round']}"
     )
     print("  CPU ms per email: " + "  ".join(f"{k} {v}" for k, v in e["cpu_ms_per_email"].items()))
     print(f"\nrecipients: {r['recipients']}")
