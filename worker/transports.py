@@ -14,13 +14,13 @@ import smtplib
 import ssl
 import tempfile
 from dataclasses import dataclass
-from email.message import Message
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from worker.domain.delivery import (
     MailError,
     MailTransport,
+    Mime,
     PermanentMailError,
     TransientMailError,
 )
@@ -91,13 +91,18 @@ class SmtpTransport:
         logger.info("SMTP connection to %s:%s opened", target.host, target.port)
         return connection
 
-    def send(self, message: Message, *, recipient: str) -> None:
+    def send(self, message: Mime, *, recipient: str) -> None:
         """Send to exactly `recipient` (never to addresses found in the headers)."""
+        # As smtplib's send_message: an address beyond ASCII needs the server's SMTPUTF8.
+        international = not (message.sender + recipient).isascii()
+        options = ("SMTPUTF8", "BODY=8BITMIME") if international else ()
         for attempt in (1, 2):
             try:
                 if self._connection is None:
                     self._connection = self._connect()
-                refused = self._connection.send_message(message, to_addrs=[recipient])
+                refused = self._connection.sendmail(
+                    message.sender, [recipient], message.data, mail_options=options
+                )
             except smtplib.SMTPServerDisconnected as e:
                 # A reused connection the server closed while idle: reconnect once.
                 self._drop()
@@ -153,14 +158,14 @@ class EmlDirectoryTransport:
     def __init__(self, folder: Path) -> None:
         self._folder = folder
 
-    def send(self, message: Message, *, recipient: str) -> None:
+    def send(self, message: Mime, *, recipient: str) -> None:
         self._folder.mkdir(parents=True, exist_ok=True)
-        name = re.sub(r"[^A-Za-z0-9._-]", "_", str(message["Message-ID"]).strip("<>"))
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", message.message_id.strip("<>"))
         # Written to a temporary file and renamed: a reader never sees half an email, and
         # a retried email replaces its earlier copy instead of adding a second one.
         fd, tmp = tempfile.mkstemp(dir=self._folder, suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
-            f.write(message.as_bytes())
+            f.write(message.data)
         os.replace(tmp, self._folder / f"{name}.eml")
 
     def close(self) -> None:
