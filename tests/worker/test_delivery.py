@@ -7,13 +7,23 @@ import time
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from email.policy import compat32
 from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.factories import World
 from tests.smtp_sink import SmtpSink
 from tests.support import Stack, run_cli
 from worker.db import Database
-from worker.domain.delivery import OutgoingEmail, RetryPolicy, build_mime, email_statuses
+from worker.domain.delivery import (
+    OutgoingEmail,
+    RetryPolicy,
+    build_mime,
+    email_statuses,
+    header_line,
+)
 
 
 def statuses(database: Database, guid: str) -> dict[str, dict[str, Any]]:
@@ -210,3 +220,16 @@ def test_mime_headers_fold_and_decode_to_what_was_sent() -> None:
         assert plain is not None and html is not None
         assert plain.get_content() == email.text
         assert html.get_content() == email.html
+
+
+@given(
+    name=st.sampled_from(["Subject", "To", "From", "Message-ID", "Content-Type"]),
+    value=st.one_of(
+        st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=90),
+        st.text(max_size=120),
+    ),
+)
+def test_a_header_line_is_what_compat32_folds(name: str, value: str) -> None:
+    """Short printable ASCII lines are written as they are, the rest folded by compat32:
+    either way the line compat32's generator wrote."""
+    assert header_line(name, value) == compat32.clone(linesep="\r\n").fold(name, value)
