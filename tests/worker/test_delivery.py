@@ -4,7 +4,7 @@ real in-process server (aiosmtpd) in production mode, with retries and failures.
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from email.policy import compat32
@@ -12,11 +12,14 @@ from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
+from sqlalchemy import select
 
 from tests.factories import World
 from tests.smtp_sink import SmtpSink
 from tests.support import Stack, run_cli
+from tests.worker import rows
 from worker.db import Database
+from worker.domain import clock, delivery
 from worker.domain.delivery import (
     OutgoingEmail,
     RetryPolicy,
@@ -24,6 +27,7 @@ from worker.domain.delivery import (
     email_statuses,
     header_line,
 )
+from worker.models import EmailStatus, OutboxEmail
 
 
 def statuses(database: Database, guid: str) -> dict[str, dict[str, Any]]:
@@ -233,3 +237,52 @@ def test_a_header_line_is_what_compat32_folds(name: str, value: str) -> None:
     """Short printable ASCII lines are written as they are, the rest folded by compat32:
     either way the line compat32's generator wrote."""
     assert header_line(name, value) == compat32.clone(linesep="\r\n").fold(name, value)
+
+
+def test_a_claim_takes_due_emails_nobody_holds_and_fails_spent_ones(
+    own_database: Database,
+) -> None:
+    """One statement, on both databases: the due emails nobody holds are claimed (an
+    attempt counted, the lease and the worker named, the first claim's time kept); one
+    whose attempts are spent is failed instead and not returned; held or later ones are
+    left alone."""
+    now = clock.now()
+    with own_database.write_session() as session:
+        due = rows.email(now, EmailStatus.QUEUED, attempts=0)
+        retried = rows.email(now, EmailStatus.RETRYING, attempts=1)
+        retried.first_claimed_at = now - timedelta(minutes=5)
+        spent = rows.email(now, EmailStatus.RETRYING, attempts=3)
+        held = rows.email(now, EmailStatus.QUEUED, attempts=1)
+        held.claimed_by, held.claimed_until = "worker-0", now + timedelta(minutes=1)
+        later = rows.email(now, EmailStatus.RETRYING, attempts=1)
+        emails = [due, retried, spent, held, later]
+        for email in emails:
+            email.next_attempt_at = now
+        later.next_attempt_at = now + timedelta(minutes=1)
+        session.add_all(emails)
+        session.flush()
+        ids = [email.id for email in emails]
+
+    lease = timedelta(minutes=10)
+    with own_database.write_session() as session:
+        claimed = delivery.claim(
+            session.connection(), now=now, max_attempts=3, lease=lease, claimed_by="worker-1"
+        )
+
+    assert [row.id for row in claimed] == ids[:2]
+    assert [row.attempts for row in claimed] == [1, 2]
+    with own_database.read_session() as session:
+        after = {row.id: row for row in session.scalars(select(OutboxEmail))}
+    for email_id, first_claimed in ((ids[0], now), (ids[1], now - timedelta(minutes=5))):
+        row = after[email_id]
+        assert (row.claimed_by, row.claimed_until) == ("worker-1", now + lease)
+        assert row.first_claimed_at == first_claimed
+    spent_row = after[ids[2]]
+    assert (spent_row.status, spent_row.attempts, spent_row.claimed_by) == (
+        EmailStatus.FAILED,
+        3,
+        None,
+    )
+    assert spent_row.last_error == "gave up after 3 attempts without a result"
+    assert (after[ids[3]].claimed_by, after[ids[3]].attempts) == ("worker-0", 1)
+    assert (after[ids[4]].claimed_by, after[ids[4]].attempts) == (None, 1)

@@ -112,7 +112,7 @@ def test_queue_waits_are_histograms_that_survive_folding(own_database: Database)
     # A worker claims the waiting email 1.5 s after it was queued: its wait ends there.
     with own_database.write_session() as session:
         (row,) = delivery.claim(
-            session,
+            session.connection(),
             now=now + timedelta(seconds=1.5),
             max_attempts=3,
             lease=timedelta(minutes=1),
@@ -125,7 +125,7 @@ def test_queue_waits_are_histograms_that_survive_folding(own_database: Database)
         held.claimed_until = None
     with own_database.write_session() as session:
         delivery.claim(
-            session,
+            session.connection(),
             now=now + timedelta(seconds=90),
             max_attempts=3,
             lease=timedelta(minutes=1),

@@ -36,9 +36,23 @@ from email.utils import format_datetime, formataddr, parseaddr
 from functools import partial
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, bindparam, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Integer,
+    Row,
+    String,
+    bindparam,
+    case,
+    cast,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import BindParameter
 
 from worker import telemetry
 from worker.db import WITHOUT_WAITING_FOR_DISK, Database
@@ -205,11 +219,13 @@ class DeliveryReport:
     retry_in: dict[int, float] = field(default_factory=dict)
 
 
-def _claimable(now: datetime) -> Any:
+def _claimable(now: datetime | BindParameter[datetime]) -> Any:
+    """Due, and held by nobody: never claimed, or its claim has lapsed."""
+    c = table(OutboxEmail).c
     return (
-        OutboxEmail.status.in_(PENDING),
-        OutboxEmail.next_attempt_at <= now,
-        or_(OutboxEmail.claimed_until.is_(None), OutboxEmail.claimed_until < now),
+        c.status.in_(PENDING),
+        c.next_attempt_at <= now,
+        or_(c.claimed_until.is_(None), c.claimed_until < now),
     )
 
 
@@ -221,39 +237,86 @@ def claim_lease(settings: Settings) -> timedelta:
 
 DRAIN_BATCH = 50
 
+_OUTBOX = table(OutboxEmail)
+
+
+def _claim_statement() -> Any:
+    """`claim`'s one statement: lock up to `DRAIN_BATCH` claimable emails (skipping those
+    another worker is locking) and, in the same UPDATE, claim each, or fail it when its
+    attempts are spent; every SET reads the row as it was."""
+    c = _OUTBOX.c
+    now = bindparam("now", type_=c.next_attempt_at.type)
+    spent = c.attempts >= bindparam("max_attempts", type_=Integer)
+    due = (
+        select(c.id)
+        .where(*_claimable(now))
+        .order_by(c.id)
+        .limit(DRAIN_BATCH)
+        .with_for_update(skip_locked=True)
+    )
+    gave_up = literal("gave up after ") + cast(c.attempts, String) + " attempts without a result"
+    return (
+        update(_OUTBOX)
+        .where(c.id.in_(due))
+        .values(
+            status=case((spent, literal(EmailStatus.FAILED, c.status.type)), else_=c.status),
+            last_error=case((spent, gave_up), else_=c.last_error),
+            claimed_until=case(
+                (spent, c.claimed_until), else_=bindparam("until", type_=c.claimed_until.type)
+            ),
+            claimed_by=case(
+                (spent, c.claimed_by), else_=bindparam("claimed_by", type_=c.claimed_by.type)
+            ),
+            attempts=case((spent, c.attempts), else_=c.attempts + 1),
+            # The end of its wait in the queue (/metrics), the first time it is claimed.
+            first_claimed_at=case(
+                (spent, c.first_claimed_at), else_=func.coalesce(c.first_claimed_at, now)
+            ),
+        )
+        .returning(
+            c.id,
+            c.status,
+            c.attempts,
+            c.kind,
+            c.recipient,
+            c.message_id_header,
+            c.sealed_content,
+            c.trace_parent,
+            c.first_claimed_at,
+        )
+    )
+
+
+_CLAIM = _claim_statement()
+
 
 def claim(
-    session: Session,
+    connection: Connection,
     *,
     now: datetime,
     max_attempts: int,
     lease: timedelta,
     claimed_by: str | None,
-) -> list[OutboxEmail]:
+) -> list[Row[Any]]:
     """Claim up to `DRAIN_BATCH` of the due emails nobody holds, oldest first, each in the
-    name of `claimed_by` (this worker). An email that has used all its attempts without a
-    recorded result (its workers kept dying while sending it) is failed instead of being
-    tried forever."""
-    rows = session.scalars(
-        select(OutboxEmail)
-        .where(*_claimable(now))
-        .order_by(OutboxEmail.id)
-        .limit(DRAIN_BATCH)
-        .with_for_update(skip_locked=True)
+    name of `claimed_by` (this worker), in one statement (`Database.run_alone`: one round
+    trip on PostgreSQL). An email that has used all its attempts without a recorded
+    result (its workers kept dying while sending it) is failed instead of being tried
+    forever. Returns the claimed rows (`_CLAIM`'s columns), oldest first."""
+    rows = connection.execute(
+        _CLAIM,
+        {
+            "now": now,
+            "max_attempts": max_attempts,
+            "until": now + lease,
+            "claimed_by": claimed_by,
+        },
     ).all()
-    claimed = []
-    for row in rows:
-        if row.attempts >= max_attempts:
-            row.status = EmailStatus.FAILED
-            row.last_error = f"gave up after {row.attempts} attempts without a result"
-            continue
-        row.claimed_until = now + lease
-        row.claimed_by = claimed_by
-        row.attempts += 1
-        if row.first_claimed_at is None:  # the end of its wait in the queue (/metrics)
-            row.first_claimed_at = now
-        claimed.append(row)
-    return claimed
+    return sorted((row for row in rows if row.status is not EmailStatus.FAILED), key=_email_id)
+
+
+def _email_id(row: Row[Any]) -> int:
+    return int(row.id)
 
 
 def any_due(session: Session, *, now: datetime) -> bool:
@@ -261,7 +324,8 @@ def any_due(session: Session, *, now: datetime) -> bool:
     return session.scalar(select(OutboxEmail.id).where(*_claimable(now)).limit(1)) is not None
 
 
-def _outgoing(row: OutboxEmail, keys: Keys) -> OutgoingEmail:
+def _outgoing(row: Row[Any], keys: Keys) -> OutgoingEmail:
+    """The email a claimed row holds, unsealed."""
     content = json.loads(keys.unseal(row.sealed_content))
     return OutgoingEmail(
         message_id=row.message_id_header,
@@ -311,11 +375,11 @@ def _deliver_batch(
 ) -> int:
     """Claim one batch, send and record each; returns how many were claimed."""
     policy = RetryPolicy.from_settings(settings)
-    claimed = database.run(
-        lambda session: [
+    claimed = database.run_alone(
+        lambda connection: [
             _Claimed(row.id, row.attempts, _outgoing(row, keys), row.kind.value, row.trace_parent)
             for row in claim(
-                session,
+                connection,
                 now=now(),
                 max_attempts=policy.max_attempts,
                 lease=claim_lease(settings),
