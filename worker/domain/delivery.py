@@ -33,7 +33,7 @@ from email import charset as email_charset
 from email.header import Header
 from email.policy import compat32
 from email.utils import format_datetime, formataddr, parseaddr
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any, Protocol
 
 from sqlalchemy import (
@@ -105,14 +105,14 @@ MAX_PLAIN_WORD = 60
 def build_mime(email: OutgoingEmail, *, mail_from: str, date: datetime) -> Mime:
     """multipart/alternative (text, then html) addressed to one recipient only; non-ASCII
     headers encoded (RFC 2047), bodies UTF-8 in quoted-printable."""
-    from_name, from_address = parseaddr(mail_from)
+    from_header, from_address = _from(mail_from)
     # "=_" never starts a quoted-printable line, so no body line can be mistaken for it;
     # short enough that the Content-Type header fits on one line.
     boundary = "=_" + secrets.token_hex(12)
     headers = (
         ("Content-Type", f'multipart/alternative; boundary="{boundary}"'),
         ("MIME-Version", "1.0"),
-        ("From", formataddr((header_safe(from_name), from_address), charset=_UTF8)),
+        ("From", from_header),
         ("To", formataddr((header_safe(email.recipient_name), email.recipient), charset=_UTF8)),
         ("Subject", _subject_header(header_safe(email.subject))),
         ("Message-ID", email.message_id),
@@ -130,6 +130,14 @@ def build_mime(email: OutgoingEmail, *, mail_from: str, date: datetime) -> Mime:
         )
     )
     return Mime(data=data, sender=from_address, message_id=email.message_id)
+
+
+@lru_cache(maxsize=8)
+def _from(mail_from: str) -> tuple[str, str]:
+    """`MAIL_FROM` as the From header gives it, and the envelope sender: parsed once
+    (parsing it took a tenth of a drain's CPU)."""
+    name, address = parseaddr(mail_from)
+    return formataddr((header_safe(name), address), charset=_UTF8), address
 
 
 def header_line(name: str, value: str) -> str:

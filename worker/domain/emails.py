@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parseaddr
+from functools import lru_cache
 from typing import Any
 
 from worker import telemetry
@@ -53,6 +54,12 @@ def notification_context(message: Draft, sender: Sender, settings: Settings) -> 
     }
 
 
+@lru_cache(maxsize=8)
+def _message_id_domain(mail_from: str) -> str:
+    """The domain of `MAIL_FROM`'s address, for the Message-IDs of the emails."""
+    return parseaddr(mail_from)[1].rpartition("@")[2] or "securesend.local"
+
+
 @dataclass
 class OutboxWriter:
     """Renders a send's emails into outbox rows, sealed with `keys` (an invitation carries
@@ -70,8 +77,7 @@ class OutboxWriter:
     trace_parent: str | None = field(default_factory=telemetry.current_traceparent)
 
     def _message_id(self) -> str:
-        domain = parseaddr(self.settings.mail_from)[1].rpartition("@")[2] or "securesend.local"
-        return f"<{uuid.uuid4().hex}@{domain}>"
+        return f"<{uuid.uuid4().hex}@{_message_id_domain(self.settings.mail_from)}>"
 
     def _row(
         self,
