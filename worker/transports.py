@@ -93,16 +93,11 @@ class SmtpTransport:
 
     def send(self, message: Mime, *, recipient: str) -> None:
         """Send to exactly `recipient` (never to addresses found in the headers)."""
-        # As smtplib's send_message: an address beyond ASCII needs the server's SMTPUTF8.
-        international = not (message.sender + recipient).isascii()
-        options = ("SMTPUTF8", "BODY=8BITMIME") if international else ()
         for attempt in (1, 2):
             try:
                 if self._connection is None:
                     self._connection = self._connect()
-                refused = self._connection.sendmail(
-                    message.sender, [recipient], message.data, mail_options=options
-                )
+                refused = self._connection.sendmail(message.sender, [recipient], message.data)
             except smtplib.SMTPServerDisconnected as e:
                 # A reused connection the server closed while idle: reconnect once.
                 self._drop()

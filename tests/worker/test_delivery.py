@@ -3,11 +3,13 @@ real in-process server (aiosmtpd) in production mode, with retries and failures.
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from email.policy import compat32
+from pathlib import Path
 from typing import Any
 
 from hypothesis import given
@@ -27,7 +29,10 @@ from worker.domain.delivery import (
     email_statuses,
     header_line,
 )
+from worker.domain.secrets import Keys
 from worker.models import EmailStatus, OutboxEmail
+from worker.settings import Settings
+from worker.transports import EmlDirectoryTransport
 
 
 def statuses(database: Database, guid: str) -> dict[str, dict[str, Any]]:
@@ -286,3 +291,39 @@ def test_a_claim_takes_due_emails_nobody_holds_and_fails_spent_ones(
     assert spent_row.last_error == "gave up after 3 attempts without a result"
     assert (after[ids[3]].claimed_by, after[ids[3]].attempts) == ("worker-0", 1)
     assert (after[ids[4]].claimed_by, after[ids[4]].attempts) == (None, 1)
+
+
+def test_an_address_beyond_ascii_fails_its_email_and_the_drain_goes_on(
+    own_database: Database, tmp_path: Path
+) -> None:
+    """An email whose address cannot be written (SMTPUTF8 is not supported) is failed
+    once, with the reason, instead of failing every drain that claims it; the rest of its
+    batch is delivered."""
+    settings = Settings(var_dir=tmp_path, public_base_url="https://securesend.test")
+    keys = Keys(settings.secret_key)
+    now = clock.now()
+    content = json.dumps({"subject": "Hi", "text": "t", "html": "<p>h</p>", "toName": ""})
+    with own_database.write_session() as session:
+        emails = [rows.email(now, EmailStatus.QUEUED, attempts=0) for _ in range(2)]
+        emails[0].recipient = "josé@example.com"
+        for email in emails:
+            email.sealed_content, email.next_attempt_at = keys.seal(content), now
+        session.add_all(emails)
+        session.flush()
+        ids = [email.id for email in emails]
+
+    report = delivery.drain(
+        own_database,
+        EmlDirectoryTransport(tmp_path / "outbox"),
+        keys=keys,
+        settings=settings,
+        now=clock.now,
+        budget_seconds=30,
+    )
+
+    assert (report.failed, report.sent) == ([ids[0]], [ids[1]])
+    with own_database.read_session() as session:
+        failed = session.get(OutboxEmail, ids[0])
+        assert failed is not None and failed.status is EmailStatus.FAILED
+        assert failed.last_error == "the recipient's address is not ASCII (SMTPUTF8)"
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == 1

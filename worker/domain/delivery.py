@@ -1,8 +1,8 @@
 """Delivering the outbox, one mechanism: claim the due emails, send each over the
 process's transport outside any transaction, record each outcome (SPEC 3.2).
 
-Claims make delivery safe with many mail workers: due emails are claimed in a short
-transaction (`FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite's write lock serialises
+Claims make delivery safe with many mail workers: due emails are claimed in one
+statement (`FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite's write lock serialises
 claims) by setting `claimed_until` (a lease of 1.5 times the mail task's time limit) and
 `claimed_by` (the worker), so a second worker skips them; a worker that dies leaves claims
 that its lifeline's successor releases (worker/lifeline.py), or that lapse. Delivery is
@@ -104,8 +104,15 @@ MAX_PLAIN_WORD = 60
 
 def build_mime(email: OutgoingEmail, *, mail_from: str, date: datetime) -> Mime:
     """multipart/alternative (text, then html) addressed to one recipient only; non-ASCII
-    headers encoded (RFC 2047), bodies UTF-8 in quoted-printable."""
+    headers encoded (RFC 2047), bodies UTF-8 in quoted-printable. Raises
+    `PermanentMailError` for a recipient's address beyond ASCII."""
     from_header, from_address = _from(mail_from)
+    try:
+        to_header = formataddr((header_safe(email.recipient_name), email.recipient), charset=_UTF8)
+    except UnicodeEncodeError as e:
+        # formataddr writes ASCII addresses only, and the headers of an internationalised
+        # address (SMTPUTF8) are not written here: the email cannot go, now or later.
+        raise PermanentMailError("the recipient's address is not ASCII (SMTPUTF8)") from e
     # "=_" never starts a quoted-printable line, so no body line can be mistaken for it;
     # short enough that the Content-Type header fits on one line.
     boundary = "=_" + secrets.token_hex(12)
@@ -113,7 +120,7 @@ def build_mime(email: OutgoingEmail, *, mail_from: str, date: datetime) -> Mime:
         ("Content-Type", f'multipart/alternative; boundary="{boundary}"'),
         ("MIME-Version", "1.0"),
         ("From", from_header),
-        ("To", formataddr((header_safe(email.recipient_name), email.recipient), charset=_UTF8)),
+        ("To", to_header),
         ("Subject", _subject_header(header_safe(email.subject))),
         ("Message-ID", email.message_id),
         ("Date", format_datetime(date)),
@@ -425,8 +432,8 @@ def _deliver_one(
 ) -> EmailStatus:
     """Send one claimed email and record its outcome; returns the status recorded."""
     email_id, attempts, email = item.email_id, item.attempts, item.email
-    mime = build_mime(email, mail_from=settings.mail_from, date=now())
     try:
+        mime = build_mime(email, mail_from=settings.mail_from, date=now())
         transport.send(mime, recipient=email.recipient)
     except TransientMailError as e:
         if attempts >= policy.max_attempts:
