@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import cache
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -57,12 +57,23 @@ class QuotaClaim:
     max_messages: int
     max_invites: int
 
+    # The parameters of the statements that make the claim (`params`).
+    PARAMS: ClassVar[tuple[str, ...]] = (
+        "user_id",
+        "day",
+        "messages_sent",
+        "invites_sent",
+        "max_messages",
+        "max_invites",
+    )
+
     @property
     def within_limits(self) -> bool:
         """Whether the claim alone fits: a claim that does not is refused unwritten."""
         return self.messages <= self.max_messages and self.invites <= self.max_invites
 
     def params(self) -> dict[str, Any]:
+        """Its values by the names in `PARAMS`."""
         return {
             "user_id": self.user_id,
             "day": self.day,

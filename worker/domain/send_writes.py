@@ -94,7 +94,7 @@ def write_send(session: Session, writes: SendWrites) -> Written:
 _SEND_STATEMENT = """
 WITH claimed AS (
     INSERT INTO daily_usage (user_id, day, messages_sent, invites_sent)
-    SELECT %(claim_user_id)s, %(claim_day)s, %(claim_messages)s, %(claim_invites)s
+    SELECT %(claim_user_id)s, %(claim_day)s, %(claim_messages_sent)s, %(claim_invites_sent)s
     WHERE %(claim)s
     ON CONFLICT (user_id, day) DO UPDATE
     SET messages_sent = daily_usage.messages_sent + excluded.messages_sent,
@@ -142,25 +142,14 @@ WITH claimed AS (
 SELECT EXISTS (SELECT 1 FROM go), (SELECT count(*) FROM job),
        ARRAY(SELECT id FROM emailed ORDER BY id)
 """
-_NO_CLAIM = {
-    "claim": False,
-    **{f"claim_{name}": None for name in ("user_id", "day", "messages", "invites")},
-    **{f"claim_max_{name}": None for name in ("messages", "invites")},
-}
 
 
 def _claim_params(claim: QuotaClaim | None) -> dict[str, Any]:
+    """The statement's `claim_*` parameters: rule 22's (`QuotaClaim.params`), or none."""
+    names = QuotaClaim.PARAMS
     if claim is None:
-        return _NO_CLAIM
-    return {
-        "claim": True,
-        "claim_user_id": claim.user_id,
-        "claim_day": claim.day,
-        "claim_messages": claim.messages,
-        "claim_invites": claim.invites,
-        "claim_max_messages": claim.max_messages,
-        "claim_max_invites": claim.max_invites,
-    }
+        return {"claim": False, **{f"claim_{name}": None for name in names}}
+    return {"claim": True, **{f"claim_{name}": value for name, value in claim.params().items()}}
 
 
 def _write_in_one_statement(session: Session, writes: SendWrites) -> Written:
