@@ -429,6 +429,8 @@ def bench_stack(*, smtp_url: str, var_dir: Path) -> Iterator[Stack]:
 
 @dataclass
 class EmailRound:
+    """One round of sends with their notification, and the emails it delivered."""
+
     sends: Run
     delivered: int
     expected: int
