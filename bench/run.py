@@ -90,6 +90,11 @@ class Run:
     errors: int = 0
     wall: float = 0.0
 
+    @property
+    def rate(self) -> float:
+        """Operations per second of wall time."""
+        return len(self.latencies) / self.wall if self.wall else 0.0
+
     def figures(self) -> dict[str, float]:
         ordered = sorted(self.latencies)
 
@@ -99,7 +104,7 @@ class Run:
         return {
             "requests": len(ordered),
             "errors": self.errors,
-            "throughput_per_s": round(len(ordered) / self.wall, 1),
+            "throughput_per_s": round(self.rate, 1),
             "p50_ms": round(pct(0.50), 2),
             "p95_ms": round(pct(0.95), 2),
             "p99_ms": round(pct(0.99), 2),
@@ -345,10 +350,6 @@ def _measured(stack: Stack, measure: Coroutine[Any, Any, Run]) -> dict[str, Any]
     return _figures([_measure(stack, measure)])
 
 
-def _rate(measured: Measured) -> float:
-    return len(measured.run.latencies) / measured.run.wall if measured.run.wall else 0.0
-
-
 def _ratio(value: float, baseline: float) -> float:
     return round(value / baseline, 3) if baseline else float("inf")
 
@@ -476,7 +477,7 @@ def _email_figures(rounds: list[EmailRound], noops: list[Measured]) -> dict[str,
         },
         "noop_http": _figures(noops),
         "ratio_by_round": [
-            _ratio(r.delivered / r.elapsed, _rate(n)) for r, n in zip(rounds, noops, strict=True)
+            _ratio(r.delivered / r.elapsed, n.run.rate) for r, n in zip(rounds, noops, strict=True)
         ],
     }
 
@@ -509,7 +510,7 @@ def run(quick: bool) -> dict[str, Any]:
                 "send": _figures(sends),
                 "noop_http": _figures(noops),
                 "ratio_by_round": [
-                    _ratio(_rate(s), _rate(n)) for s, n in zip(sends, noops, strict=True)
+                    _ratio(s.run.rate, n.run.rate) for s, n in zip(sends, noops, strict=True)
                 ],
                 "ping": _measured(stack, measure_ping(stack, count, level)),
                 "api_read": _measured(stack, measure_reads(stack, jobs, count, level)),

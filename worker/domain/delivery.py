@@ -234,9 +234,12 @@ class DeliveryReport:
     retry_in: dict[int, float] = field(default_factory=dict)
 
 
+_OUTBOX = table(OutboxEmail)
+
+
 def _claimable(now: datetime | BindParameter[datetime]) -> Any:
     """Due, and held by nobody: never claimed, or its claim has lapsed."""
-    c = table(OutboxEmail).c
+    c = _OUTBOX.c
     return (
         c.status.in_(PENDING),
         c.next_attempt_at <= now,
@@ -251,8 +254,6 @@ def claim_lease(settings: Settings) -> timedelta:
 
 
 DRAIN_BATCH = 50
-
-_OUTBOX = table(OutboxEmail)
 
 
 def _claim_statement() -> Any:
@@ -354,8 +355,8 @@ def _outgoing(row: Row[Any], keys: Keys) -> OutgoingEmail:
 
 # Built once, through Core: one per email delivered, committed on its own without waiting
 # for the disk (lost only with the database server: the email is then sent again).
-_RECORD_EMAIL = update(table(OutboxEmail)).where(
-    table(OutboxEmail).c.id == bindparam("email_id"), WITHOUT_WAITING_FOR_DISK
+_RECORD_EMAIL = update(_OUTBOX).where(
+    _OUTBOX.c.id == bindparam("email_id"), WITHOUT_WAITING_FOR_DISK
 )
 
 
