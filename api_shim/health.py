@@ -25,7 +25,7 @@ from starlette.responses import Response
 from api_shim.services import Services
 from api_shim.wire import JSON_TYPE, dumps
 from worker.domain import clock, metrics
-from worker.queues import MAIL_QUEUE, SEND_QUEUE
+from worker.queues import ALL_QUEUES
 
 logger = logging.getLogger(__name__)
 
@@ -76,13 +76,17 @@ class _Collector:
         wait = HistogramMetricFamily(
             "securesend_queue_wait_seconds",
             "Time a send job (queue=send: created to started) or an email (queue=mail: "
-            "queued to first claimed) waited for a worker",
-            labels=["queue"],
+            "queued to first claimed) waited for a worker, by lane (interactive: its "
+            "caller waits on HTTP; bulk)",
+            labels=["queue", "lane"],
         )
-        for queue in (metrics.SEND_WAIT, metrics.MAIL_WAIT):
-            waits = snap.queue_wait[queue]
+        for (queue, lane), waits in snap.queue_wait.items():
             buckets = [(metrics.bucket_label(bound), n) for bound, n in waits.buckets]
-            wait.add_metric([queue], [*buckets, ("+Inf", waits.count)], sum_value=waits.sum_seconds)
+            wait.add_metric(
+                [queue, lane.label],
+                [*buckets, ("+Inf", waits.count)],
+                sum_value=waits.sum_seconds,
+            )
         yield wait
         backlog = GaugeMetricFamily(
             "securesend_outbox_emails", "Outbox emails by delivery status", labels=["status"]
@@ -117,7 +121,7 @@ class _Collector:
                 "securesend_broker_queue_length", "Messages waiting in Redis", labels=["queue"]
             )
             try:
-                for queue in (SEND_QUEUE, MAIL_QUEUE):
+                for queue in ALL_QUEUES:
                     depth.add_metric([queue], client.llen(queue))
             except redis.RedisError:
                 logger.warning("metrics: Redis unavailable for queue lengths")

@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                     job_id=job.job_id,
                     message_guid=guid,
                     payload=payload,
+                    lane=job.lane,
                     now=clock.now(),
                 )
                 payloads.append(payload)

@@ -390,6 +390,7 @@ class DomainWorld:
                     job_id=job_id,
                     message_guid=guid,
                     payload=payload.model_dump(mode="json", by_alias=True),
+                    lane=payload.lane,
                     now=now or self.now,
                 )
         request = SendRequest(

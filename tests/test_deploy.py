@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from tests.factories import World
 from tests.support import Stack
+from worker.domain.metrics import WAIT_BUCKETS
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -49,8 +50,9 @@ METRICS_ON_METRICS_TODAY = {
     "securesend_broker_queue_length",
 }
 # Expected, added by issue 18 part 2: the histogram `securesend_queue_wait_seconds`
-# (label `queue`: send, mail). Until it lands, /metrics has a gauge of that name with
-# `quantile` labels, which has none of these series, and the scrape test fails for them.
+# (labels `queue`: send, mail; `lane`: interactive, bulk). Until it lands, /metrics has a
+# gauge of that name with `quantile` labels, which has none of these series, and the
+# scrape test fails for them.
 ADDED_BY_ISSUE_18_PART_2 = {
     "securesend_queue_wait_seconds_bucket",
     "securesend_queue_wait_seconds_sum",
@@ -60,6 +62,7 @@ DEPLOY_METRICS = METRICS_ON_METRICS_TODAY | ADDED_BY_ISSUE_18_PART_2
 
 REQUIRED_ALERTS = {
     "SecuresendNoWorkerAlive",
+    "SecuresendInteractiveWaitHigh",
     "SecuresendQueueWaitHigh",
     "SecuresendEmailFailuresRising",
     "SecuresendJobsStuck",
@@ -244,6 +247,94 @@ def test_grafana_provisioning_is_mounted_where_it_points() -> None:
     assert "${GRAFANA_PASSWORD:?" in grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
 
 
+# --- queue wait by lane ----------------------------------------------------------------------
+
+QUEUE_WAIT_BUCKET = "securesend_queue_wait_seconds_bucket"
+# histogram_quantile(0.95, ... {selector}[window]))) > threshold
+QUANTILE_RULE = re.compile(
+    r"histogram_quantile\(0\.95, sum by \(le, queue, lane\) \(rate\("
+    + QUEUE_WAIT_BUCKET
+    + r"\{([^}]*)\}\[\w+\]\)\)\) (>=?) ([0-9.]+)"
+)
+
+
+def _queue_wait_conditions() -> dict[tuple[str, str], tuple[str, str, float, str]]:
+    """(queue, lane) -> (alert, comparison, threshold, severity), for every queue-wait rule."""
+    conditions: dict[tuple[str, str], tuple[str, str, float, str]] = {}
+    for rule in _alert_rules():
+        expr = str(rule["expr"])
+        if QUEUE_WAIT_BUCKET not in expr:
+            continue
+        found = QUANTILE_RULE.findall(expr)
+        assert found, f"{rule['alert']}: not p95 by (le, queue, lane) against a threshold"
+        # Each `or` branch is one p95 and its threshold.
+        assert len(found) == expr.count("histogram_quantile"), rule["alert"]
+        for selector, comparison, threshold in found:
+            labels = {label: value for label, op, value in MATCHER.findall(selector) if op == "="}
+            key = (labels["queue"], labels["lane"])
+            assert key not in conditions, f"{key} has two queue-wait conditions"
+            severity = rule["labels"]["severity"]
+            conditions[key] = (rule["alert"], comparison, float(threshold), severity)
+    return conditions
+
+
+def test_queue_wait_alerts_split_by_lane() -> None:
+    conditions = _queue_wait_conditions()
+    # Every queue and lane has exactly one condition (the `sum by` keeps both labels).
+    assert set(conditions) == {
+        (q, lane) for q in ("send", "mail") for lane in ("interactive", "bulk")
+    }
+    # The page: a caller waits on HTTP, p95 above 2 s.
+    assert conditions["send", "interactive"] == (
+        "SecuresendInteractiveWaitHigh",
+        ">",
+        2.0,
+        "critical",
+    )
+    for key in (("send", "bulk"), ("mail", "interactive"), ("mail", "bulk")):
+        alert, _, _, severity = conditions[key]
+        assert (alert, severity) == ("SecuresendQueueWaitHigh", "warning"), key
+    # Bulk waits during a batch are expected: its thresholds are far above the interactive ones.
+    assert conditions["send", "bulk"][2] > 10 * conditions["send", "interactive"][2]
+    assert conditions["mail", "bulk"][2] > conditions["mail", "interactive"][2]
+    for key, (alert, comparison, threshold, _) in conditions.items():
+        # Exact, not interpolated: a bound of the histogram the API serves.
+        assert threshold in WAIT_BUCKETS, (key, threshold)
+        # histogram_quantile answers the last finite bound for a p95 beyond it: `>` that
+        # bound could never fire.
+        if threshold == max(WAIT_BUCKETS):
+            assert comparison == ">=", (key, alert)
+    (page,) = [r for r in _alert_rules() if r["alert"] == "SecuresendInteractiveWaitHigh"]
+    assert page["for"] == "5m"
+    assert "securesend.send.interactive" in page["annotations"]["description"]
+
+
+def test_dashboard_shows_queue_wait_by_lane() -> None:
+    wait_queries = {
+        where: expr
+        for where, expr in _dashboard_queries().items()
+        if "securesend_queue_wait" in expr
+    }
+    assert wait_queries
+    for where, expr in wait_queries.items():
+        assert re.search(r"by \((le, )?queue, lane\)", expr), f"{where} is not split by lane"
+    legends = [
+        target.get("legendFormat", "")
+        for panel in _panels()
+        for target in panel.get("targets", [])
+        if "securesend_queue_wait" in target["expr"]
+    ]
+    assert all("{{lane}}" in legend and "{{queue}}" in legend for legend in legends), legends
+    # The paging quantity on its own, with its 2 s line: the alert's own expression.
+    (page,) = [r for r in _alert_rules() if r["alert"] == "SecuresendInteractiveWaitHigh"]
+    page_query = str(page["expr"]).strip().removesuffix("> 2").strip()
+    shown = [p for p in _panels() if any(t["expr"] == page_query for t in p.get("targets", []))]
+    assert shown, "no panel shows the expression of SecuresendInteractiveWaitHigh"
+    for panel in shown:
+        steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        assert steps[-1] == {"color": "red", "value": 2}, panel["title"]
+
+
 # --- every metric the deploy files name is on /metrics -------------------------------------
 
 
@@ -312,9 +403,15 @@ def _problems(text: str) -> list[str]:
     return problems
 
 
-def _exposition(*, queue_wait: str, queues: tuple[str, ...] = ("send", "mail")) -> str:
+def _exposition(
+    *,
+    queue_wait: str,
+    queues: tuple[str, ...] = ("send", "mail"),
+    lanes: tuple[str, ...] = ("interactive", "bulk"),
+) -> str:
     """A /metrics text like the API's, with today's queue-wait gauge or with the
-    histogram of issue 18 part 2 observed on `queues`."""
+    histogram of issue 18 part 2 observed on `queues` and `lanes` (none: a histogram
+    without the `lane` label)."""
     registry = CollectorRegistry()
     Counter("securesend_sends", "", ["code"], registry=registry).labels("OK").inc()
     Gauge("securesend_jobs_unfinished", "", registry=registry)
@@ -329,9 +426,13 @@ def _exposition(*, queue_wait: str, queues: tuple[str, ...] = ("send", "mail")) 
     Gauge("securesend_workers_alive", "", registry=registry)
     Gauge("securesend_broker_queue_length", "", ["queue"], registry=registry).labels("x")
     if queue_wait == "histogram":
-        wait = Histogram("securesend_queue_wait_seconds", "", ["queue"], registry=registry)
-        for queue in queues:
-            wait.labels(queue).observe(0.2)
+        labels = ["queue", "lane"] if lanes else ["queue"]
+        series = [(q, lane) for q in queues for lane in lanes] if lanes else [(q,) for q in queues]
+        wait = Histogram(
+            "securesend_queue_wait_seconds", "", labels, buckets=WAIT_BUCKETS, registry=registry
+        )
+        for values in series:
+            wait.labels(*values).observe(0.2)
     else:
         gauge = Gauge("securesend_queue_wait_seconds", "", ["quantile"], registry=registry)
         gauge.labels("0.5").set(0.2)
@@ -345,6 +446,12 @@ def test_the_metrics_check_wants_the_histogram_of_issue_18() -> None:
     assert all("expected, added by issue 18 part 2" in problem for problem in today)
     send_only = _problems(_exposition(queue_wait="histogram", queues=("send",)))
     assert send_only and all("queue=['mail']" in problem for problem in send_only)
+    # The queries select by lane: a histogram without that label, or without bulk, falls short.
+    no_lanes = _problems(_exposition(queue_wait="histogram", lanes=()))
+    assert any("lane=['interactive']" in problem for problem in no_lanes)
+    assert any("lane=['bulk']" in problem for problem in no_lanes)
+    interactive_only = _problems(_exposition(queue_wait="histogram", lanes=("interactive",)))
+    assert interactive_only and all("lane=['bulk']" in p for p in interactive_only)
 
 
 def test_every_metric_deploy_uses_is_on_metrics(postgres_stack: Stack, unique: str) -> None:

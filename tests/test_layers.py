@@ -34,6 +34,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "adapters": (
         "worker.runtime",
         "worker.celery_factory",
+        "worker.lanes",
         "worker.embedded_broker",
         "worker.payloads",
         "worker.client",

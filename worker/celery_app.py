@@ -38,7 +38,13 @@ from worker.domain.send import SendOutcome
 from worker.identity import new_worker_id
 from worker.payloads import GUID_PATTERN
 from worker.processes import die_with_parent
-from worker.queues import JOBS_SWEEP_TASK, MAIL_QUEUE, SEND_QUEUE, SEND_TASK, SWEEP_TASK
+from worker.queues import (
+    INTERACTIVE_SEND_QUEUE,
+    JOBS_SWEEP_TASK,
+    MAIL_QUEUE,
+    SEND_TASK,
+    SWEEP_TASK,
+)
 from worker.settings import get_settings
 
 # Celery's success line logs the return value: a send's response carries the rendered
@@ -125,7 +131,7 @@ def _start_lifeline(**_: Any) -> None:
     from worker.lifeline import Lifeline
 
     app.send_task(SWEEP_TASK, queue=MAIL_QUEUE)
-    app.send_task(JOBS_SWEEP_TASK, queue=SEND_QUEUE)
+    app.send_task(JOBS_SWEEP_TASK, queue=INTERACTIVE_SEND_QUEUE)
     lifeline = Lifeline(runtimes.Runtime.build(get_settings(), celery=app))
     lifeline.start()
     _lifeline.append(lifeline)

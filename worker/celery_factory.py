@@ -14,8 +14,9 @@ from typing import Any
 
 from celery import Celery
 
-from worker import embedded_broker
+from worker import embedded_broker, lanes
 from worker.queues import (
+    INTERACTIVE_SEND_QUEUE,
     JOBS_SWEEP_TASK,
     MAIL_QUEUE,
     PING_TASK,
@@ -34,7 +35,11 @@ def soft_time_limit(hard_limit: float) -> float:
 
 def _transport_options(settings: Settings) -> dict[str, Any]:
     if settings.uses_redis:
-        return {"visibility_timeout": settings.broker_visibility_timeout_seconds}
+        return {
+            "visibility_timeout": settings.broker_visibility_timeout_seconds,
+            # Interactive sends first, bulk never starved (worker.lanes).
+            "queue_order_strategy": lanes.REDIS_CYCLE,
+        }
     return embedded_broker.transport_options(
         settings.embedded_broker_dir, poll_seconds=settings.embedded_broker_poll_seconds
     )
@@ -60,9 +65,13 @@ def create_app(settings: Settings, *, results: bool = True) -> Celery:
         accept_content=["json"],
         result_accept_content=["json"],
         task_default_queue=SEND_QUEUE,
+        # A send without options goes to the bulk lane; a job's own options
+        # (`SendJobV1.publish_options`) name its lane's queue. The jobs sweep recovers
+        # interactive sends too: it runs in their lane, not behind a bulk backlog.
         task_routes={
             SEND_TASK: {"queue": SEND_QUEUE},
             PING_TASK: {"queue": SEND_QUEUE},
+            JOBS_SWEEP_TASK: {"queue": INTERACTIVE_SEND_QUEUE},
             "securesend.mail.*": {"queue": MAIL_QUEUE},
         },
         # docs/reliability.md explains each of these.

@@ -91,11 +91,11 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def _worker_argv(concurrency: int | None, queues: str | None, beat: bool) -> list[str]:
-    from worker.queues import MAIL_QUEUE, SEND_QUEUE
+    from worker.queues import ALL_QUEUES
 
     settings = get_settings()
     argv = ["worker", "--loglevel", settings.log_level.upper()]
-    argv += ["--queues", queues or f"{SEND_QUEUE},{MAIL_QUEUE}"]
+    argv += ["--queues", queues or ",".join(ALL_QUEUES)]
     if concurrency:
         argv += ["--concurrency", str(concurrency)]
     if beat:
@@ -304,7 +304,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="run a Celery worker (all queues by default)")
     worker.add_argument("--concurrency", type=int, default=None)
-    worker.add_argument("--queues", default=None, help="comma-separated queue names")
+    worker.add_argument(
+        "--queues",
+        default=None,
+        help="comma-separated queue names (default: all, taken in this order: "
+        "securesend.send.interactive,securesend.mail,securesend.send)",
+    )
     worker.add_argument(
         "--beat",
         action="store_true",

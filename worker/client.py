@@ -17,11 +17,17 @@ from collections.abc import Iterable
 from typing import Any
 
 from worker.domain.secrets import Keys
-from worker.models import guid_n_form, new_guid
-from worker.payloads import NotificationFormat, SendJobV1
-from worker.queues import SEND_QUEUE, SEND_TASK
+from worker.models import Lane, guid_n_form, new_guid
+from worker.payloads import NotificationFormat, Priority, SendJobV1
+from worker.queues import INTERACTIVE_SEND_QUEUE, SEND_QUEUE, SEND_TASK
 
-__all__ = ["SEND_QUEUE", "SEND_TASK", "build_send_job", "send_job_options"]
+__all__ = [
+    "INTERACTIVE_SEND_QUEUE",
+    "SEND_QUEUE",
+    "SEND_TASK",
+    "build_send_job",
+    "send_job_options",
+]
 
 
 def build_send_job(
@@ -35,10 +41,13 @@ def build_send_job(
     notification_formats: Iterable[NotificationFormat] = (),
     job_id: str | None = None,
     secret_key: str | None = None,
+    priority: Priority = "bulk",
 ) -> dict[str, Any]:
     """A validated `SendJobV1` payload as JSON, secrets sealed with `secret_key` (by
-    default the `SECRET_KEY` of this process's environment). Raises ValueError (pydantic's
-    ValidationError for formats) for malformed GUIDs or formats."""
+    default the `SECRET_KEY` of this process's environment). `priority="interactive"` is
+    for a send a person waits for (it goes before every bulk send; docs/design.md,
+    "Lanes"). Raises ValueError (pydantic's ValidationError for formats) for malformed
+    GUIDs or formats."""
     if secret_key is None:
         from worker.settings import Settings
 
@@ -52,11 +61,13 @@ def build_send_job(
         invite_new_users=invite_new_users,
         send_email_notification=send_email_notification,
         notification_formats=notification_formats,
+        lane=Lane.named(priority),
         keys=Keys(secret_key),
     )
     return job.model_dump(mode="json", by_alias=True)
 
 
 def send_job_options(payload: dict[str, Any]) -> dict[str, Any]:
-    """The `send_task` options that keep the payload out of Flower and route it right."""
+    """The `send_task` options that keep the payload out of Flower and route it to its
+    lane's queue."""
     return SendJobV1.model_validate(payload).publish_options()

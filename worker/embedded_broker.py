@@ -4,6 +4,7 @@ kombu's own `_put` creates the message file and only then writes it, while its `
 moves any file it sees without taking the lock: a consumer can take a file that is still
 empty and crash on it (seen here with twelve concurrent publishers). Here a message is
 written under a hidden name, which `_get` ignores, and renamed into place when complete.
+Its consumers try their queues in the lanes' order (worker.lanes), not kombu's turn by turn.
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
+from queue import Empty
 from time import monotonic
 from typing import Any
 
 from kombu.transport import TRANSPORT_ALIASES, filesystem
 from kombu.utils.json import dumps
+
+from worker.lanes import LaneFairCycle
 
 ALIAS = "securesend-fs"
 
@@ -48,6 +52,9 @@ class Channel(filesystem.Channel):
         with open(partial, "wb") as f:
             f.write(dumps(message).encode())  # type: ignore[no-untyped-call]
         os.replace(partial, final)
+
+    def _reset_cycle(self) -> None:
+        self._cycle = LaneFairCycle(self._get_and_deliver, self._active_queues, Empty)
 
 
 class Transport(filesystem.Transport):

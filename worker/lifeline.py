@@ -36,6 +36,7 @@ from worker import broker, drains
 from worker.domain import clock, recovery
 from worker.identity import new_worker_id, worker_id
 from worker.queues import (
+    INTERACTIVE_SEND_QUEUE,
     JOBS_SWEEP_TASK,
     MAIL_QUEUE,
     PRUNE_TASK,
@@ -139,7 +140,7 @@ class Lifeline(threading.Thread):
         if time.monotonic() - self._last_sweeps >= self.settings.sweep_interval_seconds:
             self._last_sweeps = time.monotonic()
             self.app.send_task(SWEEP_TASK, queue=MAIL_QUEUE)
-            self.app.send_task(JOBS_SWEEP_TASK, queue=SEND_QUEUE)
+            self.app.send_task(JOBS_SWEEP_TASK, queue=INTERACTIVE_SEND_QUEUE)
         if self.database.run(
             lambda session: recovery.take_lease(
                 session,

@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import Any
 
 from alembic import command, op
 from alembic.config import Config
@@ -76,15 +77,20 @@ def upgrade_to_head(settings: Settings) -> None:
 # --- for migration scripts ----------------------------------------------------------------
 
 
-def create_index_without_blocking(name: str, table: str, columns: list[str]) -> None:
+def create_index_without_blocking(
+    name: str, table: str, columns: list[str], *, where: str | None = None
+) -> None:
     """Create an index; on PostgreSQL CONCURRENTLY, outside the migration's transaction
     (which commits what came before it), so that sends and deliveries go on while a large
     table is indexed. Call it first in a migration, so that a run interrupted after it runs
     the migration again cleanly. Idempotent: a concurrent build that failed or was
     interrupted leaves an INVALID index, which IF NOT EXISTS would keep; it is dropped and
-    built again."""
+    built again. `where` makes it a partial index (SQL, the same on both databases)."""
+    partial: dict[str, Any] = (
+        {"postgresql_where": text(where), "sqlite_where": text(where)} if where else {}
+    )
     if op.get_bind().dialect.name != "postgresql":
-        op.create_index(name, table, columns, if_not_exists=True)
+        op.create_index(name, table, columns, if_not_exists=True, **partial)
         return
     with op.get_context().autocommit_block():
         valid = op.get_bind().scalar(
@@ -93,7 +99,9 @@ def create_index_without_blocking(name: str, table: str, columns: list[str]) -> 
         )
         if valid is False:
             op.drop_index(name, table_name=table, postgresql_concurrently=True)
-        op.create_index(name, table, columns, postgresql_concurrently=True, if_not_exists=True)
+        op.create_index(
+            name, table, columns, postgresql_concurrently=True, if_not_exists=True, **partial
+        )
 
 
 def drop_index_without_blocking(name: str, table: str) -> None:

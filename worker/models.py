@@ -18,12 +18,14 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -134,6 +136,30 @@ class EmailStatus(enum.StrEnum):
     SENT = "sent"
     RETRYING = "retrying"
     FAILED = "failed"
+
+
+class Lane(enum.IntEnum):
+    """Who waits for a send, and so what goes first (docs/design.md, "Lanes"): stored as
+    its number, which is the order in which the outbox is claimed."""
+
+    INTERACTIVE = 0  # a person waits on the HTTP call
+    BULK = 1  # another service enqueued it, or the caller asked not to wait
+
+    @property
+    def label(self) -> str:
+        """The lane's name on the wire and in metrics: "interactive" or "bulk"."""
+        return self.name.lower()
+
+    @classmethod
+    def named(cls, label: str) -> Lane:
+        """The lane called `label` ("interactive" or "bulk"); KeyError for another."""
+        return cls[label.upper()]
+
+
+# The statuses of an email that may still go, as SQL: the outbox's partial index and the
+# claim's WHERE clause say it in the same words, so that PostgreSQL (and SQLite) can see
+# that the index covers the claim, with a prepared statement's generic plan too.
+PENDING_CONDITION = f"status IN ('{EmailStatus.QUEUED}', '{EmailStatus.RETRYING}')"
 
 
 class JobStatus(enum.StrEnum):
@@ -343,7 +369,18 @@ class OutboxEmail(Base):
     """
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_status_next", "status", "next_attempt_at"),)
+    # The claim's order (worker.domain.delivery): the pending emails only, interactive
+    # first, then oldest first. Partial, so that a claim walks just what may go, not the
+    # days of sent email that retention keeps.
+    __table_args__ = (
+        Index(
+            "ix_outbox_pending",
+            "lane",
+            "id",
+            postgresql_where=text(PENDING_CONDITION),
+            sqlite_where=text(PENDING_CONDITION),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"), index=True)
@@ -371,6 +408,8 @@ class OutboxEmail(Base):
     # The W3C traceparent of the send that queued it, when traces are on: its delivery
     # continues the caller's trace (worker.telemetry). Ids only.
     trace_parent: Mapped[str | None] = mapped_column(String(TRACEPARENT_MAX))
+    # The lane of the send that queued it (`Lane`): interactive emails are claimed first.
+    lane: Mapped[int] = mapped_column(SmallInteger, default=Lane.BULK, server_default="1")
 
 
 class FyeoAttempt(Base):
@@ -422,6 +461,8 @@ class SendJob(Base):
     payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     attempts: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     published_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # The lane it was published to (`Lane`): /metrics' queue wait per lane.
+    lane: Mapped[int] = mapped_column(SmallInteger, default=Lane.BULK, server_default="1")
 
 
 class MetricTotal(Base):

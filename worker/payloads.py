@@ -16,10 +16,14 @@ from pydantic.alias_generators import to_camel
 
 from worker.domain.errors import FieldError, validation_error
 from worker.domain.secrets import Keys
-from worker.queues import SEND_QUEUE
+from worker.models import Lane
+from worker.queues import INTERACTIVE_SEND_QUEUE, SEND_QUEUE
 
 GUID_PATTERN = r"^[0-9a-f]{32}$"
 NotificationFormat = Literal["Text", "Html"]
+# The lane a job runs in (`Lane`, docs/design.md "Lanes"); a payload without it is bulk.
+Priority = Literal["interactive", "bulk"]
+QUEUE_OF_LANE = {Lane.INTERACTIVE: INTERACTIVE_SEND_QUEUE, Lane.BULK: SEND_QUEUE}
 
 
 class _Wire(BaseModel):
@@ -55,6 +59,12 @@ class SendJobV1(_Wire):
     send_email_notification: bool = True
     notification_formats: tuple[NotificationFormat, ...] = ("Text", "Html")
     sealed_secrets: str | None = None
+    priority: Priority = Field(
+        default="bulk",
+        description="The lane: interactive for a send a person waits for (workers take it "
+        "before every bulk send, and deliver its emails first); bulk, the default, for "
+        "anything else.",
+    )
 
     @field_validator("notification_formats")
     @classmethod
@@ -73,6 +83,7 @@ class SendJobV1(_Wire):
         invite_new_users: bool = False,
         send_email_notification: bool = True,
         notification_formats: Iterable[str] = (),
+        lane: Lane = Lane.BULK,
         keys: Keys,
     ) -> SendJobV1:
         """A job with its secrets sealed (only when there are any) and its formats
@@ -87,19 +98,24 @@ class SendJobV1(_Wire):
                 "send_email_notification": send_email_notification,
                 "notification_formats": tuple(dict.fromkeys(notification_formats)),
                 "sealed_secrets": secrets.sealed(keys) if password or cra_code else None,
+                "priority": lane.label,
             }
         )
+
+    @property
+    def lane(self) -> Lane:
+        return Lane.named(self.priority)
 
     def redacted_repr(self) -> str:
         """What Flower and the logs may show of this job."""
         return f"SendJobV1(job={self.job_id}, message={self.message_guid})"
 
     def publish_options(self) -> dict[str, Any]:
-        """The `send_task` options of this job: its id, its queue, and what Flower shows of
-        its arguments (the payload never)."""
+        """The `send_task` options of this job: its id, its lane's queue, and what Flower
+        shows of its arguments (the payload never)."""
         return {
             "task_id": self.job_id,
-            "queue": SEND_QUEUE,
+            "queue": QUEUE_OF_LANE[self.lane],
             "argsrepr": self.redacted_repr(),
             "kwargsrepr": "{}",
         }

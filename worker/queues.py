@@ -3,8 +3,16 @@ it builds nothing and touches nothing."""
 
 from __future__ import annotations
 
+# The two lanes of sends (docs/design.md, "Lanes"): a send whose caller waits on HTTP goes
+# to the interactive queue; bulk sends (direct enqueues, `Prefer: respond-async`) to the
+# send queue, the name every publisher used before lanes existed. Every worker takes from
+# the interactive queue first (worker.lanes).
+INTERACTIVE_SEND_QUEUE = "securesend.send.interactive"
 SEND_QUEUE = "securesend.send"
 MAIL_QUEUE = "securesend.mail"
+SEND_QUEUES = (INTERACTIVE_SEND_QUEUE, SEND_QUEUE)
+# What `securesend worker` consumes unless told otherwise, in the order it takes them.
+ALL_QUEUES = (INTERACTIVE_SEND_QUEUE, MAIL_QUEUE, SEND_QUEUE)
 
 SEND_TASK = "securesend.send_message"
 DRAIN_TASK = "securesend.mail.drain"

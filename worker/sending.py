@@ -17,7 +17,7 @@ from worker.domain import clock, jobs, recovery
 from worker.domain.errors import SEND_FAILED, ApiError
 from worker.domain.send import SendOutcome, SendRequest, record_job_outcome, send_message
 from worker.payloads import SendJobV1, SendResult, SendSecrets, payload_error
-from worker.queues import SEND_QUEUE, SEND_TASK
+from worker.queues import SEND_QUEUES, SEND_TASK
 from worker.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -118,6 +118,7 @@ def _request(job: SendJobV1, runtime: Runtime) -> SendRequest:
         invite_new_users=job.invite_new_users,
         send_email_notification=job.send_email_notification,
         notification_formats=job.notification_formats,
+        lane=job.lane,
         password=secrets.password,
         cra_code=secrets.cra_code,
     )
@@ -146,8 +147,8 @@ def _give_up(
 
 def republish_lost_jobs(runtime: Runtime) -> int:
     """Publish again the jobs whose broker message was lost: queued for a while, and
-    neither waiting in the send queue, nor delivered to a worker, nor held by a live
-    one. Returns how many."""
+    neither waiting in a send queue (either lane's), nor delivered to a worker, nor held
+    by a live one; each to its own lane. Returns how many."""
     settings, database = runtime.settings, runtime.database
     older_than = timedelta(seconds=settings.job_republish_after_seconds)
     dead_after = timedelta(seconds=settings.worker_dead_after_seconds)
@@ -160,7 +161,8 @@ def republish_lost_jobs(runtime: Runtime) -> int:
         write=False,
     )
     held = live.held | {d.task_id for d in broker.delivered(runtime.celery)}
-    held |= broker.waiting(runtime.celery, settings, SEND_QUEUE, set(stale) - held)
+    for queue in SEND_QUEUES:
+        held |= broker.waiting(runtime.celery, settings, queue, set(stale) - held)
     lost = [job_id for job_id in stale if job_id not in held]
     if not lost:
         return 0

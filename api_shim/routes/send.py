@@ -13,7 +13,7 @@ from api_shim.responses import JobAccepted, JobResponse, SendMessageResponse
 from worker.domain import clock, errors, jobs
 from worker.domain.auth import Caller
 from worker.domain.secrets import Keys
-from worker.models import JobStatus, new_guid
+from worker.models import JobStatus, Lane, new_guid
 from worker.payloads import SendJobV1
 
 JOBS_PATH = "/api/v1/jobs/"
@@ -42,7 +42,7 @@ SEND_ERRORS = (
 
 
 def _job_payload(
-    dto: SendMessageRequest, *, sender_guid: str, job_id: str, keys: Keys
+    dto: SendMessageRequest, *, sender_guid: str, job_id: str, lane: Lane, keys: Keys
 ) -> SendJobV1:
     return SendJobV1.for_send(
         job_id=job_id,
@@ -53,6 +53,7 @@ def _job_payload(
         invite_new_users=dto.invite_new_users is True,
         send_email_notification=dto.send_email_notification is not False,
         notification_formats=dto.notification_formats or (),
+        lane=lane,
         keys=keys,
     )
 
@@ -71,16 +72,23 @@ def _prefers_async(call: Call[SendMessageRequest]) -> bool:
 
 
 def _open_job(
-    connection: Connection, caller: Caller, dto: SendMessageRequest, keys: Keys, job_id: str
+    connection: Connection,
+    caller: Caller,
+    *,
+    dto: SendMessageRequest,
+    keys: Keys,
+    job_id: str,
+    lane: Lane,
 ) -> SendJobV1:
     """The queued job row, once rule 1 has passed: nothing is queued for a bad session."""
-    job = _job_payload(dto, sender_guid=caller.user_guid, job_id=job_id, keys=keys)
+    job = _job_payload(dto, sender_guid=caller.user_guid, job_id=job_id, lane=lane, keys=keys)
     jobs.open_send_job(
         connection,
         caller=caller,
         job_id=job.job_id,
         message_guid=job.message_guid,
         payload=job.model_dump(mode="json", by_alias=True),
+        lane=lane,
         now=clock.now(),
     )
     return job
@@ -89,16 +97,21 @@ def _open_job(
 async def send_message(call: Call[SendMessageRequest]) -> Reply[Any]:
     dto, keys, dispatcher = call.dto, call.services.keys, call.services.dispatcher
     job_id = new_guid()
+    # A caller that waits is a person at a client: the interactive lane, ahead of every
+    # bulk send. One that asked not to wait is a batch: the bulk lane (docs/design.md).
+    lane = Lane.BULK if _prefers_async(call) else Lane.INTERACTIVE
 
     async def open_and_publish() -> bool:
         # Rule 1, the job row and the publish in one hop to a thread. If the broker is
         # down, the job row stays queued and the jobs sweep publishes it.
         return await call.alone_then(
-            lambda connection, caller: _open_job(connection, caller, dto, keys, job_id),
+            lambda connection, caller: _open_job(
+                connection, caller, dto=dto, keys=keys, job_id=job_id, lane=lane
+            ),
             dispatcher.publish,
         )
 
-    if _prefers_async(call):
+    if lane is Lane.BULK:
         await open_and_publish()
         return _accepted(job_id)
     wait = call.services.settings.send_wait_seconds

@@ -63,7 +63,8 @@ def test_metrics_count_sends_by_code_and_the_outbox(postgres_stack: Stack, uniqu
         before = client.get("/metrics").text
     ok_before = _metric(before, 'securesend_sends_total{code="OK"}')
     missing_before = _metric(before, 'securesend_sends_total{code="929"}')
-    waits_before = _metric(before, 'securesend_queue_wait_seconds_count{queue="send"}')
+    interactive_wait = 'securesend_queue_wait_seconds_count{lane="interactive",queue="send"}'
+    waits_before = _metric(before, interactive_wait)
 
     assert world.send(world.draft(to=[world.user("r")])).status_code == 200
     assert world.send("f" * 32).status_code == 404
@@ -74,19 +75,26 @@ def test_metrics_count_sends_by_code_and_the_outbox(postgres_stack: Stack, uniqu
     assert response.headers["content-type"].startswith("text/plain")
     assert _metric(text, 'securesend_sends_total{code="OK"}') == ok_before + 1
     assert _metric(text, 'securesend_sends_total{code="929"}') == missing_before + 1
-    # Both sends waited in the send queue (the unknown message's job too); the histogram's
-    # buckets are cumulative and end in +Inf = _count.
-    waits = _metric(text, 'securesend_queue_wait_seconds_count{queue="send"}')
+    # Both sends waited in the interactive lane's queue (the unknown message's job too);
+    # the histogram's buckets are cumulative and end in +Inf = _count.
+    waits = _metric(text, interactive_wait)
     assert waits >= waits_before + 2
-    assert _metric(text, 'securesend_queue_wait_seconds_bucket{le="+Inf",queue="send"}') == waits
+    assert (
+        _metric(
+            text, 'securesend_queue_wait_seconds_bucket{lane="interactive",le="+Inf",queue="send"}'
+        )
+        == waits
+    )
     assert "# TYPE securesend_queue_wait_seconds histogram" in text
     for name in (
         'securesend_outbox_emails{status="queued"}',
         'securesend_outbox_emails{status="sent"}',
-        'securesend_queue_wait_seconds_bucket{le="0.01",queue="send"}',
-        'securesend_queue_wait_seconds_sum{queue="mail"}',
-        'securesend_queue_wait_seconds_count{queue="mail"}',
+        'securesend_queue_wait_seconds_bucket{lane="bulk",le="0.01",queue="send"}',
+        'securesend_queue_wait_seconds_bucket{lane="interactive",le="2.0",queue="send"}',
+        'securesend_queue_wait_seconds_sum{lane="interactive",queue="mail"}',
+        'securesend_queue_wait_seconds_count{lane="bulk",queue="mail"}',
         'securesend_broker_queue_length{queue="securesend.send"}',
+        'securesend_broker_queue_length{queue="securesend.send.interactive"}',
         "securesend_email_retries_total",
         "securesend_email_failures_total",
         "securesend_jobs_unfinished",

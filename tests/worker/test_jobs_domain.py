@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 from tests.factories import DomainWorld
 from worker.db import Database
 from worker.domain import jobs
-from worker.models import SendJob, new_guid
+from worker.models import Lane, SendJob, new_guid
 from worker.settings import Settings
 
 
@@ -30,6 +30,7 @@ def test_opening_a_job_twice_keeps_the_first_row(
                 job_id=job_id,
                 message_guid=guid,
                 payload=payload,
+                lane=Lane.BULK,
                 now=world.now,
             )
         )

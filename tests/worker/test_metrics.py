@@ -1,6 +1,6 @@
 """/metrics folds settled jobs and emails into totals, so a scrape reads only recent rows,
 and its counters do not go down when old rows are deleted; the queue wait is a histogram
-per queue (send: job row to worker start; mail: email queued to first claimed)."""
+per queue and lane (send: job row to worker start; mail: email queued to first claimed)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,13 @@ from worker.domain import clock, delivery, metrics
 from worker.models import (
     EmailStatus,
     JobStatus,
+    Lane,
     MetricCheckpoint,
     OutboxEmail,
     SendJob,
 )
+
+SEND, MAIL = metrics.SEND_WAIT, metrics.MAIL_WAIT
 
 
 def _scrape(database: Database, now: datetime) -> metrics.Snapshot:
@@ -87,29 +90,39 @@ def _counts(histogram: metrics.WaitHistogram) -> dict[float, int]:
     return dict(histogram.buckets) | {float("inf"): histogram.count}
 
 
-def test_queue_waits_are_histograms_that_survive_folding(own_database: Database) -> None:
+def test_queue_waits_are_histograms_per_lane_that_survive_folding(
+    own_database: Database,
+) -> None:
     earlier, now = clock.now() - timedelta(seconds=600), clock.now()
     with own_database.write_session() as session:
         user = rows.sender(session)
-        jobs = [rows.job(user.id, earlier, "OK") for _ in range(4)]
-        for job, waited in zip(jobs, (0.03, 4.0, 400.0), strict=False):
+        jobs = [rows.job(user.id, earlier, "OK") for _ in range(5)]
+        for job, waited in zip(jobs, (0.03, 4.0, 400.0, 1.5), strict=False):
             job.started_at = earlier + timedelta(seconds=waited)
-        # jobs[3] started as it was created: enqueued straight to Celery, no wait known.
+        jobs[3].lane = Lane.INTERACTIVE  # a person waited 1.5 s for a worker
+        # jobs[4] started as it was created: enqueued straight to Celery, no wait known.
         claimed = rows.email(earlier, EmailStatus.SENT, attempts=1)
         claimed.first_claimed_at = earlier + timedelta(seconds=0.2)
         waiting = rows.email(now, EmailStatus.QUEUED, attempts=0)  # holds the checkpoint
         waiting.next_attempt_at = now
+        waiting.lane = Lane.INTERACTIVE
         session.add_all([*jobs, claimed, waiting])
 
     first = _scrape(own_database, now).queue_wait
-    send = _counts(first["send"])
-    assert (send[0.01], send[0.05], send[2.5], send[5.0], send[300.0]) == (0, 1, 1, 2, 2)
+    bulk_send, interactive_send = first[SEND, Lane.BULK], first[SEND, Lane.INTERACTIVE]
+    send = _counts(bulk_send)
+    assert (send[0.01], send[0.05], send[2.0], send[5.0], send[300.0]) == (0, 1, 1, 2, 2)
     assert send[float("inf")] == 3
-    assert abs(first["send"].sum_seconds - 404.03) < 0.01
-    assert _counts(first["mail"])[0.1] == 0 and _counts(first["mail"])[0.25] == 1
-    assert first["mail"].count == 1
+    assert abs(bulk_send.sum_seconds - 404.03) < 0.01
+    # 1.5 s is under the interactive alert's 2 s bound, and counted in that lane only.
+    assert (_counts(interactive_send)[1.0], _counts(interactive_send)[2.0]) == (0, 1)
+    assert interactive_send.count == 1
+    assert _counts(first[MAIL, Lane.BULK])[0.1] == 0
+    assert _counts(first[MAIL, Lane.BULK])[0.25] == 1
+    assert first[MAIL, Lane.BULK].count == 1
+    assert first[MAIL, Lane.INTERACTIVE].count == 0
 
-    # A worker claims the waiting email 1.5 s after it was queued: its wait ends there.
+    # A worker claims the waiting (interactive) email 1.5 s after it was queued.
     with own_database.write_session() as session:
         (row,) = delivery.claim(
             session.connection(),
@@ -131,18 +144,24 @@ def test_queue_waits_are_histograms_that_survive_folding(own_database: Database)
             lease=timedelta(minutes=1),
             claimed_by="worker-2",
         )
-    mail = _scrape(own_database, now + timedelta(seconds=90)).queue_wait["mail"]
-    assert (_counts(mail)[1.0], _counts(mail)[2.5], mail.count) == (1, 2, 2)
+    mail = _scrape(own_database, now + timedelta(seconds=90)).queue_wait
+    interactive_mail = mail[MAIL, Lane.INTERACTIVE]
+    assert (_counts(interactive_mail)[1.0], _counts(interactive_mail)[2.0]) == (0, 1)
+    assert interactive_mail.count == 1
+    assert mail[MAIL, Lane.BULK].count == 1
 
     # Two hours on the settled rows are folded into totals; deleting them changes nothing.
     later = now + timedelta(hours=2)
     folded = _scrape(own_database, later).queue_wait
-    assert _counts(folded["send"]) == _counts(first["send"])
-    assert _counts(folded["mail"]) == _counts(mail)
+    assert {key: _counts(h) for key, h in folded.items()} == {
+        **{key: _counts(h) for key, h in first.items() if key[0] == SEND},
+        **{key: _counts(h) for key, h in mail.items() if key[0] == MAIL},
+    }
     with own_database.write_session() as session:
         session.execute(delete(SendJob).where(SendJob.created_at < now))
         session.execute(delete(OutboxEmail).where(OutboxEmail.created_at < now))
     after = _scrape(own_database, later).queue_wait
-    assert _counts(after["send"]) == _counts(first["send"])
-    assert _counts(after["mail"]) == _counts(mail)
-    assert abs(after["send"].sum_seconds - 404.03) < 0.01
+    assert {key: _counts(h) for key, h in after.items()} == {
+        key: _counts(h) for key, h in folded.items()
+    }
+    assert abs(after[SEND, Lane.BULK].sum_seconds - 404.03) < 0.01

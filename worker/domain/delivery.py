@@ -48,6 +48,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -57,7 +58,7 @@ from sqlalchemy.sql.elements import BindParameter
 from worker import telemetry
 from worker.db import WITHOUT_WAITING_FOR_DISK, Database
 from worker.domain.secrets import Keys
-from worker.models import EmailStatus, Message, OutboxEmail, table
+from worker.models import PENDING_CONDITION, EmailStatus, Message, OutboxEmail, table
 from worker.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -204,6 +205,9 @@ class MailTransport(Protocol):
 
 
 PENDING = (EmailStatus.QUEUED, EmailStatus.RETRYING)
+# The same as a condition, in the words of the outbox's partial index `ix_outbox_pending`
+# (worker.models.PENDING_CONDITION): a statement that says it so can walk that index.
+IS_PENDING = text(PENDING_CONDITION)
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,10 +242,11 @@ _OUTBOX = table(OutboxEmail)
 
 
 def _claimable(now: datetime | BindParameter[datetime]) -> Any:
-    """Due, and held by nobody: never claimed, or its claim has lapsed."""
+    """Due, and held by nobody: never claimed, or its claim has lapsed. Pending in the
+    words of the outbox's partial index (`PENDING_CONDITION`), which the claim walks."""
     c = _OUTBOX.c
     return (
-        c.status.in_(PENDING),
+        IS_PENDING,
         c.next_attempt_at <= now,
         or_(c.claimed_until.is_(None), c.claimed_until < now),
     )
@@ -257,16 +262,18 @@ DRAIN_BATCH = 50
 
 
 def _claim_statement() -> Any:
-    """`claim`'s one statement: lock up to `DRAIN_BATCH` claimable emails (skipping those
-    another worker is locking) and, in the same UPDATE, claim each, or fail it when its
-    attempts are spent; every SET reads the row as it was."""
+    """`claim`'s one statement: lock up to `DRAIN_BATCH` claimable emails, interactive
+    first, then oldest first (the order of the partial index `ix_outbox_pending`, which
+    the claim walks until it has its batch), skipping those another worker is locking;
+    and, in the same UPDATE, claim each, or fail it when its attempts are spent; every SET
+    reads the row as it was."""
     c = _OUTBOX.c
     now = bindparam("now", type_=c.next_attempt_at.type)
     spent = c.attempts >= bindparam("max_attempts", type_=Integer)
     due = (
         select(c.id)
         .where(*_claimable(now))
-        .order_by(c.id)
+        .order_by(c.lane, c.id)
         .limit(DRAIN_BATCH)
         .with_for_update(skip_locked=True)
     )
@@ -299,6 +306,7 @@ def _claim_statement() -> Any:
             c.sealed_content,
             c.trace_parent,
             c.first_claimed_at,
+            c.lane,
         )
     )
 
@@ -314,11 +322,12 @@ def claim(
     lease: timedelta,
     claimed_by: str | None,
 ) -> list[Row[Any]]:
-    """Claim up to `DRAIN_BATCH` of the due emails nobody holds, oldest first, each in the
-    name of `claimed_by` (this worker), in one statement (`Database.run_alone`: one round
-    trip on PostgreSQL). An email that has used all its attempts without a recorded
-    result (its workers kept dying while sending it) is failed instead of being tried
-    forever. Returns the claimed rows (`_CLAIM`'s columns), oldest first."""
+    """Claim up to `DRAIN_BATCH` of the due emails nobody holds, those of interactive sends
+    first, then oldest first, each in the name of `claimed_by` (this worker), in one
+    statement (`Database.run_alone`: one round trip on PostgreSQL). An email that has used
+    all its attempts without a recorded result (its workers kept dying while sending it)
+    is failed instead of being tried forever. Returns the claimed rows (`_CLAIM`'s
+    columns) in the order they are to be sent."""
     rows = connection.execute(
         _CLAIM,
         {
@@ -328,11 +337,11 @@ def claim(
             "claimed_by": claimed_by,
         },
     ).all()
-    return sorted((row for row in rows if row.status is not EmailStatus.FAILED), key=_email_id)
+    return sorted((row for row in rows if row.status is not EmailStatus.FAILED), key=_claim_order)
 
 
-def _email_id(row: Row[Any]) -> int:
-    return int(row.id)
+def _claim_order(row: Row[Any]) -> tuple[int, int]:
+    return int(row.lane), int(row.id)
 
 
 def any_due(session: Session, *, now: datetime) -> bool:

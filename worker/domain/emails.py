@@ -20,7 +20,7 @@ from worker import telemetry
 from worker.domain.drafts import Addressee, Draft, Person, Sender
 from worker.domain.rendering import RenderedEmail, Renderer
 from worker.domain.secrets import Keys
-from worker.models import EmailKind, EmailStatus, FyeoType
+from worker.models import EmailKind, EmailStatus, FyeoType, Lane
 from worker.settings import Settings
 
 EXPIRY_FORMAT = "%Y-%m-%d %H:%M UTC"
@@ -66,13 +66,15 @@ class OutboxWriter:
     a registration token); the send writes `rows` with the rest of its changes
     (worker.domain.send_writes). Each row keeps the trace context of the span current when
     the writer was made (the send task's), when traces are on, so that its delivery
-    continues the send's trace."""
+    continues the send's trace, and the send's lane: interactive emails are delivered
+    first."""
 
     renderer: Renderer
     settings: Settings
     keys: Keys
     sender: Sender
     now: datetime
+    lane: Lane = Lane.BULK
     rows: list[dict[str, Any]] = field(default_factory=list)
     trace_parent: str | None = field(default_factory=telemetry.current_traceparent)
 
@@ -106,6 +108,7 @@ class OutboxWriter:
             "created_at": self.now,
             "next_attempt_at": self.now,
             "trace_parent": self.trace_parent,
+            "lane": self.lane,
         }
 
     def queue_notifications(

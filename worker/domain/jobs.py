@@ -17,7 +17,7 @@ from worker.db import WITHOUT_WAITING_FOR_DISK
 from worker.domain import errors
 from worker.domain.auth import Caller
 from worker.domain.errors import ApiError
-from worker.models import JobStatus, SendJob, table
+from worker.models import JobStatus, Lane, SendJob, table
 
 
 @cache
@@ -53,11 +53,12 @@ def open_send_job(
     job_id: str,
     message_guid: str,
     payload: dict[str, Any],
+    lane: Lane,
     now: datetime,
 ) -> None:
-    """Record a queued job for the caller, with the payload about to be published (kept
-    as it is, to publish it again if the broker loses it); the worker fills in its
-    outcome. One statement, committed on its own (`Database.run_alone`).
+    """Record a queued job for the caller in its lane, with the payload about to be
+    published (kept as it is, to publish it again if the broker loses it); the worker
+    fills in its outcome. One statement, committed on its own (`Database.run_alone`).
 
     Its commit does not wait for the disk: should the database server crash and lose
     it, the send's own transaction records the job when it finds none (the task is on
@@ -73,6 +74,7 @@ def open_send_job(
             "payload": payload,
             "attempts": 1,
             "published_at": now,
+            "lane": lane,
         },
     ).all()
 

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from worker.domain.delivery import PENDING
+from worker.domain.delivery import IS_PENDING
 from worker.models import Lease, MetricTotal, OutboxEmail, WorkerHeartbeat, table
 
 # metric_totals.name of the takeover counters; labels "jobs" and "emails".
@@ -125,7 +125,7 @@ def take_back_emails(session: Session, *, worker_ids: list[str]) -> dict[str, li
     worker that held them."""
     if not worker_ids:
         return {}
-    claimed = and_(OutboxEmail.claimed_by.in_(worker_ids), OutboxEmail.status.in_(PENDING))
+    claimed = and_(OutboxEmail.claimed_by.in_(worker_ids), IS_PENDING)
     rows = session.execute(
         select(OutboxEmail.id, OutboxEmail.claimed_by).where(claimed).with_for_update()
     ).all()

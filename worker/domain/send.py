@@ -34,6 +34,7 @@ from worker.domain.send_writes import (
 from worker.models import (
     FyeoType,
     JobStatus,
+    Lane,
     Message,
     MessageAction,
     MessageStatus,
@@ -53,6 +54,7 @@ class SendRequest:
     invite_new_users: bool = False
     send_email_notification: bool = True
     notification_formats: tuple[str, ...] = ("Text", "Html")
+    lane: Lane = Lane.BULK
     password: str = field(default="", repr=False)
     cra_code: str = field(default="", repr=False)
 
@@ -158,7 +160,14 @@ def _send_draft(
     run_send_rules(ctx)
 
     renderer = Renderer(settings)
-    outbox = OutboxWriter(renderer=renderer, settings=settings, keys=keys, sender=sender, now=now)
+    outbox = OutboxWriter(
+        renderer=renderer,
+        settings=settings,
+        keys=keys,
+        sender=sender,
+        now=now,
+        lane=request.lane,
+    )
     invited = invite_new_users(ctx, outbox=outbox)
     ctx.users_by_email.update(invited)
     neutral = renderer.render(
@@ -250,6 +259,7 @@ def _create_job_row(session: Session, *, request: SendRequest, values: dict[str,
                 id=request.job_id,
                 user_id=sender_id,
                 message_guid=request.message_guid,
+                lane=request.lane,
                 **values,
             )
         )

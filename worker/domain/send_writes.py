@@ -25,6 +25,7 @@ from worker.domain.rules import QuotaClaim
 from worker.models import (
     Delivery,
     EmailStatus,
+    Lane,
     Message,
     MessageStatus,
     OutboxEmail,
@@ -122,9 +123,9 @@ WITH claimed AS (
 ), emailed AS (
     INSERT INTO outbox (message_id, kind, recipient, message_id_header, template,
                         sealed_content, status, attempts, created_at, next_attempt_at,
-                        trace_parent)
+                        trace_parent, lane)
     SELECT %(message_id)s, e.kind, e.recipient, e.header, e.template, e.sealed,
-           %(queued)s, 0, %(sent_at)s, %(sent_at)s, e.trace_parent
+           %(queued)s, 0, %(sent_at)s, %(sent_at)s, e.trace_parent, %(lane)s
     FROM unnest(%(email_kinds)s::text[], %(email_recipients)s::text[],
                 %(email_headers)s::text[], %(email_templates)s::text[],
                 %(email_sealed)s::text[], %(email_trace_parents)s::text[])
@@ -154,9 +155,14 @@ def _claim_params(claim: QuotaClaim | None) -> dict[str, Any]:
 
 def _write_in_one_statement(session: Session, writes: SendWrites) -> Written:
     message, job, emails = writes.message, writes.job, writes.emails
+    lane = emails[0]["lane"] if emails else Lane.BULK
     for row in emails:  # what the statement takes as constants
-        if row["message_id"] != message.message_id or row["created_at"] != message.sent_at:
-            raise ValueError("an email of this send with another message or time")
+        if (row["message_id"], row["created_at"], row["lane"]) != (
+            message.message_id,
+            message.sent_at,
+            lane,
+        ):
+            raise ValueError("an email of this send with another message, time or lane")
     params = {
         "message_id": message.message_id,
         "status": MessageStatus.SENT.value,
@@ -177,6 +183,7 @@ def _write_in_one_statement(session: Session, writes: SendWrites) -> Written:
         "email_templates": [row["template"] for row in emails],
         "email_sealed": [row["sealed_content"] for row in emails],
         "email_trace_parents": [row["trace_parent"] for row in emails],
+        "lane": int(lane),
         "job_id": writes.job_id,
         "job_status": job["status"].value,
         "http_status": job["http_status"],
