@@ -1,6 +1,7 @@
 """The benchmark: the whole send path against bare Celery, measured in one run.
 
-    .venv/bin/python -m bench [--quick] [--out bench/results/latest.json]
+    .venv/bin/python -m bench [--quick] [--bulk N] [--out bench/results/latest.json]
+    .venv/bin/python -m bench --only lanes [--bulk 300]    # the mixed phase alone
 
 Starts its own API process and one worker (concurrency 2) on this machine's PostgreSQL (a
 database of its own, dropped afterwards) and Redis (database 11, flushed), an SMTP server
@@ -26,7 +27,24 @@ the machine is shared and noisy:
 - SearchMessages in a mailbox of 100,000 messages against GetUserSettings (bench/search.py);
 - for each load level, the CPU milliseconds per operation spent by the API, the worker,
   PostgreSQL, Redis, the reference endpoint and the load generator (from /proc): on two
-  shared cores, the total is what bounds throughput.
+  shared cores, the total is what bounds throughput;
+- the lanes, "mixed" phase (bench/lanes.py, JSON key "lanes"): N bulk sends with their
+  emails enqueued directly through `worker.client` (N = 4,000, 1,000 with --quick, or
+  --bulk), timed from the first publish until every job row finished and every email
+  arrived (*bulk alone*); 20 synchronous SendMessages over HTTP with their emails, one
+  started every 0.5 s whatever the earlier ones do (*interactive idle*); then another N
+  bulk sends and, as soon as they are published, 20 more interactive sends (*mixed*).
+  Interactive answer latency p50/p95/max, statuses and each email's arrival after its
+  request, mixed against idle, and the bulk rate mixed against alone, as ratios; targets
+  in the mixed phase: interactive p95 <= 1 s, max <= 2 s, every answer 200, their emails'
+  p95 <= 5 s, bulk sends/s >= 0.9 x alone. `--only lanes` runs this phase alone, on a
+  stack of its own.
+
+Besides the JSON, a PNG at the same path (`.png`, bench/plot.py, needs the `bench` extra's
+matplotlib): latency p50/p95 and throughput per concurrency level, send against the no-op
+HTTP round trip; the interactive sends' answer latency and email arrival, idle against
+mixed, with the targets, and each send over time against the bulk backlog; and the bulk
+rate alone against mixed.
 """
 
 from __future__ import annotations
@@ -50,6 +68,16 @@ from typing import Any
 
 from api_shim.dispatch import RedisResultListener
 from bench.http import Connection, HttpError
+from bench.lanes import (
+    BULK_SENDS,
+    BULK_SENDS_QUICK,
+    INTERACTIVE_SENDS,
+    BulkVia,
+    TimedSink,
+    drafts_needed,
+    measure_lanes,
+    print_lanes,
+)
 from bench.search import MAILBOX, measure_search, print_search
 from bench.seed import SENDERS, Seed, seed
 from bench.standalone import banned_scan_ratio, smtp_reuse_ratio
@@ -404,8 +432,8 @@ def start_noop_api(stack: Stack) -> str:
 
 
 @contextmanager
-def bench_stack(*, smtp_url: str, var_dir: Path) -> Iterator[Stack]:
-    """The API and one worker (concurrency 2) on a PostgreSQL database of their own
+def bench_stack(*, smtp_url: str, var_dir: Path, workers: int = 1) -> Iterator[Stack]:
+    """The API and `workers` workers (concurrency 2 each) on a PostgreSQL database of their own
     (dropped afterwards) and Redis database 11 (flushed before and after), delivering
     email to `smtp_url`."""
     database_url = create_postgres_database()
@@ -418,7 +446,7 @@ def bench_stack(*, smtp_url: str, var_dir: Path) -> Iterator[Stack]:
         env={"SMTP_URL": smtp_url, "SEND_WAIT_SECONDS": "300"},
     )
     try:
-        stack = Stack.start(config, var_dir=var_dir, api_port=free_port(), workers=1)
+        stack = Stack.start(config, var_dir=var_dir, api_port=free_port(), workers=workers)
         try:
             yield stack
         finally:
@@ -482,19 +510,27 @@ def _email_figures(rounds: list[EmailRound], noops: list[Measured]) -> dict[str,
     }
 
 
-def run(quick: bool) -> dict[str, Any]:
+def run(quick: bool, *, bulk: int | None = None) -> dict[str, Any]:
+    """Every measurement (module docstring); `bulk` sends per batch in the mixed phase
+    (by default `BULK_SENDS`, or `BULK_SENDS_QUICK` with `quick`)."""
     scale = 0.25 if quick else 1.0
     counts = {1: int(300 * scale), 16: int(800 * scale), 64: int(1200 * scale)}
     email_sends = int(800 * scale)
+    bulk = bulk if bulk is not None else BULK_SENDS_QUICK if quick else BULK_SENDS
     var_dir = Path(tempfile.mkdtemp(prefix="securesend-bench-"))
     with (
-        SmtpSink.running(free_port()) as sink,
+        TimedSink.running(free_port()) as sink,
         bench_stack(smtp_url=sink.url, var_dir=var_dir) as stack,
     ):
         noop_url = start_noop_api(stack)
         data: Seed = seed(
             stack,
-            drafts=ROUNDS * sum(counts.values()) + EMAIL_ROUNDS * email_sends + 1000 + 40 + SENDERS,
+            drafts=ROUNDS * sum(counts.values())
+            + EMAIL_ROUNDS * email_sends
+            + 1000
+            + 40
+            + SENDERS
+            + drafts_needed(bulk),
             big_recipients=500,
         )
         results: dict[str, Any] = {"levels": {}}
@@ -532,6 +568,9 @@ def run(quick: bool) -> dict[str, Any]:
         }
         crowd = asyncio.run(measure_sends(stack, data.take(1000), 1000, NOTIFY))
         results["concurrent_1000"] = crowd.figures()
+        results["lanes"] = measure_lanes(
+            stack, sink, data, bulk=bulk, settle=lambda: _settle(stack)
+        )
         results["search"] = measure_search(stack, messages=int(MAILBOX * scale))
         results["rss_mb"] = {
             "api": _peak_rss_mb(stack.processes["api"].pid),
@@ -545,13 +584,80 @@ def run(quick: bool) -> dict[str, Any]:
     return results
 
 
+def run_lanes(bulk: int, *, via: BulkVia = "direct", workers: int = 1) -> dict[str, Any]:
+    """The mixed phase alone (bench/lanes.py), on a stack of its own with `workers`
+    workers, the bulk arriving `via` direct enqueue or HTTP respond-async: for checking
+    it, the issue's variants, or comparing two versions of the lanes quickly."""
+    var_dir = Path(tempfile.mkdtemp(prefix="securesend-bench-"))
+    with (
+        TimedSink.running(free_port()) as sink,
+        bench_stack(smtp_url=sink.url, var_dir=var_dir, workers=workers) as stack,
+    ):
+        data = seed(stack, drafts=drafts_needed(bulk), big_recipients=1, big_drafts=0)
+        lanes = measure_lanes(stack, sink, data, bulk=bulk, settle=lambda: _settle(stack), via=via)
+        results: dict[str, Any] = {"lanes": {**lanes, "workers": workers}}
+    results["targets"] = targets(results)
+    return results
+
+
 def _target(name: str, value: float, goal: str, met: bool) -> dict[str, Any]:
     return {"target": name, "value": value, "goal": goal, "met": met}
 
 
 def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
-    """Issue 17's targets, each against the no-op HTTP round trip of the same run, and
-    the figures that must stay where they were."""
+    """Issue 17's targets, each against the no-op HTTP round trip of the same run, the
+    figures that must stay where they were, and the lanes' targets; of what `r` holds
+    (`--only lanes` measures the lanes alone)."""
+    found = _send_targets(r) if "levels" in r else []
+    if "lanes" in r:
+        found += _lane_targets(r["lanes"])
+    return found
+
+
+def _lane_targets(lanes: dict[str, Any]) -> list[dict[str, Any]]:
+    """Interactive sends stay quick behind a bulk backlog, and the backlog barely slows."""
+    idle, mixed = lanes["interactive_idle"], lanes["mixed"]["interactive"]
+    errors = idle["errors"] + mixed["errors"]
+    requests = idle["requests"] + mixed["requests"]
+    email_p95 = mixed["email_p95_ms"]
+    bulk_ratio = lanes["ratios"]["bulk_sends_per_s_mixed_over_alone"]
+    bulk_failed = lanes["bulk_alone"]["failed"] + lanes["mixed"]["bulk"]["failed"]
+    return [
+        _target(
+            "lanes: interactive SendMessage p95 behind a bulk backlog (ms)",
+            mixed["p95_ms"],
+            "<= 1000",
+            mixed["p95_ms"] <= 1000,
+        ),
+        _target(
+            "lanes: interactive SendMessage max behind a bulk backlog (ms)",
+            mixed["max_ms"],
+            "<= 2000",
+            mixed["max_ms"] <= 2000,
+        ),
+        _target(
+            "lanes: interactive SendMessages not answered 200 (idle and mixed)",
+            errors,
+            f"0 of {requests}",
+            errors == 0 and requests == 2 * INTERACTIVE_SENDS,
+        ),
+        _target(
+            "lanes: interactive notification p95 after the request, mixed (ms)",
+            email_p95 if email_p95 is not None else float("inf"),
+            "<= 5000",
+            email_p95 is not None and email_p95 <= 5000 and mixed["emails"] == mixed["requests"],
+        ),
+        _target(
+            "lanes: bulk sends/s behind interactive sends / bulk alone",
+            bulk_ratio if bulk_ratio is not None else 0.0,
+            ">= 0.9",
+            bulk_ratio is not None and bulk_ratio >= 0.9 and bulk_failed == 0,
+        ),
+    ]
+
+
+def _send_targets(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 17's targets and the figures that must stay where they were."""
     levels = r["levels"]
 
     def throughput(level: int, kind: str) -> float:
@@ -632,6 +738,19 @@ def floor(r: dict[str, Any]) -> dict[str, Any]:
 
 
 def print_table(r: dict[str, Any]) -> None:
+    """The figures `r` holds, then the targets."""
+    if "levels" in r:
+        _print_sends(r)
+    if "lanes" in r:
+        print_lanes(r["lanes"])
+    print("\ntargets:")
+    for t in r["targets"]:
+        print(
+            f"  [{'met' if t['met'] else 'MISSED'}] {t['target']}: {t['value']} (goal {t['goal']})"
+        )
+
+
+def _print_sends(r: dict[str, Any]) -> None:
     print("\nSendMessage (notification off) vs. the no-op HTTP round trip and the no-op ping")
     print(
         f"{'c':>4} | {'send/s':>8} {'p50':>7} {'p95':>7} {'p99':>7} | "
@@ -679,11 +798,6 @@ def print_table(r: dict[str, Any]) -> None:
     print("\nwhat is left between a send and the no-op HTTP round trip")
     for level, f in r["floor"].items():
         print(f"  {level}: " + ", ".join(f"{k} {v}" for k, v in f.items()))
-    print("\ntargets:")
-    for t in r["targets"]:
-        print(
-            f"  [{'met' if t['met'] else 'MISSED'}] {t['target']}: {t['value']} (goal {t['goal']})"
-        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -693,13 +807,62 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--quick", action="store_true", help="a quarter of the requests")
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "latest.json"))
+    parser.add_argument(
+        "--only",
+        choices=["lanes"],
+        help="run only this phase, on a stack of its own (default output: bench/results/"
+        "lanes.json)",
+    )
+    parser.add_argument(
+        "--bulk",
+        type=int,
+        help=f"bulk sends per batch in the lanes phase (default {BULK_SENDS}, "
+        f"{BULK_SENDS_QUICK} with --quick)",
+    )
+    parser.add_argument(
+        "--bulk-via",
+        choices=["direct", "async"],
+        default="direct",
+        help="with --only lanes: the bulk sends enqueued directly (worker.client, the "
+        "default) or sent over HTTP with Prefer: respond-async",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="with --only lanes: workers (concurrency 2 each) on the stack (default 1)",
+    )
+    parser.add_argument(
+        "--out",
+        help="the JSON (default bench/results/latest.json); the plot is written beside it, as .png",
+    )
     args = parser.parse_args(argv)
-    results = run(args.quick)
+    if args.bulk is not None and args.bulk < 1:
+        parser.error("--bulk must be at least 1")
+    if args.only == "lanes":
+        bulk = args.bulk or (BULK_SENDS_QUICK if args.quick else BULK_SENDS)
+        results = run_lanes(bulk, via=args.bulk_via, workers=args.workers)
+        default_out = ROOT / "bench" / "results" / "lanes.json"
+    else:
+        results = run(args.quick, bulk=args.bulk)
+        default_out = ROOT / "bench" / "results" / "latest.json"
     print_table(results)
-    out = Path(args.out)
+    out = Path(args.out) if args.out else default_out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, default=str))
     print(f"\nJSON: {out}")
+    _write_plot(results, out.with_suffix(".png"))
     print(json.dumps(results, default=str))
     return 0
+
+
+def _write_plot(results: dict[str, Any], path: Path) -> None:
+    """The plot beside the JSON; without matplotlib (the `bench` extra), a note instead:
+    the figures are in the JSON either way."""
+    try:
+        from bench.plot import write_plot
+    except ImportError as e:
+        print(f"no plot ({e}): .venv/bin/pip install -e '.[bench]'")
+        return
+    write_plot(results, path)
+    print(f"plot: {path}")

@@ -20,6 +20,8 @@ class Seed:
     drafts: list[tuple[str, str]]  # (session token, message guid), round-robin over senders
     big_drafts: list[tuple[str, str]]
     _cursor: int = field(default=0)
+    # session token -> the sender's user GUID, for jobs enqueued without HTTP (bench/lanes.py)
+    sender_guids: dict[str, str] = field(default_factory=dict)
 
     def take(self, count: int) -> list[tuple[str, str]]:
         chunk = self.drafts[self._cursor : self._cursor + count]
@@ -47,6 +49,7 @@ def seed(stack: Stack, *, drafts: int, big_recipients: int, big_drafts: int = 5)
     return Seed(
         drafts=[(tokens[s], g) for s, g in rows.drafts],
         big_drafts=[(tokens[s], g) for s, g in rows.big_drafts],
+        sender_guids={tokens[s]: guid for s, guid in rows.sender_guids.items()},
     )
 
 
