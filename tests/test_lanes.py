@@ -117,11 +117,21 @@ def test_a_person_is_answered_before_a_backlog_of_bulk_sends(stack: Stack, uniqu
 
     with stack.database.read_session() as session:
         mine = session.execute(
-            select(SendJob.id, SendJob.lane, SendJob.started_at).where(
+            select(SendJob.id, SendJob.lane, SendJob.created_at, SendJob.started_at).where(
                 SendJob.message_guid == guids[-1]
             )
         ).one()
     started = _finished_jobs(stack, [*bulk, mine.id])
+    # What it waited behind once queued: the bulk sends a worker started after its job
+    # row was written and before it started it. A worker holds no message beyond those
+    # its pool processes run (acks_late, prefetch multiplier 1): on Redis at most one per
+    # process (concurrency 2) slips in, started while the job was being published. The
+    # embedded broker is coarser: its worker finds the message at its next poll of the
+    # folder (every 20 ms), and bulk sends start meanwhile (3 were seen here).
+    jumped = [j for j in started if j.id != mine.id and mine.created_at < j.started_at]
+    jumped = [j for j in jumped if j.started_at < mine.started_at]
+    print(f"{stack.config.name}: {len(jumped)} bulk sends started while it was queued")
+    assert len(jumped) <= (2 if stack.settings.uses_redis else 8)
     assert mine.lane == Lane.INTERACTIVE
     assert {job.lane for job in started if job.id != mine.id} == {Lane.BULK}
     # Without lanes it would have started after every bulk send published before it (or
