@@ -308,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--queues",
         default=None,
         help="comma-separated queue names (default: all, taken in this order: "
-        "securesend.send.interactive,securesend.mail,securesend.send)",
+        "securesend.mail,securesend.send.interactive,securesend.send)",
     )
     worker.add_argument(
         "--beat",

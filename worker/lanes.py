@@ -1,17 +1,24 @@
-"""Which queue a worker takes its next message from: interactive sends first, bulk sends
-never starved (docs/design.md, "Lanes").
+"""Which queue a worker takes its next message from: a drain of the outbox, then
+interactive sends, then bulk sends, which are never starved (docs/design.md, "Lanes").
 
 A worker consumes its queues through kombu, which asks a *cycle* for the order in which to
 try them: on Redis one BRPOP lists the queues' keys in that order and pops from the first
 that holds a message; on the embedded broker each queue is tried in turn. kombu's own
 cycles rotate the queue that delivered to the back (`round_robin`) or keep the order the
 queues happen to be in (`priority`), so a send someone waits for could sit behind a
-backlog. `LaneOrder` gives every try the same order — the interactive send queue, then the
-mail queue, then the bulk send queue (`RANK`) — except that after `BULK_EVERY - 1`
+backlog. `LaneOrder` gives every try the same order — the mail queue, then the interactive
+send queue, then the bulk send queue (`RANK`) — except that after `BULK_EVERY - 1`
 deliveries in a row from the queues ahead of it, the bulk queue is tried first once: while
 the bulk queue holds messages it gets at least one delivery in `BULK_EVERY`, however many
-interactive sends arrive. Its class names are given to kombu by path (`queue_order_strategy`
-in the Redis transport options; the embedded broker's channel builds `LaneFairCycle`).
+interactive sends arrive. Its class names are given to kombu by path
+(`queue_order_strategy` in the Redis transport options; the embedded broker's channel
+builds `LaneFairCycle`).
+
+Mail goes first because the mail queue holds a drain at most (worker.drains keeps one
+pending or running), and every email, interactive ones included, waits for it: behind the
+interactive queue, a drain waited until the sends stopped coming, and people's emails with
+it (the benchmark's email rate fell by a fifth). A drain takes one pool process while it
+runs; the others go on with sends.
 
 With `task_acks_late` and a prefetch multiplier of 1, a worker holds no message beyond one
 per pool process, each of them running (worker/celery_factory.py): an interactive send
@@ -29,8 +36,8 @@ from kombu.utils.scheduling import FairCycle, round_robin_cycle
 from worker.queues import INTERACTIVE_SEND_QUEUE, MAIL_QUEUE, SEND_QUEUE
 
 # The order in which a worker tries its queues; a queue not named here (one of an
-# operator's own) goes between the mail and the bulk queue.
-RANK = {INTERACTIVE_SEND_QUEUE: 0, MAIL_QUEUE: 1, SEND_QUEUE: 3}
+# operator's own) goes between the interactive and the bulk queue.
+RANK = {MAIL_QUEUE: 0, INTERACTIVE_SEND_QUEUE: 1, SEND_QUEUE: 3}
 OTHER_RANK = 2
 BULK_QUEUE = SEND_QUEUE
 # While bulk sends wait, at least one delivery in this many goes to them: the interactive

@@ -12,7 +12,7 @@ SEND_QUEUE = "securesend.send"
 MAIL_QUEUE = "securesend.mail"
 SEND_QUEUES = (INTERACTIVE_SEND_QUEUE, SEND_QUEUE)
 # What `securesend worker` consumes unless told otherwise, in the order it takes them.
-ALL_QUEUES = (INTERACTIVE_SEND_QUEUE, MAIL_QUEUE, SEND_QUEUE)
+ALL_QUEUES = (MAIL_QUEUE, INTERACTIVE_SEND_QUEUE, SEND_QUEUE)
 
 SEND_TASK = "securesend.send_message"
 DRAIN_TASK = "securesend.mail.drain"

@@ -30,9 +30,14 @@ def _deliveries(order: LaneOrder, waiting: dict[str, int], count: int) -> list[s
     return taken
 
 
-def test_interactive_sends_go_first_then_mail_then_bulk() -> None:
-    assert LaneOrder().order([SEND_QUEUE, MAIL_QUEUE, INTERACTIVE_SEND_QUEUE]) == list(ALL_QUEUES)
-    # A queue of an operator's own goes between the mail and the bulk queue.
+def test_a_drain_goes_first_then_interactive_sends_then_bulk() -> None:
+    assert LaneOrder().order([SEND_QUEUE, MAIL_QUEUE, INTERACTIVE_SEND_QUEUE]) == [
+        MAIL_QUEUE,
+        INTERACTIVE_SEND_QUEUE,
+        SEND_QUEUE,
+    ]
+    assert list(ALL_QUEUES) == [MAIL_QUEUE, INTERACTIVE_SEND_QUEUE, SEND_QUEUE]
+    # A queue of an operator's own goes between the interactive and the bulk queue.
     assert LaneOrder().order([SEND_QUEUE, "reports", INTERACTIVE_SEND_QUEUE]) == [
         INTERACTIVE_SEND_QUEUE,
         "reports",
@@ -71,7 +76,7 @@ def test_the_redis_cycle_orders_each_brpop_by_lane() -> None:
 
 
 def test_the_embedded_brokers_cycle_takes_interactive_first() -> None:
-    messages = {SEND_QUEUE: ["b1", "b2"], INTERACTIVE_SEND_QUEUE: ["i1"], MAIL_QUEUE: []}
+    messages = {SEND_QUEUE: ["b1", "b2"], INTERACTIVE_SEND_QUEUE: ["i1"], MAIL_QUEUE: ["d1"]}
     delivered: list[str] = []
 
     def get_and_deliver(queue: str, callback: object) -> None:
@@ -84,9 +89,9 @@ def test_the_embedded_brokers_cycle_takes_interactive_first() -> None:
     def callback(*_: object) -> None:
         return None
 
-    for _ in range(3):
+    for _ in range(4):
         cycle.get(callback)
-    assert delivered == ["i1", "b1", "b2"]
+    assert delivered == ["d1", "i1", "b1", "b2"]
     try:
         cycle.get(callback)
     except Empty:
