@@ -37,7 +37,7 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
     if settings.uses_redis:
         return {
             "visibility_timeout": settings.broker_visibility_timeout_seconds,
-            # Interactive sends first, bulk never starved (worker.lanes).
+            # A drain, then interactive sends, then bulk, never starved (worker.lanes).
             "queue_order_strategy": lanes.REDIS_CYCLE,
         }
     return embedded_broker.transport_options(
