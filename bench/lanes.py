@@ -36,8 +36,7 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -112,17 +111,6 @@ class TimedSink(SmtpSink):
         super().record(received)
         with self._arrivals_lock:
             self._arrivals.append((arrived, received))
-
-    @classmethod
-    @contextmanager
-    def running(cls, port: int) -> Iterator[TimedSink]:
-        """Started on `port` for the block, then stopped (typed as this class)."""
-        sink = cls(port)
-        sink.start()
-        try:
-            yield sink
-        finally:
-            sink.stop()
 
     def mark(self) -> int:
         """A position in the arrivals: `arrivals(mark)` are those after it."""
@@ -516,25 +504,6 @@ def _emailed(answers: list[Answered]) -> set[str]:
     return {a.guid for a in answers if a.status == 200}
 
 
-def warm_up(stack: Stack, sink: TimedSink, batch: Batch, work: list[tuple[str, str]]) -> None:
-    """A few bulk and interactive sends, their figures thrown away: each path's first
-    sends pay for connections, imports and caches."""
-    timeout = phase_timeout(batch.size)
-    deadline = time.perf_counter() + timeout
-    arrivals = Arrivals(sink, watched=batch.guids)
-    _publish(stack, batch)
-    answers = asyncio.run(_interactive(stack, work, deadline=deadline))
-    _wait(
-        stack,
-        arrivals,
-        batch=batch,
-        emails_of=_emailed(answers),
-        deadline=deadline,
-        timeout=timeout,
-        what="warm-up",
-    )
-
-
 def measure_bulk_alone(stack: Stack, sink: TimedSink, batch: Batch) -> BulkRun:
     """Bulk sends with nothing else running: the rate the mixed phase is held to."""
     timeout = phase_timeout(batch.size)
@@ -637,7 +606,9 @@ def measure_lanes(
     mixed_work = data.take(INTERACTIVE_SENDS)
     after_batch = bulk_batch(stack, data, bulk, via=via)
 
-    warm_up(stack, sink, warmup_batch, warmup_work)
+    # Each path's first sends pay for connections, imports and caches: a small mixed
+    # round first, its figures thrown away.
+    measure_mixed(stack, sink, warmup_batch, warmup_work)
     settle()
     alone = measure_bulk_alone(stack, sink, alone_batch)
     settle()

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from email import message_from_bytes, policy
 from email.message import EmailMessage
-from typing import Any
+from typing import Any, Self
 
 from aiosmtpd.controller import Controller
 
@@ -65,7 +65,7 @@ class SmtpSink:
 
     @classmethod
     @contextmanager
-    def running(cls, port: int) -> Iterator[SmtpSink]:
+    def running(cls, port: int) -> Iterator[Self]:
         sink = cls(port)
         sink.start()
         try:
