@@ -14,8 +14,9 @@ interactive sends arrive. Its class names are given to kombu by path
 (`queue_order_strategy` in the Redis transport options; the embedded broker's channel
 builds `LaneFairCycle`).
 
-Mail goes first because the mail queue holds a drain at most (worker.drains keeps one
-pending or running), and every email, interactive ones included, waits for it: behind the
+Mail goes first because the mail queue holds little: one drain that sends asked for at
+most (worker.drains keeps one pending or running), the sweeps, and a drain after a retry's
+backoff; and every email, interactive ones included, waits for a drain: behind the
 interactive queue, a drain waited until the sends stopped coming, and people's emails with
 it (the benchmark's email rate fell by a fifth). A drain takes one pool process while it
 runs; the others go on with sends.
