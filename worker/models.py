@@ -156,10 +156,16 @@ class Lane(enum.IntEnum):
         return cls[label.upper()]
 
 
-# The statuses of an email that may still go, as SQL: the outbox's partial index and the
-# claim's WHERE clause say it in the same words, so that PostgreSQL (and SQLite) can see
-# that the index covers the claim, with a prepared statement's generic plan too.
-PENDING_CONDITION = f"status IN ('{EmailStatus.QUEUED}', '{EmailStatus.RETRYING}')"
+# What a row written before lanes existed is (migration 0011): every publisher was bulk.
+_BULK = str(Lane.BULK.value)
+
+
+# The statuses of an email that may still go; and the same as SQL: the outbox's partial
+# index and the claim's WHERE clause say it in the same words, so that PostgreSQL (and
+# SQLite) can see that the index covers the claim, with a prepared statement's generic
+# plan too.
+PENDING_EMAIL = (EmailStatus.QUEUED, EmailStatus.RETRYING)
+PENDING_CONDITION = "status IN ({})".format(", ".join(f"'{s}'" for s in PENDING_EMAIL))
 
 
 class JobStatus(enum.StrEnum):
@@ -409,7 +415,7 @@ class OutboxEmail(Base):
     # continues the caller's trace (worker.telemetry). Ids only.
     trace_parent: Mapped[str | None] = mapped_column(String(TRACEPARENT_MAX))
     # The lane of the send that queued it (`Lane`): interactive emails are claimed first.
-    lane: Mapped[int] = mapped_column(SmallInteger, default=Lane.BULK, server_default="1")
+    lane: Mapped[int] = mapped_column(SmallInteger, default=Lane.BULK, server_default=_BULK)
 
 
 class FyeoAttempt(Base):
@@ -462,7 +468,7 @@ class SendJob(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     published_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     # The lane it was published to (`Lane`): /metrics' queue wait per lane.
-    lane: Mapped[int] = mapped_column(SmallInteger, default=Lane.BULK, server_default="1")
+    lane: Mapped[int] = mapped_column(SmallInteger, default=Lane.BULK, server_default=_BULK)
 
 
 class MetricTotal(Base):

@@ -58,7 +58,14 @@ from sqlalchemy.sql.elements import BindParameter
 from worker import telemetry
 from worker.db import WITHOUT_WAITING_FOR_DISK, Database
 from worker.domain.secrets import Keys
-from worker.models import PENDING_CONDITION, EmailStatus, Message, OutboxEmail, table
+from worker.models import (
+    PENDING_CONDITION,
+    PENDING_EMAIL,
+    EmailStatus,
+    Message,
+    OutboxEmail,
+    table,
+)
 from worker.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -204,7 +211,7 @@ class MailTransport(Protocol):
     def close(self) -> None: ...
 
 
-PENDING = (EmailStatus.QUEUED, EmailStatus.RETRYING)
+PENDING = PENDING_EMAIL
 # The same as a condition, in the words of the outbox's partial index `ix_outbox_pending`
 # (worker.models.PENDING_CONDITION): a statement that says it so can walk that index.
 IS_PENDING = text(PENDING_CONDITION)
