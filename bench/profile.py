@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             delivery_profiler.start()
         report = delivery.drain(
             database,
-            transport,
+            delivery.Delivery([transport], runtime.pacing()),
             keys=runtime.keys,
             settings=settings,
             now=clock.now,

@@ -28,6 +28,9 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "worker.telemetry",
         "worker.domain.clock",
         "worker.domain.errors",
+        # Rates, the pace rules and their store's protocol: the standard library only
+        # (the settings parse the limits with it).
+        "worker.domain.pace",
     ),
     "persistence": ("worker.models", "worker.db"),
     "domain": ("worker.domain",),
@@ -35,6 +38,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "worker.runtime",
         "worker.celery_factory",
         "worker.lanes",
+        "worker.pacing",
         "worker.embedded_broker",
         "worker.payloads",
         "worker.client",

@@ -180,7 +180,7 @@ def supervise(argv: list[str]) -> int:
 def cmd_emails(args: argparse.Namespace) -> int:
     """Print the delivery status of every email of one message."""
     from worker.domain.delivery import email_statuses
-    from worker.models import guid_n_form
+    from worker.models import EmailStatus, guid_n_form
 
     try:
         guid = guid_n_form(args.message_guid)
@@ -194,8 +194,10 @@ def cmd_emails(args: argparse.Namespace) -> int:
         return 1
     for e in emails:
         error = f"  {e['lastError']}" if e["lastError"] else ""
+        # A deferred email waits for the relay's pace (worker.domain.pace), not a retry.
+        status = "deferred (rate)" if e["status"] == EmailStatus.DEFERRED else e["status"]
         print(
-            f"{e['id']:>8}  {e['kind']:<12} {e['status']:<9} attempts={e['attempts']}  "
+            f"{e['id']:>8}  {e['kind']:<12} {status:<15} attempts={e['attempts']}  "
             f"{e['recipient']}  {e['messageId']}{error}"
         )
     return 0

@@ -86,14 +86,15 @@ def release_if_held_by(runtime: Runtime, worker_ids: list[str]) -> None:
 
 def run_drain(runtime: Runtime) -> delivery.DeliveryReport:
     """Deliver whatever is due, in batches, for up to half the mail task's time limit;
-    then ask for the next drain: when the earliest retry is due, or now if emails became
+    then ask for the next drain: when the earliest retry or deferred email is due, or now
+    if emails became
     due while this one held the flag (their sends asked for no drain of their own)."""
     settings = runtime.settings
     hold(runtime)
     try:
         report = delivery.drain(
             runtime.database,
-            runtime.mail(),
+            delivery.Delivery(runtime.relays(), runtime.pacing()),
             keys=runtime.keys,
             settings=settings,
             now=clock.now,
@@ -102,11 +103,11 @@ def run_drain(runtime: Runtime) -> delivery.DeliveryReport:
         )
     finally:
         release(runtime)
-    if report.retry_in:
+    soonest = report.next_due_in
+    if soonest is not None:
         # A countdown task waits unacknowledged in a worker; past the visibility timeout
         # Redis would hand it to a second worker. Longer waits are left to the sweep,
         # which finds the email due by its `next_attempt_at`.
-        soonest = min(report.retry_in.values())
         if soonest < settings.broker_visibility_timeout_seconds / 2:
             request_drain(runtime, countdown=soonest)
     sweep(runtime)

@@ -136,6 +136,9 @@ class EmailStatus(enum.StrEnum):
     SENT = "sent"
     RETRYING = "retrying"
     FAILED = "failed"
+    # Back in the queue unattempted: the pace held it, or the relay asked to slow down
+    # (worker.domain.pace); `securesend emails` says "deferred (rate)".
+    DEFERRED = "deferred"
 
 
 class Lane(enum.IntEnum):
@@ -164,7 +167,7 @@ _BULK = str(Lane.BULK.value)
 # index and the claim's WHERE clause say it in the same words, so that PostgreSQL (and
 # SQLite) can see that the index covers the claim, with a prepared statement's generic
 # plan too.
-PENDING_EMAIL = (EmailStatus.QUEUED, EmailStatus.RETRYING)
+PENDING_EMAIL = (EmailStatus.QUEUED, EmailStatus.RETRYING, EmailStatus.DEFERRED)
 PENDING_CONDITION = "status IN ({})".format(", ".join(f"'{s}'" for s in PENDING_EMAIL))
 
 
@@ -380,7 +383,7 @@ class OutboxEmail(Base):
     # days of sent email that retention keeps.
     __table_args__ = (
         Index(
-            "ix_outbox_pending",
+            "ix_outbox_unsent",
             "lane",
             "id",
             postgresql_where=text(PENDING_CONDITION),

@@ -1,6 +1,6 @@
 """One runtime per process: what it holds for its lifetime (settings, the database, the
-keys derived from SECRET_KEY, Redis, the mail transport, a Celery publisher), built where
-the process starts and passed explicitly from there (arq's `ctx`).
+keys derived from SECRET_KEY, Redis, the mail relays and their pace, a Celery publisher),
+built where the process starts and passed explicitly from there (arq's `ctx`).
 
 - a worker's pool process: `worker_process_init` (worker/celery_app.py), closed at its
   shutdown; its tasks take it with `current()` and pass it on;
@@ -21,9 +21,11 @@ from celery import Celery
 from worker.celery_factory import create_app
 from worker.db import Database
 from worker.domain.delivery import MailTransport
+from worker.domain.pace import Pacing
 from worker.domain.secrets import Keys
+from worker.pacing import make_pace_store
 from worker.settings import Settings
-from worker.transports import make_transport
+from worker.transports import make_relays
 
 
 @dataclass
@@ -33,7 +35,8 @@ class Runtime:
     keys: Keys
     celery: Celery  # publishes tasks (a worker's: its own app)
     redis: redis.Redis | None  # the broker's Redis, for what securesend keeps there itself
-    _mail: MailTransport | None = field(default=None, repr=False)
+    _relays: list[MailTransport] | None = field(default=None, repr=False)
+    _pacing: Pacing | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, settings: Settings, *, celery: Celery | None = None) -> Runtime:
@@ -53,18 +56,28 @@ class Runtime:
             ),
         )
 
-    def mail(self) -> MailTransport:
-        """The process's one mail transport, opened on first use (an SMTP connection is
-        reused for every email the process delivers)."""
-        if self._mail is None:
-            self._mail = make_transport(self.settings)
-        return self._mail
+    def relays(self) -> list[MailTransport]:
+        """The process's transport to each relay, in order, each opened on first use (an
+        SMTP connection is reused for every email the process delivers)."""
+        if self._relays is None:
+            self._relays = make_relays(self.settings)
+        return self._relays
+
+    def pacing(self) -> Pacing:
+        """The process's view of the pace shared by every worker (worker.domain.pace)."""
+        if self._pacing is None:
+            self._pacing = Pacing(
+                make_pace_store(self.settings, self.redis),
+                self.settings.pace_limits,
+                relay_count=len(self.settings.smtp_urls) or 1,
+            )
+        return self._pacing
 
     def close(self) -> None:
-        """Close the mail transport and the database's connections."""
-        mail, self._mail = self._mail, None
-        if mail is not None:
-            mail.close()
+        """Close the mail relays and the database's connections."""
+        relays, self._relays = self._relays or [], None
+        for relay in relays:
+            relay.close()
         self.database.dispose()
         if self.redis is not None:
             self.redis.close()

@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from worker.domain.pace import Limits, Rate, parse_domain_limits
+
 # The built-in email templates: templates/ of the repository, installed as the package
 # `securesend_templates` (pyproject.toml), so a wheel finds them wherever it is installed.
 BUILTIN_TEMPLATES_DIR = Path(str(resources.files("securesend_templates")))
@@ -49,6 +51,11 @@ class Settings(BaseSettings):
     mail_retry_max_seconds: float = 900.0
     mail_max_attempts: int = 8
     smtp_timeout_seconds: float = 30.0
+    # Pace (worker/domain/pace.py, README "Sending at the relay's pace"): a rate for each
+    # relay of SMTP_URL ("25/s", "1000/min"; empty: none) and for recipient domains
+    # ("gmail.com=10/s,outlook.com=5/s"), held across every worker.
+    mail_rate_limit: str = ""
+    mail_domain_rate_limits: str = ""
     # A drain of the outbox starts this long after the send that asks for it, so that a
     # burst of sends shares one drain (docs/performance.md); 0 starts it at once.
     mail_batch_window_seconds: float = 0.2
@@ -91,6 +98,14 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _limits_readable(self) -> Settings:
+        self.pace_limits  # noqa: B018 - raises ValueError on a malformed rate
+        for url in self.smtp_urls:
+            if not url.startswith(("smtp://", "smtps://")):
+                raise ValueError(f"SMTP_URL: {url.split('@')[-1]!r} is not smtp://… or smtps://…")
+        return self
+
+    @model_validator(mode="after")
     def _refuse_default_secrets_in_production(self) -> Settings:
         if self.securesend_env == "production" and self.secret_key == DEFAULT_SECRET_KEY:
             raise ValueError("SECRET_KEY must be set when SECURESEND_ENV=production")
@@ -101,6 +116,18 @@ class Settings(BaseSettings):
         if self.log_format_override:
             return self.log_format_override
         return "json" if self.securesend_env == "production" else "text"
+
+    @property
+    def smtp_urls(self) -> list[str]:
+        """The relays of `SMTP_URL`, in the order they are tried (comma-separated)."""
+        return [url.strip() for url in self.smtp_url.split(",") if url.strip()]
+
+    @property
+    def pace_limits(self) -> Limits:
+        return Limits(
+            relay=Rate.parse(self.mail_rate_limit) if self.mail_rate_limit.strip() else None,
+            domains=parse_domain_limits(self.mail_domain_rate_limits),
+        )
 
     @property
     def session_idle(self) -> timedelta:

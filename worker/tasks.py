@@ -91,6 +91,7 @@ def drain_outbox_task() -> dict[str, int]:
         "sent": len(report.sent),
         "failed": len(report.failed),
         "retrying": len(report.retry_in),
+        "deferred": len(report.deferred),
     }
 
 

@@ -1,8 +1,10 @@
 """The mail transports (worker.domain.delivery.MailTransport): `SmtpTransport`
 (production: one connection per worker process, reused across emails) and
 `EmlDirectoryTransport` (the embedded default: `.eml` files under `var/outbox/`). Server
-replies are classified for delivery: `TransientMailError` (4xx replies, connection errors;
-retried) and `PermanentMailError` (5xx replies; recorded, never retried).
+replies are classified for delivery: `ThrottledMailError` (a reply that asks to slow
+down: worker.domain.pace.is_throttle), `UnreachableMailError` (the relay cannot be
+reached or dropped the connection: the next relay is tried), `TransientMailError` (other
+4xx replies; retried) and `PermanentMailError` (5xx replies; recorded, never retried).
 """
 
 from __future__ import annotations
@@ -22,8 +24,11 @@ from worker.domain.delivery import (
     MailTransport,
     Mime,
     PermanentMailError,
+    ThrottledMailError,
     TransientMailError,
+    UnreachableMailError,
 )
+from worker.domain.pace import is_throttle
 from worker.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -36,7 +41,9 @@ def _reply(code: int, text: bytes | str) -> str:
 
 def _classified(code: int, text: bytes | str) -> MailError:
     reply = _reply(code, text)
-    return PermanentMailError(reply) if 500 <= code < 600 else TransientMailError(reply)
+    if 500 <= code < 600:
+        return PermanentMailError(reply)
+    return ThrottledMailError(reply) if is_throttle(code, reply) else TransientMailError(reply)
 
 
 @dataclass(frozen=True)
@@ -102,7 +109,7 @@ class SmtpTransport:
                 # A reused connection the server closed while idle: reconnect once.
                 self._drop()
                 if attempt == 2:
-                    raise TransientMailError(f"disconnected: {e}") from e
+                    raise UnreachableMailError(f"disconnected: {e}") from e
                 continue
             except smtplib.SMTPRecipientsRefused as e:
                 code, text = next(iter(e.recipients.values()))
@@ -117,7 +124,7 @@ class SmtpTransport:
                 raise _classified(e.smtp_code, e.smtp_error) from e
             except (OSError, smtplib.SMTPException) as e:
                 self._drop()
-                raise TransientMailError(f"connection error: {type(e).__name__}: {e}") from e
+                raise UnreachableMailError(f"connection error: {type(e).__name__}: {e}") from e
             if refused:
                 code, text = next(iter(refused.values()))
                 raise _classified(code, text)
@@ -167,10 +174,12 @@ class EmlDirectoryTransport:
         return None
 
 
-def make_transport(settings: Settings) -> MailTransport:
-    """SMTP to `SMTP_URL`, or `.eml` files under `var/outbox/` without one."""
-    if settings.smtp_url:
-        return SmtpTransport(
-            SmtpTarget.from_url(settings.smtp_url), timeout=settings.smtp_timeout_seconds
-        )
-    return EmlDirectoryTransport(settings.outbox_dir)
+def make_relays(settings: Settings) -> list[MailTransport]:
+    """One SMTP transport per relay of `SMTP_URL`, in order; or `.eml` files under
+    `var/outbox/` without one."""
+    if settings.smtp_urls:
+        return [
+            SmtpTransport(SmtpTarget.from_url(url), timeout=settings.smtp_timeout_seconds)
+            for url in settings.smtp_urls
+        ]
+    return [EmlDirectoryTransport(settings.outbox_dir)]

@@ -29,8 +29,10 @@ from worker.domain.delivery import (
     email_statuses,
     header_line,
 )
+from worker.domain.pace import Limits, Pacing
 from worker.domain.secrets import Keys
 from worker.models import EmailStatus, OutboxEmail
+from worker.pacing import FilePaceStore
 from worker.settings import Settings
 from worker.transports import EmlDirectoryTransport
 
@@ -314,7 +316,9 @@ def test_an_address_beyond_ascii_fails_its_email_and_the_drain_goes_on(
 
     report = delivery.drain(
         own_database,
-        EmlDirectoryTransport(tmp_path / "outbox"),
+        delivery.Delivery(
+            [EmlDirectoryTransport(tmp_path / "outbox")], Pacing(FilePaceStore(tmp_path), Limits())
+        ),
         keys=keys,
         settings=settings,
         now=clock.now,

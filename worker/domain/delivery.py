@@ -26,7 +26,8 @@ import random
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email import charset as email_charset
@@ -57,6 +58,7 @@ from sqlalchemy.sql.elements import BindParameter
 
 from worker import telemetry
 from worker.db import WITHOUT_WAITING_FOR_DISK, Database
+from worker.domain.pace import MAX_SLEEP_SECONDS, Pacing, Wait
 from worker.domain.secrets import Keys
 from worker.models import (
     PENDING_CONDITION,
@@ -206,13 +208,22 @@ class PermanentMailError(MailError):
     """Not worth retrying: a 5xx reply."""
 
 
+class ThrottledMailError(TransientMailError):
+    """The relay asks to slow down (worker.domain.pace.is_throttle): not an attempt; the
+    pace drops and the email is deferred."""
+
+
+class UnreachableMailError(TransientMailError):
+    """The relay could not be reached, or dropped the connection: the next relay is tried."""
+
+
 class MailTransport(Protocol):
     def send(self, message: Mime, *, recipient: str) -> None: ...
     def close(self) -> None: ...
 
 
 PENDING = PENDING_EMAIL
-# The same as a condition, in the words of the outbox's partial index `ix_outbox_pending`
+# The same as a condition, in the words of the outbox's partial index `ix_outbox_unsent`
 # (worker.models.PENDING_CONDITION): a statement that says it so can walk that index.
 IS_PENDING = text(PENDING_CONDITION)
 
@@ -243,6 +254,13 @@ class DeliveryReport:
     sent: list[int] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
     retry_in: dict[int, float] = field(default_factory=dict)
+    # Back in the queue unattempted (the pace held them): due again in so many seconds.
+    deferred: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def next_due_in(self) -> float | None:
+        """When the soonest email this drain left for later is due (seconds)."""
+        return min([*self.retry_in.values(), *self.deferred.values()], default=None)
 
 
 _OUTBOX = table(OutboxEmail)
@@ -270,7 +288,7 @@ DRAIN_BATCH = 50
 
 def _claim_statement() -> Any:
     """`claim`'s one statement: lock up to `DRAIN_BATCH` claimable emails, interactive
-    first, then oldest first (the order of the partial index `ix_outbox_pending`, which
+    first, then oldest first (the order of the partial index `ix_outbox_unsent`, which
     the claim walks until it has its batch), skipping those another worker is locking;
     and, in the same UPDATE, claim each, or fail it when its attempts are spent; every SET
     reads the row as it was."""
@@ -382,6 +400,12 @@ def _record(connection: Connection, email_id: int, **values: Any) -> None:
     )
 
 
+def _record_many(connection: Connection, outcomes: list[dict[str, Any]]) -> None:
+    connection.execute(
+        _RECORD_EMAIL, [{"claimed_until": None, "claimed_by": None, **o} for o in outcomes]
+    )
+
+
 # The span of one delivery (worker.telemetry): ids, kind, attempt and status only.
 DELIVER_SPAN = "securesend.email.deliver"
 
@@ -395,17 +419,29 @@ class _Claimed:
     trace_parent: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What a drain delivers with: the process's transports to each relay, in order, and
+    the pace they share with every worker (worker.domain.pace)."""
+
+    relays: Sequence[MailTransport]
+    pacing: Pacing
+
+
 def _deliver_batch(
     database: Database,
-    transport: MailTransport,
+    delivery: Delivery,
     *,
     keys: Keys,
     settings: Settings,
     now: Callable[[], datetime],
     claimed_by: str | None,
     report: DeliveryReport,
+    deadline: float,
 ) -> int:
-    """Claim one batch, send and record each; returns how many were claimed."""
+    """Claim one batch, send and record each; returns how many were claimed. Past the
+    deadline, or when the relay's pace holds every email for longer than a short sleep,
+    the rest of the batch goes back unattempted, due when the pace allows."""
     policy = RetryPolicy.from_settings(settings)
     claimed = database.run_alone(
         lambda connection: [
@@ -419,7 +455,11 @@ def _deliver_batch(
             )
         ]
     )
-    for item in claimed:
+    held: Counter[str] = Counter()  # deferred in this batch so far, by the key that held them
+    for position, item in enumerate(claimed):
+        if time.monotonic() >= deadline:
+            _defer_rest(database, claimed[position:], report, now=now, due_in=0.0, spacing=0.0)
+            break
         # One span per delivery, in the trace of the send that queued the email.
         with telemetry.span(
             DELIVER_SPAN,
@@ -430,51 +470,212 @@ def _deliver_batch(
                 "securesend.email.attempt": item.attempts,
             },
         ) as span:
-            status = _deliver_one(
-                database, transport, item, settings=settings, policy=policy, now=now, report=report
+            outcome = _deliver_one(
+                database,
+                delivery,
+                item,
+                settings=settings,
+                policy=policy,
+                now=now,
+                report=report,
+                held=held,
             )
-            span.set_attribute("securesend.email.status", status.value)
+            span.set_attribute("securesend.email.status", outcome.status.value)
+        if outcome.holds_every_email:
+            # The relay's pace holds every email alike: the rest of the batch goes back
+            # too, one slot apart after this one.
+            rest = claimed[position + 1 :]
+            spacing = delivery.pacing.spacing(outcome.relay, item.email.recipient)
+            _defer_rest(database, rest, report, now=now, due_in=outcome.due_in, spacing=spacing)
+            delivery.pacing.deferred(outcome.relay, item.email.recipient, "relay", len(rest))
+            break
+    delivery.pacing.flush()
     return len(claimed)
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    status: EmailStatus
+    relay: int = 0
+    due_in: float = 0.0  # deferred: due again in this many seconds
+    holds_every_email: bool = False  # deferred for the relay's pace, not a throttle reply
+
+
+def _wait_for_slot(pacing: Pacing, relay: int, recipient: str) -> Wait | None:
+    """Wait for the relay's next slot while it comes within `MAX_SLEEP_SECONDS` (the
+    pace of a relay holds every email alike: there is nothing else to send meanwhile);
+    a domain's wait, or a longer one, is returned to defer the email."""
+    slept = 0.0
+    while (wait := pacing.wait(relay, recipient)) is not None:
+        if wait.reason != "relay" or slept + wait.seconds > MAX_SLEEP_SECONDS:
+            return wait
+        time.sleep(wait.seconds)
+        slept += wait.seconds
+    return None
 
 
 def _deliver_one(
     database: Database,
-    transport: MailTransport,
+    delivery: Delivery,
     item: _Claimed,
     *,
     settings: Settings,
     policy: RetryPolicy,
     now: Callable[[], datetime],
     report: DeliveryReport,
-) -> EmailStatus:
-    """Send one claimed email and record its outcome; returns the status recorded."""
+    held: Counter[str],
+) -> _Outcome:
+    """Send one claimed email through the first relay that is up, when the pace allows,
+    and record its outcome: sent, failed, retrying, or deferred (not an attempt) when
+    the pace holds it or the relay throttled it. `held` counts the emails of the batch
+    deferred so far by each key: each one more is due one slot later."""
     email_id, attempts, email = item.email_id, item.attempts, item.email
+    pacing = delivery.pacing
+    tried: list[int] = []
+    outcome: dict[str, Any]
     try:
         mime = build_mime(email, mail_from=settings.mail_from, date=now())
-        transport.send(mime, recipient=email.recipient)
-    except TransientMailError as e:
-        if attempts >= policy.max_attempts:
-            logger.warning("email %d failed after %d attempts", email_id, attempts)
-            outcome: dict[str, Any] = {"status": EmailStatus.FAILED, "last_error": e.reply}
+    except PermanentMailError as e:
+        logger.warning("email %d cannot be written: %s", email_id, e.reply)
+        report.failed.append(email_id)
+        outcome = {"status": EmailStatus.FAILED, "last_error": e.reply}
+        return _finish(database, email_id, outcome, report)
+    unreachable: TransientMailError | None = None
+    while (relay := pacing.relay(tried=tried)) is not None:
+        wait = _wait_for_slot(pacing, relay, email.recipient)
+        if wait is not None:
+            key = pacing.key_holding(relay, email.recipient, wait)
+            due_in = wait.seconds + held[key] * pacing.spacing(relay, email.recipient)
+            held[key] += 1
+            pacing.deferred(relay, email.recipient, wait.reason)
+            _defer(database, item, report, now=now, due_in=due_in, reason=f"pace of {key}")
+            return _Outcome(EmailStatus.DEFERRED, relay, due_in, wait.reason == "relay")
+        try:
+            delivery.relays[relay].send(mime, recipient=email.recipient)
+        except UnreachableMailError as e:
+            logger.warning("relay %d unreachable: %s", relay, e.reply)
+            pacing.relay_failed(relay)
+            tried.append(relay)
+            unreachable = e
+            continue
+        except ThrottledMailError as e:
+            key, pace = pacing.throttled(relay, email.recipient)
+            logger.info(
+                "email %d: relay %d throttled it; %s now at %.2f/s", email_id, relay, key, pace
+            )
+            due_in = (1 + held[key]) / pace
+            held[key] += 1
+            _defer(database, item, report, now=now, due_in=due_in, reason=e.reply)
+            return _Outcome(EmailStatus.DEFERRED, relay, due_in)
+        except TransientMailError as e:
+            pacing.relay_failed(relay)
+            outcome = _retry_or_fail(email_id, attempts, e, policy=policy, now=now, report=report)
+        except PermanentMailError as e:
+            pacing.relay_ok(relay)
+            logger.warning("email %d refused permanently", email_id)
+            outcome = {"status": EmailStatus.FAILED, "last_error": e.reply}
             report.failed.append(email_id)
         else:
-            delay = policy.delay(attempts)
-            logger.info("email %d: transient failure, retry in %.1fs", email_id, delay)
-            outcome = {
-                "status": EmailStatus.RETRYING,
-                "last_error": e.reply,
-                "next_attempt_at": now() + timedelta(seconds=delay),
-            }
-            report.retry_in[email_id] = delay
-    except PermanentMailError as e:
-        logger.warning("email %d refused permanently", email_id)
-        outcome = {"status": EmailStatus.FAILED, "last_error": e.reply}
+            pacing.relay_ok(relay)
+            pacing.accepted(relay, email.recipient)
+            outcome = {"status": EmailStatus.SENT, "sent_at": now(), "last_error": None}
+            report.sent.append(email_id)
+        return _finish(database, email_id, outcome, report, relay=relay)
+    assert unreachable is not None  # at least one relay was tried
+    outcome = _retry_or_fail(email_id, attempts, unreachable, policy=policy, now=now, report=report)
+    return _finish(database, email_id, outcome, report)
+
+
+def _retry_or_fail(
+    email_id: int,
+    attempts: int,
+    error: TransientMailError,
+    *,
+    policy: RetryPolicy,
+    now: Callable[[], datetime],
+    report: DeliveryReport,
+) -> dict[str, Any]:
+    if attempts >= policy.max_attempts:
+        logger.warning("email %d failed after %d attempts", email_id, attempts)
         report.failed.append(email_id)
-    else:
-        outcome = {"status": EmailStatus.SENT, "sent_at": now(), "last_error": None}
-        report.sent.append(email_id)
+        return {"status": EmailStatus.FAILED, "last_error": error.reply}
+    delay = policy.delay(attempts)
+    logger.info("email %d: transient failure, retry in %.1fs", email_id, delay)
+    report.retry_in[email_id] = delay
+    return {
+        "status": EmailStatus.RETRYING,
+        "last_error": error.reply,
+        "next_attempt_at": now() + timedelta(seconds=delay),
+    }
+
+
+def _finish(
+    database: Database,
+    email_id: int,
+    outcome: dict[str, Any],
+    report: DeliveryReport,
+    *,
+    relay: int = 0,
+) -> _Outcome:
     _record_through_outage(database, partial(_record, email_id=email_id, **outcome))
-    return EmailStatus(outcome["status"])
+    return _Outcome(EmailStatus(outcome["status"]), relay)
+
+
+def _deferral(item: _Claimed, *, due: datetime, reason: str | None) -> dict[str, Any]:
+    """An email back in the queue unattempted: the claim's count of the attempt undone."""
+    values: dict[str, Any] = {
+        "email_id": item.email_id,
+        "status": EmailStatus.DEFERRED,
+        "attempts": item.attempts - 1,
+        "next_attempt_at": due,
+    }
+    if reason is not None:
+        values["last_error"] = reason
+    return values
+
+
+def _defer(
+    database: Database,
+    item: _Claimed,
+    report: DeliveryReport,
+    *,
+    now: Callable[[], datetime],
+    due_in: float,
+    reason: str,
+) -> None:
+    due = now() + timedelta(seconds=due_in)
+    _record_through_outage(
+        database, lambda c: _record_many(c, [_deferral(item, due=due, reason=reason)])
+    )
+    report.deferred[item.email_id] = due_in
+
+
+def _defer_rest(
+    database: Database,
+    items: Sequence[_Claimed],
+    report: DeliveryReport,
+    *,
+    now: Callable[[], datetime],
+    due_in: float,
+    spacing: float,
+) -> None:
+    """Put the claimed emails not tried back in the queue, one `spacing` apart from
+    `due_in`, their status and reason as they were (none of them was attempted)."""
+    if not items:
+        return
+    start = now()
+    outcomes = []
+    for position, item in enumerate(items):
+        seconds = due_in + position * spacing
+        outcomes.append(
+            {
+                "email_id": item.email_id,
+                "attempts": item.attempts - 1,
+                "next_attempt_at": start + timedelta(seconds=seconds),
+            }
+        )
+        report.deferred[item.email_id] = seconds
+    _record_through_outage(database, lambda c: _record_many(c, outcomes))
 
 
 # A database that went away while an email was being sent is waited for this long, so that
@@ -523,7 +724,7 @@ def email_statuses(session: Session, *, message_guid: str) -> list[dict[str, Any
 
 def drain(
     database: Database,
-    transport: MailTransport,
+    delivery: Delivery,
     *,
     keys: Keys,
     settings: Settings,
@@ -535,18 +736,20 @@ def drain(
     spent; each recorded as it goes. No transaction is open while the transport talks to
     the server. Transient failures are recorded as `retrying` with the time of the next
     attempt (in the report's `retry_in`), permanent ones and the last allowed attempt as
-    `failed` with the server's reply."""
+    `failed` with the server's reply; emails the pace held (worker.domain.pace) go back
+    unattempted as `deferred` (in `deferred`)."""
     report = DeliveryReport()
     deadline = time.monotonic() + budget_seconds
     while time.monotonic() < deadline:
         claimed = _deliver_batch(
             database,
-            transport,
+            delivery,
             keys=keys,
             settings=settings,
             now=now,
             claimed_by=claimed_by,
             report=report,
+            deadline=deadline,
         )
         if not claimed:
             break
