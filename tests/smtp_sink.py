@@ -1,5 +1,6 @@
 """A real SMTP server in the test process (aiosmtpd) that records what it receives and can
-be told to refuse a recipient with a given reply, or to go down and come back."""
+be told to refuse a recipient with a given reply, or to go down and come back; and
+`ThrottlingSink`, a relay with a sending quota of its own, as Amazon SES answers one."""
 
 from __future__ import annotations
 
@@ -39,6 +40,9 @@ class _Handler:
         planned = self.sink.next_refusal(address)
         if planned is not None:
             return planned
+        refused = self.sink.over_quota(address)
+        if refused is not None:
+            return refused
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -65,8 +69,9 @@ class SmtpSink:
 
     @classmethod
     @contextmanager
-    def running(cls, port: int) -> Iterator[Self]:
-        sink = cls(port)
+    def running(cls, port: int, **options: Any) -> Iterator[Self]:
+        """The server, listening on `port` for the block (`options` go to the class)."""
+        sink = cls(port, **options)
         sink.start()
         try:
             yield sink
@@ -83,6 +88,10 @@ class SmtpSink:
         with self._lock:
             self._refusals[address.lower()].extend(replies)
 
+    def over_quota(self, address: str) -> str | None:
+        """The reply that refuses an email over the server's quota; None: no quota."""
+        return None
+
     def next_refusal(self, address: str) -> str | None:
         with self._lock:
             queue = self._refusals.get(address.lower())
@@ -98,6 +107,11 @@ class SmtpSink:
                 r for r in self._received if address.lower() in (a.lower() for a in r.recipients)
             ]
 
+    def received(self) -> list[Received]:
+        """Every email that arrived, to anyone, in the order they arrived."""
+        with self._lock:
+            return list(self._received)
+
     def total(self) -> int:
         """How many emails arrived, to anyone."""
         with self._lock:
@@ -108,3 +122,45 @@ class SmtpSink:
         while len(found := self.to(address)) < count and time.monotonic() < deadline:
             time.sleep(0.05)
         return found
+
+
+THROTTLING_REPLY = "454 4.7.0 Throttling failure: Maximum sending rate exceeded."
+
+
+class ThrottlingSink(SmtpSink):
+    """A relay that accepts at most `per_second` emails in any second (a sliding window,
+    the strictest reading of a provider's "maximum send rate") and answers
+    `THROTTLING_REPLY` beyond it, as Amazon SES does; `domain_rates` gives some recipient
+    domains a quota of their own, refused with a 4.7.0 of their own. Counts what it
+    accepted and refused."""
+
+    def __init__(
+        self, port: int, *, per_second: float, domain_rates: dict[str, float] | None = None
+    ) -> None:
+        super().__init__(port)
+        self.per_second = per_second
+        self.domain_rates = domain_rates or {}
+        self._accepted: dict[str, deque[float]] = defaultdict(deque)
+        self.refused = 0
+        self.accepted = 0
+
+    def over_quota(self, address: str) -> str | None:
+        now = time.monotonic()
+        domain = address.rpartition("@")[2].lower()
+        with self._lock:
+            windows = [("", self.per_second)]
+            if domain in self.domain_rates:
+                windows.append((domain, self.domain_rates[domain]))
+            for name, rate in windows:
+                seen = self._accepted[name]
+                while seen and seen[0] <= now - 1.0:
+                    seen.popleft()
+                if len(seen) >= rate:
+                    self.refused += 1
+                    if name:
+                        return f"451 4.7.1 Too many messages to {name}, slow down"
+                    return THROTTLING_REPLY
+            for name, _ in windows:
+                self._accepted[name].append(now)
+            self.accepted += 1
+            return None

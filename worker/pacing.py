@@ -28,9 +28,10 @@ from worker.domain import pace
 from worker.domain.pace import KeyState, PaceSnapshot, PaceStore, RelayState
 from worker.settings import Settings
 
+# Under it, a hash per key ("<prefix>relay:0": tat, pace, step, cut; failures and
+# open_until for a relay's breaker), "<prefix>throttled" (a sorted set: key → when its
+# pace was last cut) and "<prefix>counts" (a hash: "<key>:<event>" → count).
 PREFIX = "securesend:pace:"
-THROTTLED = PREFIX + "throttled"  # sorted set: key → when its pace was last cut
-COUNTS = PREFIX + "counts"  # hash: "<key>:<event>" → count
 
 _NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) + tonumber(t[2]) / 1000000\n"
 
@@ -117,28 +118,30 @@ return 0
 )
 
 
-def _relay(relay: int) -> str:
-    return f"{PREFIX}{pace.relay_key(relay)}"
-
-
 class RedisPaceStore:
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, *, prefix: str = PREFIX) -> None:
         self._redis = client
+        self._prefix = prefix
+        self._throttled = prefix + "throttled"
+        self._counts = prefix + "counts"
         self._take = client.register_script(_TAKE)
         self._slow_down = client.register_script(_SLOW_DOWN)
         self._relay_failed = client.register_script(_RELAY_FAILED)
         self._claim_probe = client.register_script(_CLAIM_PROBE)
 
+    def _relay(self, relay: int) -> str:
+        return self._prefix + pace.relay_key(relay)
+
     def take(self, keys: Sequence[str], limits: Sequence[float]) -> tuple[float, int]:
         wait, holder = self._take(
-            keys=[PREFIX + k for k in keys], args=[pace.PACE_MEMORY_SECONDS, *limits]
+            keys=[self._prefix + k for k in keys], args=[pace.PACE_MEMORY_SECONDS, *limits]
         )
         return float(wait), int(holder)
 
     def slow_down(self, key: str, *, limit: float, observed: float) -> float:
         return float(
             self._slow_down(
-                keys=[PREFIX + key, THROTTLED],
+                keys=[self._prefix + key, self._throttled],
                 args=[
                     limit,
                     observed,
@@ -153,40 +156,40 @@ class RedisPaceStore:
 
     def throttled_keys(self) -> frozenset[str]:
         since = time.time() - pace.PACE_MEMORY_SECONDS
-        members: list[bytes] = self._redis.zrangebyscore(THROTTLED, since, "+inf")  # type: ignore[assignment]
+        members: list[bytes] = self._redis.zrangebyscore(self._throttled, since, "+inf")  # type: ignore[assignment]
         return frozenset(k.decode() for k in members)
 
     def relays(self, count: int) -> list[RelayState]:
         pipe = self._redis.pipeline(transaction=False)
         for relay in range(count):
-            pipe.hmget(_relay(relay), "failures", "open_until")
+            pipe.hmget(self._relay(relay), "failures", "open_until")
         return [
             RelayState(int(failures or 0), float(open_until or 0))
             for failures, open_until in pipe.execute()
         ]
 
     def relay_failed(self, relay: int) -> None:
-        self._relay_failed(keys=[_relay(relay)], args=[pace.OPEN_AFTER, pace.OPEN_SECONDS])
+        self._relay_failed(keys=[self._relay(relay)], args=[pace.OPEN_AFTER, pace.OPEN_SECONDS])
 
     def relay_ok(self, relay: int) -> None:
-        self._redis.hset(_relay(relay), mapping={"failures": 0, "open_until": 0})
+        self._redis.hset(self._relay(relay), mapping={"failures": 0, "open_until": 0})
 
     def claim_probe(self, relay: int) -> bool:
         return bool(
-            self._claim_probe(keys=[_relay(relay)], args=[pace.OPEN_AFTER, pace.OPEN_SECONDS])
+            self._claim_probe(keys=[self._relay(relay)], args=[pace.OPEN_AFTER, pace.OPEN_SECONDS])
         )
 
     def count(self, counts: Mapping[str, int]) -> None:
         pipe = self._redis.pipeline(transaction=False)
         for name, value in counts.items():
-            pipe.hincrby(COUNTS, name, value)
+            pipe.hincrby(self._counts, name, value)
         pipe.execute()
 
     def snapshot(self, relay_count: int) -> PaceSnapshot:
-        stored: dict[bytes, bytes] = self._redis.hgetall(COUNTS)  # type: ignore[assignment]
+        stored: dict[bytes, bytes] = self._redis.hgetall(self._counts)  # type: ignore[assignment]
         counts = {k.decode(): int(v) for k, v in stored.items()}
         throttled = sorted(self.throttled_keys())
-        paces = [self._redis.hget(PREFIX + k, "pace") for k in throttled]
+        paces = [self._redis.hget(self._prefix + k, "pace") for k in throttled]
         return PaceSnapshot(
             counts=counts,
             paces={k: float(p) for k, p in zip(throttled, paces, strict=True) if p and float(p)},

@@ -1,0 +1,245 @@
+"""Delivery at the relay's pace (worker.domain.pace), drained in this process against real
+SMTP servers that keep quotas of their own (tests.smtp_sink.ThrottlingSink): on
+PostgreSQL with the pace in Redis, and on SQLite with it in the embedded default's file.
+What is asserted is counts and orders (who was sent, refused, deferred, through which
+relay), never how long something took; the benchmark times it (bench/pace.py)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import select
+
+from tests.smtp_sink import THROTTLING_REPLY, SmtpSink, ThrottlingSink
+from tests.support import REDIS_TEST_URL, free_port, unavailable
+from worker.db import Database
+from worker.domain import clock, delivery
+from worker.domain.delivery import Delivery, DeliveryReport
+from worker.domain.pace import PaceStore, Pacing
+from worker.domain.secrets import Keys
+from worker.models import EmailKind, EmailStatus, OutboxEmail, new_guid
+from worker.pacing import FilePaceStore, RedisPaceStore
+from worker.settings import Settings
+from worker.transports import make_relays
+
+DONE_WITHIN_SECONDS = 60.0
+
+
+@pytest.fixture
+def pace_store(
+    module_database: tuple[Settings, Database], tmp_path: Path, unique: str
+) -> Iterator[PaceStore]:
+    """Where a deployment on this database keeps its pace: Redis beside PostgreSQL (under
+    a prefix of the test's own), the file of the embedded default beside SQLite."""
+    _settings, database = module_database
+    if database.engine.dialect.name == "sqlite":
+        yield FilePaceStore(tmp_path)
+        return
+    client = redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=3)
+    prefix = f"test:{unique}:pace:"
+    try:
+        client.ping()
+    except redis.RedisError as e:
+        unavailable("Redis at " + REDIS_TEST_URL, e)
+    try:
+        yield RedisPaceStore(client, prefix=prefix)
+    finally:
+        keys = list(client.scan_iter(prefix + "*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+def _queue(database: Database, keys: Keys, recipients: list[str]) -> list[int]:
+    """One notification per recipient in the outbox, due now, in this order; their ids."""
+    content = keys.seal(json.dumps({"subject": "Hi", "text": "t", "html": "<p>h</p>"}))
+    with database.write_session() as session:
+        emails = [
+            OutboxEmail(
+                kind=EmailKind.NOTIFICATION,
+                recipient=recipient,
+                message_id_header=f"<{new_guid()}@securesend.test>",
+                template="notification",
+                sealed_content=content,
+                next_attempt_at=clock.now(),
+            )
+            for recipient in recipients
+        ]
+        session.add_all(emails)
+        session.flush()
+        return [email.id for email in emails]
+
+
+def _rows(database: Database, ids: list[int]) -> dict[int, OutboxEmail]:
+    with database.read_session() as session:
+        rows = session.scalars(select(OutboxEmail).where(OutboxEmail.id.in_(ids))).all()
+        session.expunge_all()
+        return {row.id: row for row in rows}
+
+
+def _deliver_all(
+    database: Database, settings: Settings, pacing: Pacing, ids: list[int]
+) -> list[DeliveryReport]:
+    """Drain as the workers do (a drain, then the next when the soonest email is due)
+    until every email of `ids` is final; the reports of each drain."""
+    relays = Delivery(make_relays(settings), pacing)
+    reports = []
+    deadline = time.monotonic() + DONE_WITHIN_SECONDS
+    try:
+        while True:
+            report = delivery.drain(
+                database,
+                relays,
+                keys=Keys(settings.secret_key),
+                settings=settings,
+                now=clock.now,
+                budget_seconds=settings.mail_task_time_limit_seconds / 2,
+            )
+            reports.append(report)
+            rows = _rows(database, ids).values()
+            if all(r.status in (EmailStatus.SENT, EmailStatus.FAILED) for r in rows):
+                return reports
+            assert time.monotonic() < deadline, Counter(r.status for r in rows)
+            time.sleep(min(report.next_due_in or 0.1, 1.0))
+    finally:
+        for relay in relays.relays:
+            relay.close()
+
+
+def _message_ids(sink: SmtpSink) -> Counter[str]:
+    return Counter(str(r.message["Message-ID"]) for r in sink.received())
+
+
+def test_a_throttled_email_is_deferred_unattempted_and_every_email_goes_once(
+    module_database: tuple[Settings, Database], pace_store: PaceStore, unique: str
+) -> None:
+    """No limit set: the relay's refusals alone set the pace; none fails for them."""
+    _, database = module_database
+    with ThrottlingSink.running(free_port(), per_second=10) as sink:
+        settings = Settings(smtp_url=sink.url)
+        pacing = Pacing(pace_store, settings.pace_limits)
+        ids = _queue(
+            database, Keys(settings.secret_key), [f"r{i}-{unique}@fast.test" for i in range(16)]
+        )
+
+        reports = _deliver_all(database, settings, pacing, ids)
+
+        rows = _rows(database, ids)
+        assert {r.status for r in rows.values()} == {EmailStatus.SENT}
+        # A refusal to slow down is not an attempt: each email was attempted once.
+        assert {r.attempts for r in rows.values()} == {1}
+        assert sink.refused >= 1, "the relay never throttled: the test proves nothing"
+        assert set(_message_ids(sink).values()) == {1} and len(_message_ids(sink)) == 16
+        assert sum(len(r.deferred) for r in reports) >= sink.refused
+        counts = pace_store.snapshot(1).counts
+        assert counts["relay:0:throttled"] == sink.refused
+        assert counts["relay:0:sent"] == 16
+        assert "relay:0" in pace_store.throttled_keys()
+
+
+def test_a_deferred_email_says_why_and_keeps_its_attempts(
+    module_database: tuple[Settings, Database], pace_store: PaceStore, unique: str
+) -> None:
+    _, database = module_database
+    with ThrottlingSink.running(free_port(), per_second=1000) as sink:
+        settings = Settings(smtp_url=sink.url)
+        keys = Keys(settings.secret_key)
+        [email_id] = _queue(database, keys, [f"once-{unique}@fast.test"])
+        sink.refuse(f"once-{unique}@fast.test", THROTTLING_REPLY)
+        pacing = Pacing(pace_store, settings.pace_limits)
+        relays = Delivery(make_relays(settings), pacing)
+        report = delivery.drain(
+            database, relays, keys=keys, settings=settings, now=clock.now, budget_seconds=30
+        )
+        relays.relays[0].close()
+
+        assert list(report.deferred) == [email_id] and not report.retry_in and not report.failed
+        row = _rows(database, [email_id])[email_id]
+        assert (row.status, row.attempts, row.last_error) == (
+            EmailStatus.DEFERRED,
+            0,
+            THROTTLING_REPLY,
+        )
+        assert row.next_attempt_at > clock.now() and row.claimed_by is None
+
+        # Due again once the pace allows, it goes, on its first attempt.
+        _deliver_all(database, settings, pacing, [email_id])
+        row = _rows(database, [email_id])[email_id]
+        assert (row.status, row.attempts) == (EmailStatus.SENT, 1)
+        assert len(sink.to(f"once-{unique}@fast.test")) == 1
+
+
+def test_with_the_relays_rate_set_the_relay_refuses_next_to_nothing(
+    module_database: tuple[Settings, Database], pace_store: PaceStore, unique: str
+) -> None:
+    _, database = module_database
+    with ThrottlingSink.running(free_port(), per_second=10) as sink:
+        settings = Settings(smtp_url=sink.url, mail_rate_limit="10/s")
+        pacing = Pacing(pace_store, settings.pace_limits)
+        ids = _queue(
+            database, Keys(settings.secret_key), [f"r{i}-{unique}@fast.test" for i in range(25)]
+        )
+
+        _deliver_all(database, settings, pacing, ids)
+
+        assert {r.status for r in _rows(database, ids).values()} == {EmailStatus.SENT}
+        assert len(_message_ids(sink)) == 25 and set(_message_ids(sink).values()) == {1}
+        # Spaced a slot apart below the quota, none is refused unless the machine stalls
+        # one hand-over for more than the margin (docs/design.md, "Pace").
+        assert sink.refused <= 1
+
+
+def test_a_slow_domain_does_not_hold_up_the_others(
+    module_database: tuple[Settings, Database], pace_store: PaceStore, unique: str
+) -> None:
+    _, database = module_database
+    with ThrottlingSink.running(free_port(), per_second=1000) as sink:
+        settings = Settings(smtp_url=sink.url, mail_domain_rate_limits="slow.test=2/s")
+        pacing = Pacing(pace_store, settings.pace_limits)
+        # Interleaved: slow, fast, slow, fast, … in the order they are claimed.
+        recipients = [f"{i}-{unique}@{('slow', 'fast')[i % 2]}.test" for i in range(16)]
+        ids = _queue(database, Keys(settings.secret_key), recipients)
+
+        reports = _deliver_all(database, settings, pacing, ids)
+
+        # The first drain sent every fast.test email, none ever waited; it deferred
+        # slow.test ones, each a slot (0.5 s) after the one before.
+        first = reports[0]
+        fast = {i for i, r in zip(ids, recipients, strict=True) if r.endswith("@fast.test")}
+        assert fast <= set(first.sent)
+        assert not fast & {i for report in reports for i in report.deferred}
+        deferred = sorted(first.deferred.values())
+        assert deferred, "slow.test was never held: the test proves nothing"
+        slots = zip(deferred, deferred[1:], strict=False)
+        assert all(b - a == pytest.approx(0.5, abs=0.05) for a, b in slots)
+        arrivals = Counter(r.recipients[0].rpartition("@")[2] for r in sink.received())
+        assert arrivals == {"slow.test": 8, "fast.test": 8}
+        assert {r.attempts for r in _rows(database, ids).values()} == {1}
+
+
+def test_an_unreachable_relay_is_passed_over_for_the_next_one(
+    module_database: tuple[Settings, Database], pace_store: PaceStore, unique: str
+) -> None:
+    _, database = module_database
+    down = free_port()  # nothing listens there
+    with SmtpSink.running(free_port()) as second:
+        settings = Settings(smtp_url=f"smtp://127.0.0.1:{down},{second.url}")
+        pacing = Pacing(pace_store, settings.pace_limits, relay_count=2)
+        ids = _queue(
+            database, Keys(settings.secret_key), [f"r{i}-{unique}@fast.test" for i in range(8)]
+        )
+
+        _deliver_all(database, settings, pacing, ids)
+
+        rows = _rows(database, ids)
+        assert {r.status for r in rows.values()} == {EmailStatus.SENT}
+        assert {r.attempts for r in rows.values()} == {1}  # passed over within the attempt
+        assert len(_message_ids(second)) == 8 and set(_message_ids(second).values()) == {1}
+        first_relay, second_relay = pace_store.relays(2)
+        assert first_relay.open and not second_relay.open
