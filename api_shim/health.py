@@ -26,6 +26,7 @@ from api_shim.services import Services
 from api_shim.wire import JSON_TYPE, dumps
 from worker.domain import clock, metrics
 from worker.queues import ALL_QUEUES
+from worker.transports import SmtpTarget
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +116,7 @@ class _Collector:
             "Workers whose heartbeat is recent",
             value=snap.workers_alive,
         )
+        yield from _pace_metrics(services)
         client = services.runtime.redis
         if client is not None:
             depth = GaugeMetricFamily(
@@ -126,6 +128,62 @@ class _Collector:
             except redis.RedisError:
                 logger.warning("metrics: Redis unavailable for queue lengths")
             yield depth
+
+
+def _pace_metrics(services: Services) -> Iterator[Metric]:
+    """Delivery at the relay's pace (worker.domain.pace), from the store every worker
+    shares: what each relay and each limited domain sent, was throttled for and deferred;
+    the pace each is held to; which relays are up and which one is sending."""
+    settings = services.settings
+    pacing = services.runtime.pacing()
+    hosts = [SmtpTarget.from_url(url).address for url in settings.smtp_urls] or ["eml"]
+    try:
+        snap = pacing.store.snapshot(len(hosts))
+    except (redis.RedisError, OSError):
+        logger.warning("metrics: the pace store is unavailable")
+        return
+    relays = CounterMetricFamily(
+        "securesend_mail_relay_emails",
+        "Emails by relay (in SMTP_URL's order) and event: sent (accepted by the relay), "
+        "throttled (the relay asked to slow down), deferred (held back for the pace)",
+        labels=["relay", "host", "event"],
+    )
+    domains = CounterMetricFamily(
+        "securesend_mail_domain_emails",
+        "Emails to each domain of MAIL_DOMAIN_RATE_LIMITS, by event",
+        labels=["domain", "event"],
+    )
+    for name, count in sorted(snap.counts.items()):
+        key, _, event = name.rpartition(":")
+        kind, _, which = key.partition(":")
+        if kind == "relay" and which.isdigit() and int(which) < len(hosts):
+            relays.add_metric([which, hosts[int(which)], event], count)
+        elif kind == "domain":
+            domains.add_metric([which, event], count)
+    yield relays
+    yield domains
+    held = GaugeMetricFamily(
+        "securesend_mail_pace",
+        "Emails per second each relay and limited domain is held to now: its limit, or "
+        "lower while a throttle's pace recovers (absent: no limit and no throttling)",
+        labels=["key"],
+    )
+    for key, rate in sorted(pacing.rates_now(snap.paces, len(hosts)).items()):
+        held.add_metric([key], rate)
+    yield held
+    up = GaugeMetricFamily(
+        "securesend_mail_relay_up",
+        "1 while a relay's breaker is closed (it is sent through), 0 while it is open",
+        labels=["relay", "host"],
+    )
+    for index, (host, state) in enumerate(zip(hosts, snap.relays, strict=True)):
+        up.add_metric([str(index), host], 0 if state.open else 1)
+    yield up
+    yield GaugeMetricFamily(
+        "securesend_mail_active_relay",
+        "The relay emails go through (0 is the first of SMTP_URL)",
+        value=next((i for i, state in enumerate(snap.relays) if not state.open), 0),
+    )
 
 
 def register_health(app: FastAPI, services: Services) -> None:

@@ -55,6 +55,11 @@ class SmtpTarget:
     implicit_tls: bool
     starttls: bool
 
+    @property
+    def address(self) -> str:
+        """`host:port`, without the credentials (for logs and metrics)."""
+        return f"{self.host}:{self.port}"
+
     @classmethod
     def from_url(cls, url: str) -> SmtpTarget:
         """`smtp://user:pass@host:port`, `smtps://…` (TLS from the start), `?starttls=1`."""
@@ -95,7 +100,7 @@ class SmtpTransport:
                 connection.starttls(context=context)
         if target.username:
             connection.login(target.username, target.password or "")
-        logger.info("SMTP connection to %s:%s opened", target.host, target.port)
+        logger.info("SMTP connection to %s opened", target.address)
         return connection
 
     def send(self, message: Mime, *, recipient: str) -> None:

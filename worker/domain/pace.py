@@ -349,6 +349,19 @@ class Pacing:
         slowest = min((r for r in rates if r), default=0.0)
         return 1 / slowest if slowest else 0.0
 
+    def rates_now(self, paces: Mapping[str, float], relay_count: int) -> dict[str, float]:
+        """Emails per second each relay and limited domain is held to, given the paces of
+        the throttled keys (`PaceSnapshot.paces`); keys neither limited nor paced are
+        absent."""
+        keys = [relay_key(i) for i in range(relay_count)]
+        keys += [domain_key(d) for d in self.limits.domains]
+        rates = {}
+        for key in dict.fromkeys([*keys, *paces]):
+            rate = effective_rate(KeyState(pace=paces.get(key, 0.0)), self._limit(key))
+            if rate:
+                rates[key] = rate
+        return rates
+
     def _rate_now(self, key: str) -> float:
         limit = self._limit(key)
         return limit or (self._observed(key) if key in self._throttled else 0.0)
