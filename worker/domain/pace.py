@@ -6,8 +6,8 @@ Three things decide when an email may be handed over:
 
 - **Limits.** `MAIL_RATE_LIMIT` (each relay) and `MAIL_DOMAIN_RATE_LIMITS` (each
   recipient domain named) as a GCRA with no burst: one email every `1/rate` seconds
-  across the cluster. An email that would wait is not an attempt: it is deferred with a
-  due time (worker.domain.delivery).
+  across the cluster, `RATE_MARGIN` below the rate set. An email that would wait is not
+  an attempt: it is deferred with a due time (worker.domain.delivery).
 - **Pace.** A reply that says "slow down" (`is_throttle`) halves the pace of the relay,
   or of the recipient's domain when that domain has a limit of its own, for every worker;
   each email let through then adds a little back (additive increase, multiplicative
@@ -33,6 +33,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+# Emails go one slot apart at this share of a configured rate: a relay counts arrivals,
+# and the network's jitter (a new connection, a slow reply) moves two closer than the slot.
+RATE_MARGIN = 0.95
 # A relay's pace never drops below this (emails per second).
 FLOOR_PER_SECOND = 0.2
 # After a cut, the pace grows back by a tenth of the cut pace each second: from half to
@@ -284,10 +287,13 @@ class Pacing:
             self._relays = self.store.relays(self.relay_count)
 
     def _limit(self, key: str) -> float:
+        """The emails/s `key` is held to by configuration (`RATE_MARGIN` below what was
+        set); 0: none."""
         if key.startswith("relay:"):
-            return self.limits.relay.per_second if self.limits.relay else 0.0
-        rate = self.limits.domains.get(key.removeprefix("domain:"))
-        return rate.per_second if rate else 0.0
+            rate = self.limits.relay
+        else:
+            rate = self.limits.domains.get(key.removeprefix("domain:"))
+        return rate.per_second * RATE_MARGIN if rate else 0.0
 
     def _domain_key(self, recipient: str) -> str | None:
         domain = domain_of(recipient)
