@@ -25,6 +25,7 @@ from starlette.responses import Response
 from api_shim.services import Services
 from api_shim.wire import JSON_TYPE, dumps
 from worker.domain import clock, metrics
+from worker.domain.pace import PaceStoreUnavailable
 from worker.queues import ALL_QUEUES
 from worker.transports import SmtpTarget
 
@@ -139,7 +140,7 @@ def _pace_metrics(services: Services) -> Iterator[Metric]:
     hosts = [SmtpTarget.from_url(url).address for url in settings.smtp_urls] or ["eml"]
     try:
         snap = pacing.store.snapshot(len(hosts))
-    except (redis.RedisError, OSError):
+    except (PaceStoreUnavailable, OSError):
         logger.warning("metrics: the pace store is unavailable")
         return
     relays = CounterMetricFamily(

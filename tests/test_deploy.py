@@ -67,10 +67,7 @@ PACE_METRICS = {
 # ...and only where a limit is set or a relay throttled (tests/test_pace.py scrapes them).
 PACE_METRICS_WHEN_LIMITED = {"securesend_mail_pace", "securesend_mail_domain_emails_total"}
 DEPLOY_METRICS = (
-    METRICS_ON_METRICS_TODAY
-    | ADDED_BY_ISSUE_18_PART_2
-    | PACE_METRICS
-    | PACE_METRICS_WHEN_LIMITED
+    METRICS_ON_METRICS_TODAY | ADDED_BY_ISSUE_18_PART_2 | PACE_METRICS | PACE_METRICS_WHEN_LIMITED
 )
 
 REQUIRED_ALERTS = {

@@ -16,16 +16,22 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import redis
 
 from worker.domain import pace
-from worker.domain.pace import KeyState, PaceSnapshot, PaceStore, RelayState
+from worker.domain.pace import (
+    KeyState,
+    PaceSnapshot,
+    PaceStore,
+    PaceStoreUnavailable,
+    RelayState,
+)
 from worker.settings import Settings
 
 # Under it, a hash per key ("<prefix>relay:0": tat, pace, step, cut; failures and
@@ -118,6 +124,24 @@ return 0
 )
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _shared(
+    method: Callable[Concatenate[RedisPaceStore, _P], _R],
+) -> Callable[Concatenate[RedisPaceStore, _P], _R]:
+    """Redis's errors as the domain's `PaceStoreUnavailable` (Pacing goes on without it)."""
+
+    def call(store: RedisPaceStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(store, *args, **kwargs)
+        except redis.RedisError as e:
+            raise PaceStoreUnavailable(f"Redis: {type(e).__name__}") from e
+
+    return call
+
+
 class RedisPaceStore:
     def __init__(self, client: redis.Redis, *, prefix: str = PREFIX) -> None:
         self._redis = client
@@ -132,12 +156,14 @@ class RedisPaceStore:
     def _relay(self, relay: int) -> str:
         return self._prefix + pace.relay_key(relay)
 
+    @_shared
     def take(self, keys: Sequence[str], limits: Sequence[float]) -> tuple[float, int]:
         wait, holder = self._take(
             keys=[self._prefix + k for k in keys], args=[pace.PACE_MEMORY_SECONDS, *limits]
         )
         return float(wait), int(holder)
 
+    @_shared
     def slow_down(self, key: str, *, limit: float, observed: float) -> float:
         return float(
             self._slow_down(
@@ -154,11 +180,13 @@ class RedisPaceStore:
             )
         )
 
+    @_shared
     def throttled_keys(self) -> frozenset[str]:
         since = time.time() - pace.PACE_MEMORY_SECONDS
         members: list[bytes] = self._redis.zrangebyscore(self._throttled, since, "+inf")  # type: ignore[assignment]
         return frozenset(k.decode() for k in members)
 
+    @_shared
     def relays(self, count: int) -> list[RelayState]:
         pipe = self._redis.pipeline(transaction=False)
         for relay in range(count):
@@ -168,23 +196,28 @@ class RedisPaceStore:
             for failures, open_until in pipe.execute()
         ]
 
+    @_shared
     def relay_failed(self, relay: int) -> None:
         self._relay_failed(keys=[self._relay(relay)], args=[pace.OPEN_AFTER, pace.OPEN_SECONDS])
 
+    @_shared
     def relay_ok(self, relay: int) -> None:
         self._redis.hset(self._relay(relay), mapping={"failures": 0, "open_until": 0})
 
+    @_shared
     def claim_probe(self, relay: int) -> bool:
         return bool(
             self._claim_probe(keys=[self._relay(relay)], args=[pace.OPEN_AFTER, pace.OPEN_SECONDS])
         )
 
+    @_shared
     def count(self, counts: Mapping[str, int]) -> None:
         pipe = self._redis.pipeline(transaction=False)
         for name, value in counts.items():
             pipe.hincrby(self._counts, name, value)
         pipe.execute()
 
+    @_shared
     def snapshot(self, relay_count: int) -> PaceSnapshot:
         stored: dict[bytes, bytes] = self._redis.hgetall(self._counts)  # type: ignore[assignment]
         counts = {k.decode(): int(v) for k, v in stored.items()}

@@ -5,13 +5,14 @@ something took."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 import redis
 
-from tests.support import REDIS_TEST_URL, unavailable
+from tests.support import REDIS_TEST_URL, free_port, unavailable
 from worker.domain import pace
 from worker.domain.pace import (
     KeyState,
@@ -265,3 +266,22 @@ def test_a_throttled_relay_paces_every_process_sharing_the_store(tmp_path: Path)
     second._refreshed_at -= pace.REFRESH_SECONDS  # noqa: SLF001 - a second has passed
     wait = second.wait(0, "a@fast.test")
     assert wait is not None and wait.reason == "relay"
+
+
+def test_without_the_shared_store_emails_go_on_unpaced_and_nothing_is_lost() -> None:
+    """Redis down (nothing listens on the port): a drain neither stops nor holds its
+    emails; the counts wait for the next batch."""
+    client = redis.Redis(port=free_port(), socket_connect_timeout=0.5, socket_timeout=0.5)
+    pacing = Pacing(
+        RedisPaceStore(client), Limits(relay=Rate(10, 1)), relay_count=2, clock=time.monotonic
+    )
+    assert pacing.relay() == 0
+    assert pacing.wait(0, "a@fast.test") is None
+    pacing.accepted(0, "a@fast.test")
+    key, new_pace = pacing.throttled(0, "a@fast.test")
+    assert key == "relay:0" and new_pace == pytest.approx(10 * pace.RATE_MARGIN / 2)
+    for _ in range(pace.OPEN_AFTER):
+        pacing.relay_failed(0)
+    assert pacing.relay() == 1  # this process's own view of the breaker still holds
+    pacing.flush()
+    assert pacing._counts == {"relay:0:sent": 1, "relay:0:throttled": 1}  # noqa: SLF001

@@ -26,12 +26,14 @@ a drain asks the store nothing per email (`Pacing.keys_for`).
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from functools import partial
+from typing import Protocol, TypeVar
 
 # Emails go one slot apart at this share of a configured rate: a relay counts arrivals,
 # and the network's jitter (a new connection, a slow reply) moves two closer than the slot.
@@ -54,6 +56,9 @@ OPEN_SECONDS = 30.0
 MAX_SLEEP_SECONDS = 1.0
 # How often a process reads the shared state it caches (throttled keys, open breakers).
 REFRESH_SECONDS = 1.0
+
+logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 _UNITS = {
     "s": 1,
@@ -222,6 +227,11 @@ class PaceSnapshot:
     relays: Sequence[RelayState]
 
 
+class PaceStoreUnavailable(Exception):
+    """The shared store cannot be reached (Redis is down): `Pacing` goes on without it,
+    letting emails through at the relay's own pace rather than holding them."""
+
+
 class PaceStore(Protocol):
     def take(self, keys: Sequence[str], limits: Sequence[float]) -> tuple[float, int]: ...
     def slow_down(self, key: str, *, limit: float, observed: float) -> float: ...
@@ -276,15 +286,32 @@ class Pacing:
         self._relays = [RelayState() for _ in range(relay_count)]
         self._accepted: defaultdict[str, deque[float]] = defaultdict(lambda: deque(maxlen=_SEEN))
         self._counts: Counter[str] = Counter()
+        self._away_until = 0.0
+
+    def _shared(self, call: Callable[[], _T]) -> _T | None:
+        """`call` on the store; None while it cannot be reached. Then the process goes on
+        with what it knows (its own breaker, emails unpaced) and asks again a
+        `REFRESH_SECONDS` later, so that an outage costs one failed call a second."""
+        if self._clock() < self._away_until:
+            return None
+        try:
+            return call()
+        except PaceStoreUnavailable as e:
+            logger.warning("the shared pace is unavailable (%s): going on without it", e)
+            self._away_until = self._clock() + REFRESH_SECONDS
+            return None
 
     def _refresh(self) -> None:
         now = self._clock()
         if now - self._refreshed_at < REFRESH_SECONDS:
             return
         self._refreshed_at = now
-        self._throttled = self.store.throttled_keys()
+        throttled = self._shared(self.store.throttled_keys)
+        if throttled is not None:
+            self._throttled = throttled
         if self.relay_count > 1:
-            self._relays = self.store.relays(self.relay_count)
+            relays = self._shared(lambda: self.store.relays(self.relay_count))
+            self._relays = relays or self._relays
 
     def _limit(self, key: str) -> float:
         """The emails/s `key` is held to by configuration (`RATE_MARGIN` below what was
@@ -310,20 +337,20 @@ class Pacing:
         for index, state in enumerate(self._relays):
             if index in tried:
                 continue
-            if not state.open or self.store.claim_probe(index):
+            if not state.open or self._shared(partial(self.store.claim_probe, index)):
                 return index
         untried = [i for i in range(self.relay_count) if i not in tried]
         return untried[0] if untried else None
 
     def relay_failed(self, relay: int) -> None:
         if self.relay_count > 1:
-            self.store.relay_failed(relay)
-            self._relays[relay].failures += 1
+            relay_failed(self._relays[relay], self._clock())
+            self._shared(lambda: self.store.relay_failed(relay))
 
     def relay_ok(self, relay: int) -> None:
         if self.relay_count > 1 and self._relays[relay].failures:
-            self.store.relay_ok(relay)
             relay_ok(self._relays[relay])
+            self._shared(lambda: self.store.relay_ok(relay))
 
     # When --------------------------------------------------------------------------------
 
@@ -343,9 +370,10 @@ class Pacing:
         keys = self.keys_for(relay, recipient)
         if not keys:
             return None
-        seconds, holder = self.store.take(keys, [self._limit(k) for k in keys])
-        if seconds <= 0:
+        taken = self._shared(lambda: self.store.take(keys, [self._limit(k) for k in keys]))
+        if taken is None or taken[0] <= 0:
             return None
+        seconds, holder = taken
         return Wait(seconds, keys[holder].partition(":")[0])
 
     def spacing(self, relay: int, recipient: str) -> float:
@@ -385,7 +413,10 @@ class Pacing:
         """A throttle reply: slow the domain down if it has a limit of its own, else the
         relay; returns the key slowed and its new pace (emails/s)."""
         key = self._domain_key(recipient) or relay_key(relay)
-        pace = self.store.slow_down(key, limit=self._limit(key), observed=self._observed(key))
+        limit, observed = self._limit(key), self._observed(key)
+        pace = self._shared(lambda: self.store.slow_down(key, limit=limit, observed=observed))
+        if pace is None:  # slowed down alone, from what this process knows
+            pace = max(FLOOR_PER_SECOND, (limit or observed) / 2)
         self._throttled |= {key}
         self._counts[f"{key}:throttled"] += 1
         return key, pace
@@ -407,6 +438,12 @@ class Pacing:
 
     def flush(self) -> None:
         """Add what this process counted to the shared counters (once per batch)."""
-        if self._counts:
-            counts, self._counts = self._counts, Counter()
+        counts = self._counts
+
+        def add() -> bool:
             self.store.count(counts)
+            return True
+
+        added = bool(counts) and self._shared(add)
+        if added:
+            self._counts = Counter()  # else counted again with the next batch's
