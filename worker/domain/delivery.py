@@ -458,7 +458,7 @@ def _deliver_batch(
     held: Counter[str] = Counter()  # deferred in this batch so far, by the key that held them
     for position, item in enumerate(claimed):
         if time.monotonic() >= deadline:
-            _defer_rest(database, claimed[position:], report, now=now, due_in=0.0, spacing=0.0)
+            _defer(database, claimed[position:], report, now=now, due_in=0.0, reason=None)
             break
         # One span per delivery, in the trace of the send that queued the email.
         with telemetry.span(
@@ -485,8 +485,15 @@ def _deliver_batch(
             # The relay's pace holds every email alike: the rest of the batch goes back
             # too, one slot apart after this one.
             rest = claimed[position + 1 :]
-            spacing = delivery.pacing.spacing(outcome.relay, item.email.recipient)
-            _defer_rest(database, rest, report, now=now, due_in=outcome.due_in, spacing=spacing)
+            _defer(
+                database,
+                rest,
+                report,
+                now=now,
+                due_in=outcome.due_in + outcome.spacing,
+                spacing=outcome.spacing,
+                reason=outcome.reason,
+            )
             delivery.pacing.deferred(outcome.relay, item.email.recipient, "relay", len(rest))
             break
     delivery.pacing.flush()
@@ -499,6 +506,8 @@ class _Outcome:
     relay: int = 0
     due_in: float = 0.0  # deferred: due again in this many seconds
     holds_every_email: bool = False  # deferred for the relay's pace, not a throttle reply
+    spacing: float = 0.0  # deferred: the slot of the key that held it
+    reason: str | None = None
 
 
 def _wait_for_slot(pacing: Pacing, relay: int, recipient: str) -> Wait | None:
@@ -539,17 +548,20 @@ def _deliver_one(
         logger.warning("email %d cannot be written: %s", email_id, e.reply)
         report.failed.append(email_id)
         outcome = {"status": EmailStatus.FAILED, "last_error": e.reply}
-        return _finish(database, email_id, outcome, report)
+        return _finish(database, email_id, outcome)
     unreachable: TransientMailError | None = None
     while (relay := pacing.relay(tried=tried)) is not None:
         wait = _wait_for_slot(pacing, relay, email.recipient)
         if wait is not None:
             key = pacing.key_holding(relay, email.recipient, wait)
-            due_in = wait.seconds + held[key] * pacing.spacing(relay, email.recipient)
+            spacing = pacing.spacing(relay, email.recipient)
+            due_in = wait.seconds + held[key] * spacing
             held[key] += 1
             pacing.deferred(relay, email.recipient, wait.reason)
-            _defer(database, item, report, now=now, due_in=due_in, reason=f"pace of {key}")
-            return _Outcome(EmailStatus.DEFERRED, relay, due_in, wait.reason == "relay")
+            reason = f"waiting for the pace of {key}"
+            _defer(database, [item], report, now=now, due_in=due_in, reason=reason)
+            holds_every_email = wait.reason == "relay"
+            return _Outcome(EmailStatus.DEFERRED, relay, due_in, holds_every_email, spacing, reason)
         try:
             delivery.relays[relay].send(mime, recipient=email.recipient)
         except UnreachableMailError as e:
@@ -565,7 +577,7 @@ def _deliver_one(
             )
             due_in = (1 + held[key]) / pace
             held[key] += 1
-            _defer(database, item, report, now=now, due_in=due_in, reason=e.reply)
+            _defer(database, [item], report, now=now, due_in=due_in, reason=e.reply)
             return _Outcome(EmailStatus.DEFERRED, relay, due_in)
         except TransientMailError as e:
             pacing.relay_failed(relay)
@@ -580,10 +592,10 @@ def _deliver_one(
             pacing.accepted(relay, email.recipient)
             outcome = {"status": EmailStatus.SENT, "sent_at": now(), "last_error": None}
             report.sent.append(email_id)
-        return _finish(database, email_id, outcome, report, relay=relay)
+        return _finish(database, email_id, outcome, relay=relay)
     assert unreachable is not None  # at least one relay was tried
     outcome = _retry_or_fail(email_id, attempts, unreachable, policy=policy, now=now, report=report)
-    return _finish(database, email_id, outcome, report)
+    return _finish(database, email_id, outcome)
 
 
 def _retry_or_fail(
@@ -610,60 +622,29 @@ def _retry_or_fail(
 
 
 def _finish(
-    database: Database,
-    email_id: int,
-    outcome: dict[str, Any],
-    report: DeliveryReport,
-    *,
-    relay: int = 0,
+    database: Database, email_id: int, outcome: dict[str, Any], *, relay: int = 0
 ) -> _Outcome:
     _record_through_outage(database, partial(_record, email_id=email_id, **outcome))
     return _Outcome(EmailStatus(outcome["status"]), relay)
 
 
-def _deferral(item: _Claimed, *, due: datetime, reason: str | None) -> dict[str, Any]:
-    """An email back in the queue unattempted: the claim's count of the attempt undone."""
-    values: dict[str, Any] = {
-        "email_id": item.email_id,
-        "status": EmailStatus.DEFERRED,
-        "attempts": item.attempts - 1,
-        "next_attempt_at": due,
-    }
-    if reason is not None:
-        values["last_error"] = reason
-    return values
-
-
 def _defer(
-    database: Database,
-    item: _Claimed,
-    report: DeliveryReport,
-    *,
-    now: Callable[[], datetime],
-    due_in: float,
-    reason: str,
-) -> None:
-    due = now() + timedelta(seconds=due_in)
-    _record_through_outage(
-        database, lambda c: _record_many(c, [_deferral(item, due=due, reason=reason)])
-    )
-    report.deferred[item.email_id] = due_in
-
-
-def _defer_rest(
     database: Database,
     items: Sequence[_Claimed],
     report: DeliveryReport,
     *,
     now: Callable[[], datetime],
     due_in: float,
-    spacing: float,
+    spacing: float = 0.0,
+    reason: str | None,
 ) -> None:
-    """Put the claimed emails not tried back in the queue, one `spacing` apart from
-    `due_in`, their status and reason as they were (none of them was attempted)."""
+    """Put claimed emails back in the queue unattempted (the claim's count of the attempt
+    undone), due one `spacing` apart from `due_in`: `deferred` with `reason` when the pace
+    held them, or as they were (reason None: a drain out of time never tried them)."""
     if not items:
         return
     start = now()
+    held = {"status": EmailStatus.DEFERRED, "last_error": reason} if reason is not None else {}
     outcomes = []
     for position, item in enumerate(items):
         seconds = due_in + position * spacing
@@ -672,6 +653,7 @@ def _defer_rest(
                 "email_id": item.email_id,
                 "attempts": item.attempts - 1,
                 "next_attempt_at": start + timedelta(seconds=seconds),
+                **held,
             }
         )
         report.deferred[item.email_id] = seconds

@@ -48,12 +48,12 @@ RECOVERY_SECONDS = 10.0
 CUT_GAP_SECONDS = 1.0
 # A pace is forgotten this long after its last cut.
 PACE_MEMORY_SECONDS = 600
-# A relay whose breaker opened is probed again after this long.
+# This many failures in a row open a relay's breaker; it is probed again after this long.
 OPEN_AFTER = 3
 OPEN_SECONDS = 30.0
 # A drain waits this long at most for the relay's next slot, in short sleeps; past it the
 # email is deferred and the drain ends (the next one is asked for when it is due).
-MAX_SLEEP_SECONDS = 1.0
+MAX_SLEEP_SECONDS = 0.5
 # How often a process reads the shared state it caches (throttled keys, open breakers).
 REFRESH_SECONDS = 1.0
 
