@@ -23,6 +23,7 @@ from worker.db import Database
 from worker.domain.fixtures import load_fixture_dict
 from worker.domain.secrets import Keys
 from worker.migrate import upgrade_to_head
+from worker.pacing import RedisPaceStore
 from worker.settings import Settings
 
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -100,6 +101,27 @@ def flush_redis(url: str) -> None:
         redis.Redis.from_url(url, socket_connect_timeout=3).flushdb()
     except redis.RedisError as e:
         unavailable("Redis at " + url, e)
+
+
+@contextmanager
+def redis_pace_store(tag: str) -> Iterator[RedisPaceStore]:
+    """A pace store on the tests' Redis under a prefix of `tag`'s own (the session's live
+    stacks use that database: it is not flushed), its keys deleted afterwards."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=3)
+    prefix = f"test:{tag}:pace:"
+    try:
+        client.ping()
+    except redis.RedisError as e:
+        unavailable("Redis at " + REDIS_TEST_URL, e)
+    try:
+        yield RedisPaceStore(client, prefix=prefix)
+    finally:
+        keys = list(client.scan_iter(prefix + "*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
 
 
 # Fast retries, so that tests of failing mail servers finish in seconds.

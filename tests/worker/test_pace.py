@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.support import REDIS_TEST_URL, free_port, unavailable
+from tests.support import free_port, redis_pace_store
 from worker.domain import pace
 from worker.domain.pace import (
     KeyState,
@@ -35,19 +35,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path, unique: str) -> Iterat
     if request.param == "file":
         yield FilePaceStore(tmp_path)
         return
-    client = redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=3)
-    prefix = f"test:{unique}:pace:"
-    try:
-        client.ping()
-    except redis.RedisError as e:
-        unavailable("Redis at " + REDIS_TEST_URL, e)
-    try:
-        yield RedisPaceStore(client, prefix=prefix)
-    finally:
-        keys = list(client.scan_iter(prefix + "*"))
-        if keys:
-            client.delete(*keys)
-        client.close()
+    with redis_pace_store(unique) as store:
+        yield store
 
 
 # --- what an operator writes -----------------------------------------------------------

@@ -13,18 +13,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from sqlalchemy import select
 
 from tests.smtp_sink import THROTTLING_REPLY, SmtpSink, ThrottlingSink
-from tests.support import REDIS_TEST_URL, free_port, unavailable
+from tests.support import free_port, redis_pace_store
 from worker.db import Database
 from worker.domain import clock, delivery
 from worker.domain.delivery import Delivery, DeliveryReport
 from worker.domain.pace import RATE_MARGIN, PaceStore, Pacing
 from worker.domain.secrets import Keys
 from worker.models import EmailKind, EmailStatus, OutboxEmail, new_guid
-from worker.pacing import FilePaceStore, RedisPaceStore
+from worker.pacing import FilePaceStore
 from worker.settings import Settings
 from worker.transports import make_relays
 
@@ -41,19 +40,8 @@ def pace_store(
     if database.engine.dialect.name == "sqlite":
         yield FilePaceStore(tmp_path)
         return
-    client = redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=3)
-    prefix = f"test:{unique}:pace:"
-    try:
-        client.ping()
-    except redis.RedisError as e:
-        unavailable("Redis at " + REDIS_TEST_URL, e)
-    try:
-        yield RedisPaceStore(client, prefix=prefix)
-    finally:
-        keys = list(client.scan_iter(prefix + "*"))
-        if keys:
-            client.delete(*keys)
-        client.close()
+    with redis_pace_store(unique) as store:
+        yield store
 
 
 def _queue(database: Database, keys: Keys, recipients: list[str]) -> list[int]:
