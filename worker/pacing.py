@@ -74,7 +74,7 @@ return {'0', -1}
 )
 
 # pace.slow_down: KEYS[1] the key's hash, KEYS[2] THROTTLED; ARGV limit, observed, the
-# key's name, then FLOOR, RECOVERY, CUT_GAP and the memory.
+# key's name, then FLOOR, RECOVERY, CUT_GAP, the memory and MIN_STEP.
 _SLOW_DOWN = (
     _NOW
     + """
@@ -82,7 +82,7 @@ local v = redis.call('HMGET', KEYS[1], 'tat', 'pace', 'cut')
 local tat, p, cut = tonumber(v[1]) or 0, tonumber(v[2]) or 0, tonumber(v[3]) or 0
 local limit, observed = tonumber(ARGV[1]), tonumber(ARGV[2])
 local floor, recovery = tonumber(ARGV[4]), tonumber(ARGV[5])
-local gap, memory = tonumber(ARGV[6]), ARGV[7]
+local gap, memory, min_step = tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[8])
 if p > 0 and now - cut < gap then return tostring(p) end
 local base = p
 if base == 0 then base = limit end
@@ -91,7 +91,7 @@ if base == 0 then base = 2 * floor end
 p = math.max(floor, base / 2)
 tat = math.max(tat, now) + 1 / p
 redis.call('HSET', KEYS[1], 'tat', tostring(tat), 'pace', tostring(p),
-           'step', tostring(p / recovery), 'cut', tostring(now))
+           'step', tostring(math.max(p / recovery, min_step)), 'cut', tostring(now))
 redis.call('EXPIRE', KEYS[1], memory)
 redis.call('ZADD', KEYS[2], now, ARGV[3])
 return tostring(p)
@@ -176,6 +176,7 @@ class RedisPaceStore:
                     pace.RECOVERY_SECONDS,
                     pace.CUT_GAP_SECONDS,
                     pace.PACE_MEMORY_SECONDS,
+                    pace.MIN_STEP_PER_SECOND,
                 ],
             )
         )

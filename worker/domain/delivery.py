@@ -58,7 +58,7 @@ from sqlalchemy.sql.elements import BindParameter
 
 from worker import telemetry
 from worker.db import WITHOUT_WAITING_FOR_DISK, Database
-from worker.domain.pace import MAX_SLEEP_SECONDS, Pacing, Wait
+from worker.domain.pace import DRAIN_SLEEP_SECONDS, Pacing, Wait
 from worker.domain.secrets import Keys
 from worker.models import (
     PENDING_CONDITION,
@@ -256,6 +256,10 @@ class DeliveryReport:
     retry_in: dict[int, float] = field(default_factory=dict)
     # Back in the queue unattempted (the pace held them): due again in so many seconds.
     deferred: dict[int, float] = field(default_factory=dict)
+    # How long the drain slept for the relay's slots; once the relay's pace sent a batch
+    # back, the drain claims no more.
+    slept: float = 0.0
+    paced_out: bool = False
 
     @property
     def next_due_in(self) -> float | None:
@@ -495,6 +499,7 @@ def _deliver_batch(
                 reason=outcome.reason,
             )
             delivery.pacing.deferred(outcome.relay, item.email.recipient, "relay", len(rest))
+            report.paced_out = True
             break
     delivery.pacing.flush()
     return len(claimed)
@@ -510,16 +515,18 @@ class _Outcome:
     reason: str | None = None
 
 
-def _wait_for_slot(pacing: Pacing, relay: int, recipient: str) -> Wait | None:
-    """Wait for the relay's next slot while it comes within `MAX_SLEEP_SECONDS` (the
-    pace of a relay holds every email alike: there is nothing else to send meanwhile);
-    a domain's wait, or a longer one, is returned to defer the email."""
-    slept = 0.0
+def _wait_for_slot(
+    pacing: Pacing, relay: int, recipient: str, report: DeliveryReport
+) -> Wait | None:
+    """Sleep until the relay's next slot while the drain's sleeps stay within
+    `DRAIN_SLEEP_SECONDS` in all (the relay's pace holds every email alike: there is
+    nothing else to send meanwhile); a domain's wait, or one past that, is returned to
+    defer the email."""
     while (wait := pacing.wait(relay, recipient)) is not None:
-        if wait.reason != "relay" or slept + wait.seconds > MAX_SLEEP_SECONDS:
+        if wait.reason != "relay" or report.slept + wait.seconds > DRAIN_SLEEP_SECONDS:
             return wait
         time.sleep(wait.seconds)
-        slept += wait.seconds
+        report.slept += wait.seconds
     return None
 
 
@@ -551,7 +558,7 @@ def _deliver_one(
         return _finish(database, email_id, outcome)
     unreachable: TransientMailError | None = None
     while (relay := pacing.relay(tried=tried)) is not None:
-        wait = _wait_for_slot(pacing, relay, email.recipient)
+        wait = _wait_for_slot(pacing, relay, email.recipient, report)
         if wait is not None:
             key = pacing.key_holding(relay, email.recipient, wait)
             spacing = pacing.spacing(relay, email.recipient)
@@ -733,6 +740,6 @@ def drain(
             report=report,
             deadline=deadline,
         )
-        if not claimed:
+        if not claimed or report.paced_out:
             break
     return report

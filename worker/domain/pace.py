@@ -41,8 +41,11 @@ RATE_MARGIN = 0.95
 # A relay's pace never drops below this (emails per second).
 FLOOR_PER_SECOND = 0.2
 # After a cut, the pace grows back by a tenth of the cut pace each second: from half to
-# the rate that was throttled in ten seconds, as TCP's additive increase does per round trip.
+# the rate that was throttled in ten seconds, as TCP's additive increase does per round
+# trip; and by at least MIN_STEP a second, for a pace cut from a rate this process
+# underestimated (without a limit, it starts from what one process saw accepted).
 RECOVERY_SECONDS = 10.0
+MIN_STEP_PER_SECOND = 1.0
 # Throttle replies within this long of a cut are the same episode: one cut, not one per
 # email that was already on its way.
 CUT_GAP_SECONDS = 1.0
@@ -51,9 +54,10 @@ PACE_MEMORY_SECONDS = 600
 # This many failures in a row open a relay's breaker; it is probed again after this long.
 OPEN_AFTER = 3
 OPEN_SECONDS = 30.0
-# A drain waits this long at most for the relay's next slot, in short sleeps; past it the
-# email is deferred and the drain ends (the next one is asked for when it is due).
-MAX_SLEEP_SECONDS = 0.5
+# A drain sleeps for the relay's slots this long at most in all; past it, the rest of its
+# batch is deferred and the drain ends, leaving its worker process to sends between slots
+# (the next drain is asked for when the next email is due).
+DRAIN_SLEEP_SECONDS = 1.0
 # How often a process reads the shared state it caches (throttled keys, open breakers).
 REFRESH_SECONDS = 1.0
 
@@ -180,7 +184,7 @@ def slow_down(state: KeyState, *, limit: float, observed: float, now: float) -> 
         return state.pace
     base = state.pace or limit or observed or 2 * FLOOR_PER_SECOND
     state.pace = max(FLOOR_PER_SECOND, base / 2)
-    state.step = state.pace / RECOVERY_SECONDS
+    state.step = max(state.pace / RECOVERY_SECONDS, MIN_STEP_PER_SECOND)
     state.cut = now
     state.tat = max(state.tat, now) + 1 / state.pace
     return state.pace
@@ -261,7 +265,7 @@ class Wait:
 # Local observations: this many recent acceptances per key give the rate a pace starts
 # from when a relay without a limit first throttles.
 _SEEN = 64
-_SEEN_WINDOW = 2.0
+_SEEN_WINDOW = 1.0
 
 
 class Pacing:
