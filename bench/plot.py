@@ -6,7 +6,9 @@
 hold: send against the no-op HTTP round trip per concurrency level (latency p50/p95 and
 throughput), and for the mixed phase (bench/lanes.py) the interactive sends' answer
 latency and notification arrival idle against mixed, each send over time, and the bulk
-rate alone against mixed. Drawn with the Agg backend: no display needed.
+rate alone against mixed; for the pace phase (bench/pace.py) the emails delivered over
+time and in each second, per configuration, against the relay's rate. Drawn with the Agg
+backend: no display needed.
 """
 
 from __future__ import annotations
@@ -294,6 +296,48 @@ def _interactive_timeline(ax: Axes, results: dict[str, Any]) -> None:
     ax.grid(True, which="both", axis="y", alpha=0.3)
 
 
+def _pace_delivered(ax: Axes, results: dict[str, Any]) -> None:
+    pace = results["pace"]
+    rate = pace["relay_rate"]
+    longest = 0
+    for c in pace["configurations"]:
+        per_second = c["emails_per_second"]
+        longest = max(longest, len(per_second))
+        delivered, total = [0], 0
+        for count in per_second:
+            total += count
+            delivered.append(total)
+        ax.plot(range(len(delivered)), delivered, label=f"{c['configuration']}")
+    ideal = pace["sends"] / rate
+    ax.plot([0, ideal], [0, pace["sends"]], "--", color=TARGET, label=f"ideal: {rate:g}/s")
+    bounds = sorted({c["bound_s"] for c in pace["configurations"]})
+    for bound in bounds:
+        ax.axvline(bound, color=TARGET, linestyle=":", alpha=0.6)
+    ax.set_title(
+        f"Pace: emails delivered over time\n({pace['sends']} sends; dotted: the bounds "
+        + ", ".join(f"{b:g} s" for b in bounds)
+        + ")"
+    )
+    ax.set_xlabel("seconds after the first request")
+    ax.set_ylabel("emails arrived")
+    ax.set_xlim(0, max(longest, *bounds) + 1)
+    ax.legend(fontsize="x-small")
+    ax.grid(True, alpha=0.3)
+
+
+def _pace_per_second(ax: Axes, results: dict[str, Any]) -> None:
+    pace = results["pace"]
+    for c in pace["configurations"]:
+        per_second = c["emails_per_second"]
+        ax.stairs(per_second, range(len(per_second) + 1), label=f"{c['configuration']}")
+    ax.axhline(pace["relay_rate"], color=TARGET, linestyle="--", label="the relay's rate", zorder=0)
+    ax.set_title("Pace: emails arrived in each second")
+    ax.set_xlabel("seconds after the first request")
+    ax.set_ylabel("emails")
+    ax.legend(fontsize="x-small")
+    ax.grid(True, alpha=0.3)
+
+
 def panels(results: dict[str, Any]) -> list[Panel]:
     """The panels the results have figures for, in reading order."""
     found: list[Panel] = []
@@ -301,6 +345,8 @@ def panels(results: dict[str, Any]) -> list[Panel]:
         found += [_latency_by_level, _throughput_by_level]
     if "lanes" in results:
         found += [_interactive_latency, _email_arrival, _interactive_timeline, _bulk_rate]
+    if "pace" in results:
+        found += [_pace_delivered, _pace_per_second]
     return found
 
 
@@ -308,7 +354,7 @@ def write_plot(results: dict[str, Any], path: Path) -> None:
     """Draw every panel the results have figures for into a PNG at `path`."""
     chosen = panels(results)
     if not chosen:
-        raise ValueError("the results hold nothing to plot (no 'levels', no 'lanes')")
+        raise ValueError("the results hold nothing to plot (no 'levels', 'lanes' or 'pace')")
     columns = 3 if len(chosen) > 4 else 2
     rows = -(-len(chosen) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(6.4 * columns, 5.2 * rows), squeeze=False)

@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench [--quick] [--bulk N] [--out bench/results/latest.json]
     .venv/bin/python -m bench --only lanes [--bulk 300]    # the mixed phase alone
+    .venv/bin/python -m bench --only pace [--quick] [--relay-rate 25]   # only this way
 
 Starts its own API process and one worker (concurrency 2) on this machine's PostgreSQL (a
 database of its own, dropped afterwards) and Redis (database 11, flushed), an SMTP server
@@ -38,13 +39,24 @@ the machine is shared and noisy:
   request, mixed against idle, and the bulk rate mixed against alone, as ratios; targets
   in the mixed phase: interactive p95 <= 1 s, max <= 2 s, every answer 200, their emails'
   p95 <= 5 s, bulk sends/s >= 0.9 x alone. `--only lanes` runs this phase alone, on a
-  stack of its own.
+  stack of its own;
+- only with `--only pace`, not in a full run (four stacks of its own, 4-7 minutes, would
+  make it half again as long): the pace phase (bench/pace.py, JSON key "pace"), delivery
+  against a relay that accepts R emails a second (25, or --relay-rate) and throttles
+  beyond: 750 SendMessages with their email (250 with --quick) at c=16, with one worker
+  and with two, each with MAIL_RATE_LIMIT = R and without a limit, each on a stack of its
+  own. The time from the first request until every email arrived against 750 / R, as the
+  delivery rate over R; the relay's refusals per attempt, duplicate Message-IDs, failed
+  emails and the workers' CPU per email while waiting; the issue's bounds as targets
+  (with the limit: within 1.25 x ideal + 10 s, refusals <= 2 %; without: within
+  2 x ideal + 30 s; always no duplicate, no failure).
 
 Besides the JSON, a PNG at the same path (`.png`, bench/plot.py, needs the `bench` extra's
 matplotlib): latency p50/p95 and throughput per concurrency level, send against the no-op
 HTTP round trip; the interactive sends' answer latency and email arrival, idle against
 mixed, with the targets, and each send over time against the bulk backlog; and the bulk
-rate alone against mixed.
+rate alone against mixed; the pace phase's emails delivered over time and in each second,
+per configuration, against the relay's rate.
 """
 
 from __future__ import annotations
@@ -77,6 +89,20 @@ from bench.lanes import (
     drafts_needed,
     measure_lanes,
     print_lanes,
+)
+from bench.pace import (
+    PACE_CONCURRENCY,
+    PACE_CONFIGURATIONS,
+    PACE_SENDS,
+    PACE_SENDS_QUICK,
+    RELAY_RATE,
+    PaceConfiguration,
+    TimedThrottlingSink,
+    measure_pace,
+    pace_drafts_needed,
+    pace_figures,
+    pace_targets,
+    print_pace,
 )
 from bench.search import MAILBOX, measure_search, print_search
 from bench.seed import SENDERS, Seed, seed
@@ -432,10 +458,12 @@ def start_noop_api(stack: Stack) -> str:
 
 
 @contextmanager
-def bench_stack(*, smtp_url: str, var_dir: Path, workers: int = 1) -> Iterator[Stack]:
+def bench_stack(
+    *, smtp_url: str, var_dir: Path, workers: int = 1, env: dict[str, str] | None = None
+) -> Iterator[Stack]:
     """The API and `workers` workers (concurrency 2 each) on a PostgreSQL database of their own
     (dropped afterwards) and Redis database 11 (flushed before and after), delivering
-    email to `smtp_url`."""
+    email to `smtp_url`; `env` adds to (or overrides) the processes' environment."""
     database_url = create_postgres_database()
     flush_redis(REDIS_URL)
     config = StackConfig(
@@ -443,7 +471,7 @@ def bench_stack(*, smtp_url: str, var_dir: Path, workers: int = 1) -> Iterator[S
         database_url=database_url,
         redis_url=REDIS_URL,
         # Long enough that the 1,000 concurrent sends all wait for their answer.
-        env={"SMTP_URL": smtp_url, "SEND_WAIT_SECONDS": "300"},
+        env={"SMTP_URL": smtp_url, "SEND_WAIT_SECONDS": "300", **(env or {})},
     )
     try:
         stack = Stack.start(config, var_dir=var_dir, api_port=free_port(), workers=workers)
@@ -600,17 +628,62 @@ def run_lanes(bulk: int, *, via: BulkVia = "direct", workers: int = 1) -> dict[s
     return results
 
 
+def run_pace(sends: int, *, relay_rate: float) -> dict[str, Any]:
+    """The pace phase (bench/pace.py): each configuration on a stack and a throttling
+    relay of its own, one after the other."""
+    measured = [
+        _pace_configuration(configuration, sends=sends, relay_rate=relay_rate)
+        for configuration in PACE_CONFIGURATIONS
+    ]
+    results: dict[str, Any] = {"pace": pace_figures(measured, sends=sends, relay_rate=relay_rate)}
+    results["targets"] = targets(results)
+    return results
+
+
+def _pace_configuration(
+    configuration: PaceConfiguration, *, sends: int, relay_rate: float
+) -> dict[str, Any]:
+    """One configuration of the pace phase: its stack started with its workers and
+    `MAIL_RATE_LIMIT`, delivering to a relay that accepts `relay_rate` emails a second."""
+    var_dir = Path(tempfile.mkdtemp(prefix="securesend-bench-"))
+    with (
+        TimedThrottlingSink.running(free_port(), per_second=relay_rate) as sink,
+        bench_stack(
+            smtp_url=sink.url,
+            var_dir=var_dir,
+            workers=configuration.workers,
+            env=configuration.env(relay_rate),
+        ) as stack,
+    ):
+        drafts = pace_drafts_needed(sends)
+        data = seed(stack, drafts=drafts, big_recipients=1, big_drafts=0)
+        return measure_pace(
+            stack,
+            sink,
+            data.take(drafts),
+            configuration=configuration,
+            relay_rate=relay_rate,
+            send=lambda work: asyncio.run(
+                measure_sends(stack, work, PACE_CONCURRENCY, NOTIFY)
+            ).figures(),
+            settle=lambda: _settle(stack),
+            worker_cpu=lambda: _cpu_snapshot(stack)["workers"],
+        )
+
+
 def _target(name: str, value: float, goal: str, met: bool) -> dict[str, Any]:
     return {"target": name, "value": value, "goal": goal, "met": met}
 
 
 def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     """Issue 17's targets, each against the no-op HTTP round trip of the same run, the
-    figures that must stay where they were, and the lanes' targets; of what `r` holds
-    (`--only lanes` measures the lanes alone)."""
+    figures that must stay where they were, the lanes' targets and the pace's bounds; of
+    what `r` holds (`--only lanes` measures the lanes alone, `--only pace` the pace)."""
     found = _send_targets(r) if "levels" in r else []
     if "lanes" in r:
         found += _lane_targets(r["lanes"])
+    if "pace" in r:
+        found += pace_targets(r["pace"])
     return found
 
 
@@ -743,6 +816,8 @@ def print_table(r: dict[str, Any]) -> None:
         _print_sends(r)
     if "lanes" in r:
         print_lanes(r["lanes"])
+    if "pace" in r:
+        print_pace(r["pace"])
     print("\ntargets:")
     for t in r["targets"]:
         print(
@@ -809,9 +884,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a quarter of the requests")
     parser.add_argument(
         "--only",
-        choices=["lanes"],
-        help="run only this phase, on a stack of its own (default output: bench/results/"
-        "lanes.json)",
+        choices=["lanes", "pace"],
+        help="run only this phase, on a stack of its own (pace: one per configuration; "
+        "default output: bench/results/<phase>.json); the pace phase runs only this way",
     )
     parser.add_argument(
         "--bulk",
@@ -833,16 +908,29 @@ def main(argv: list[str] | None = None) -> int:
         help="with --only lanes: workers (concurrency 2 each) on the stack (default 1)",
     )
     parser.add_argument(
+        "--relay-rate",
+        type=float,
+        default=RELAY_RATE,
+        help=f"with --only pace: emails per second the throttling relay accepts (default "
+        f"{RELAY_RATE:g}); {PACE_SENDS} sends ({PACE_SENDS_QUICK} with --quick)",
+    )
+    parser.add_argument(
         "--out",
         help="the JSON (default bench/results/latest.json); the plot is written beside it, as .png",
     )
     args = parser.parse_args(argv)
     if args.bulk is not None and args.bulk < 1:
         parser.error("--bulk must be at least 1")
+    if args.relay_rate <= 0:
+        parser.error("--relay-rate must be above 0")
     if args.only == "lanes":
         bulk = args.bulk or (BULK_SENDS_QUICK if args.quick else BULK_SENDS)
         results = run_lanes(bulk, via=args.bulk_via, workers=args.workers)
         default_out = ROOT / "bench" / "results" / "lanes.json"
+    elif args.only == "pace":
+        sends = PACE_SENDS_QUICK if args.quick else PACE_SENDS
+        results = run_pace(sends, relay_rate=args.relay_rate)
+        default_out = ROOT / "bench" / "results" / "pace.json"
     else:
         results = run(args.quick, bulk=args.bulk)
         default_out = ROOT / "bench" / "results" / "latest.json"
