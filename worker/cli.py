@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from worker.processes import child_dies_with_parent
 from worker.settings import get_settings
@@ -180,7 +180,7 @@ def supervise(argv: list[str]) -> int:
 def cmd_emails(args: argparse.Namespace) -> int:
     """Print the delivery status of every email of one message."""
     from worker.domain.delivery import email_statuses
-    from worker.models import EmailStatus, guid_n_form
+    from worker.models import guid_n_form
 
     try:
         guid = guid_n_form(args.message_guid)
@@ -193,14 +193,22 @@ def cmd_emails(args: argparse.Namespace) -> int:
         print(f"no emails for message {guid}")
         return 1
     for e in emails:
-        error = f"  {e['lastError']}" if e["lastError"] else ""
-        # A deferred email waits for the relay's pace (worker.domain.pace), not a retry.
-        status = "deferred (rate)" if e["status"] == EmailStatus.DEFERRED else e["status"]
-        print(
-            f"{e['id']:>8}  {e['kind']:<12} {status:<15} attempts={e['attempts']}  "
-            f"{e['recipient']}  {e['messageId']}{error}"
-        )
+        print(email_line(e))
     return 0
+
+
+def email_line(e: dict[str, Any]) -> str:
+    """One email of `securesend emails`: id, kind, status, attempts, address, Message-ID
+    and the last reply. A deferred email waits for the relay's pace (worker.domain.pace),
+    which is not a retry: its status reads "deferred (rate)"."""
+    from worker.models import EmailStatus
+
+    error = f"  {e['lastError']}" if e["lastError"] else ""
+    status = "deferred (rate)" if e["status"] == EmailStatus.DEFERRED else e["status"]
+    return (
+        f"{e['id']:>8}  {e['kind']:<12} {status:<15} attempts={e['attempts']}  "
+        f"{e['recipient']}  {e['messageId']}{error}"
+    )
 
 
 def cmd_preview(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from tests.smtp_sink import THROTTLING_REPLY, SmtpSink, ThrottlingSink
 from tests.support import free_port, redis_pace_store
+from worker.cli import email_line
 from worker.db import Database
 from worker.domain import clock, delivery
 from worker.domain.delivery import Delivery, DeliveryReport
@@ -274,3 +275,19 @@ def test_a_paced_drain_sleeps_a_second_at_most_then_sends_its_batch_back(
         assert {r.attempts for r in _rows(database, ids).values()} == {1}
         assert len(_message_ids(sink)) == 6 and sink.refused == 0
         assert pace_store.snapshot(1).counts["relay:0:deferred"] >= len(held)
+
+
+def test_securesend_emails_shows_a_deferred_email_as_waiting_for_the_rate() -> None:
+    line = email_line(
+        {
+            "id": 7,
+            "kind": "notification",
+            "recipient": "r@example.test",
+            "status": EmailStatus.DEFERRED.value,
+            "attempts": 0,
+            "messageId": "<m@securesend.test>",
+            "lastError": THROTTLING_REPLY,
+        }
+    )
+    assert "deferred (rate)" in line and "retrying" not in line
+    assert line.endswith(THROTTLING_REPLY) and "attempts=0" in line
