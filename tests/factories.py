@@ -90,7 +90,8 @@ class World:
 
     def sent_message(self, to: list[str], **options: Any) -> str:
         guid = self.draft(to=to, messageOptions=options) if options else self.draft(to=to)
-        assert self.send(guid).status_code == 200
+        answer = self.send(guid)
+        assert answer.status_code == 200, answer.text
         return guid
 
     def as_user(self, email: str, password: str) -> World:

@@ -24,6 +24,7 @@ from worker.domain.fixtures import load_fixture_dict
 from worker.domain.secrets import Keys
 from worker.migrate import upgrade_to_head
 from worker.pacing import RedisPaceStore
+from worker.processes import child_dies_with_parent
 from worker.settings import Settings
 
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -324,6 +325,9 @@ class Stack:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: a test can kill it whole
+            # and it dies with the test run, however that ends (a run killed never runs
+            # its fixtures' finalizers: its stacks would take the next run's tasks).
+            preexec_fn=child_dies_with_parent(),
         )
         self.processes[name] = process
         return process
