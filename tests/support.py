@@ -8,6 +8,7 @@ import secrets
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -326,8 +327,14 @@ class Stack:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: a test can kill it whole
             # and it dies with the test run, however that ends (a run killed never runs
-            # its fixtures' finalizers: its stacks would take the next run's tasks).
-            preexec_fn=child_dies_with_parent(),
+            # its fixtures' finalizers: its stacks would take the next run's tasks). Linux
+            # signals a child when the *thread* that started it ends: a process a helper
+            # thread starts (a worker replaced a second later) is stopped by the test alone.
+            preexec_fn=(
+                child_dies_with_parent()
+                if threading.current_thread() is threading.main_thread()
+                else None
+            ),
         )
         self.processes[name] = process
         return process

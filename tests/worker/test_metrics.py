@@ -56,7 +56,13 @@ def test_scrapes_fold_settled_rows_and_survive_their_deletion(own_database: Data
     first = _scrape(own_database, now)
     assert first.sends_by_code == {"OK": 3, "929": 1}
     assert first.jobs_queued == 1
-    assert first.emails_by_status == {"queued": 1, "sent": 1, "retrying": 0, "failed": 1}
+    assert first.emails_by_status == {
+        "queued": 1,
+        "sent": 1,
+        "retrying": 0,
+        "failed": 1,
+        "deferred": 0,
+    }
     assert (first.email_retries, first.email_failures) == (3, 1)
 
     # Two hours on, the settled rows are folded; the unfinished ones hold the checkpoint.
@@ -79,7 +85,13 @@ def test_scrapes_fold_settled_rows_and_survive_their_deletion(own_database: Data
     final = _scrape(own_database, now + timedelta(hours=3))
     assert final.sends_by_code == {"OK": 4, "929": 1}
     assert final.jobs_queued == 0
-    assert final.emails_by_status == {"queued": 0, "sent": 2, "retrying": 0, "failed": 1}
+    assert final.emails_by_status == {
+        "queued": 0,
+        "sent": 2,
+        "retrying": 0,
+        "failed": 1,
+        "deferred": 0,
+    }
     with own_database.write_session() as session:
         session.execute(delete(SendJob))
         session.execute(delete(OutboxEmail))
