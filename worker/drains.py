@@ -25,6 +25,18 @@ from worker.runtime import Runtime
 logger = logging.getLogger(__name__)
 
 DRAIN_FLAG = "securesend:mail:drain-pending"
+# When the next countdown drain is scheduled (Redis's clock, seconds): a later request
+# for then or after needs no drain of its own.
+DRAIN_AT = "securesend:mail:drain-at"
+_BOOK_COUNTDOWN = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local due = now + tonumber(ARGV[1])
+local booked = tonumber(redis.call('get', KEYS[1]))
+if booked and booked > now and booked <= due then return 0 end
+redis.call('set', KEYS[1], tostring(due), 'PX', math.floor((due - now) * 1000) + 1000)
+return 1
+"""
 # Delete the flag only if it still names the worker (a newer drain may hold it).
 _RELEASE_IF_HELD_BY = "if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('del', KEYS[1]) end"
 
@@ -39,16 +51,31 @@ def _holder() -> str:
 
 def request_drain(runtime: Runtime, *, countdown: float | None = None) -> None:
     """Make sure a drain is on its way: now (after the batch window), unless one is
-    pending or running already; or after `countdown` seconds, regardless."""
+    pending or running already; or after `countdown` seconds, unless one is already
+    asked for by then."""
     if countdown is None:
         if not _take_flag(runtime):
             return
         countdown = runtime.settings.mail_batch_window_seconds or None
+    elif not _book_countdown(runtime, countdown):
+        return
     try:
         runtime.celery.send_task(DRAIN_TASK, queue=MAIL_QUEUE, countdown=countdown)
     except Exception:  # noqa: BLE001 - the outbox row is the record; the sweep asks again
         release(runtime)
         logger.warning("could not queue an outbox drain; the sweep will")
+
+
+def _book_countdown(runtime: Runtime, countdown: float) -> bool:
+    """Whether a drain must be scheduled `countdown` seconds from now: not when one is
+    already scheduled by then (every drain asks for the next: without this, each would
+    start a chain of its own, and paced drains would pile up sharing the same slots)."""
+    if runtime.redis is None:
+        return True
+    try:
+        return bool(runtime.redis.eval(_BOOK_COUNTDOWN, 1, DRAIN_AT, countdown))
+    except redis.RedisError:
+        return True
 
 
 def _take_flag(runtime: Runtime) -> bool:
@@ -103,23 +130,23 @@ def run_drain(runtime: Runtime) -> delivery.DeliveryReport:
         )
     finally:
         release(runtime)
-    soonest = report.next_due_in
-    if soonest is not None:
-        # A countdown task waits unacknowledged in a worker; past the visibility timeout
-        # Redis would hand it to a second worker. Longer waits are left to the sweep,
-        # which finds the email due by its `next_attempt_at`.
-        if soonest < settings.broker_visibility_timeout_seconds / 2:
-            request_drain(runtime, countdown=soonest)
     sweep(runtime)
     return report
 
 
 def sweep(runtime: Runtime) -> bool:
-    """Ask for a drain if an email is due that nobody holds: after a lost task, a failed
-    publish, a crashed mail worker or a long backoff. Safe anywhere, any number of times."""
-    due = runtime.database.run(
-        lambda session: delivery.any_due(session, now=clock.now()), write=False
+    """Ask for the next drain: now if an email is due that nobody holds (after a lost
+    task, a failed publish, a crashed mail worker), else when the earliest pending email
+    is due (a retry's backoff, a deferral for the pace: every drain leaves the next one
+    asked for, not only for the emails it deferred itself). Safe anywhere, any number of
+    times; returns whether an email is due now."""
+    wait = runtime.database.run(
+        lambda session: delivery.next_due_in(session, now=clock.now()), write=False
     )
-    if due:
+    if wait == 0.0:
         request_drain(runtime)
-    return due
+    # A countdown task waits unacknowledged in a worker; past the visibility timeout
+    # Redis would hand it to a second worker. Longer waits are left to the next sweep.
+    elif wait is not None and wait < runtime.settings.broker_visibility_timeout_seconds / 2:
+        request_drain(runtime, countdown=wait)
+    return wait == 0.0

@@ -378,6 +378,20 @@ def any_due(session: Session, *, now: datetime) -> bool:
     return session.scalar(select(OutboxEmail.id).where(*_claimable(now)).limit(1)) is not None
 
 
+def next_due_in(session: Session, *, now: datetime) -> float | None:
+    """Seconds until an email nobody holds is due (a retry's backoff, a deferral for the
+    pace): 0.0 when one is due now, None when none is pending."""
+    if any_due(session, now=now):
+        return 0.0
+    c = _OUTBOX.c
+    earliest = session.scalar(
+        select(func.min(c.next_attempt_at)).where(
+            IS_PENDING, or_(c.claimed_until.is_(None), c.claimed_until < now)
+        )
+    )
+    return None if earliest is None else max(0.0, (earliest - now).total_seconds())
+
+
 def _outgoing(row: Row[Any], keys: Keys) -> OutgoingEmail:
     """The email a claimed row holds, unsealed."""
     content = json.loads(keys.unseal(row.sealed_content))
