@@ -261,11 +261,6 @@ class DeliveryReport:
     slept: float = 0.0
     paced_out: bool = False
 
-    @property
-    def next_due_in(self) -> float | None:
-        """When the soonest email this drain left for later is due (seconds)."""
-        return min([*self.retry_in.values(), *self.deferred.values()], default=None)
-
 
 _OUTBOX = table(OutboxEmail)
 
