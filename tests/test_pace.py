@@ -6,14 +6,12 @@ the breaker in Redis). Counts and orders are asserted; how long recovery took is
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from sqlalchemy import select
 
 from tests.smtp_sink import SmtpSink, ThrottlingSink
 from tests.support import (
@@ -25,9 +23,10 @@ from tests.support import (
     flush_redis,
     free_port,
 )
+from tests.worker import rows
 from worker.celery_factory import create_app
-from worker.domain import clock, pace
-from worker.models import EmailKind, EmailStatus, OutboxEmail, new_guid
+from worker.domain import pace
+from worker.models import EmailStatus, OutboxEmail
 from worker.queues import DRAIN_TASK, MAIL_QUEUE
 
 # A Redis database of these stacks' own: the session's PostgreSQL stack has REDIS_TEST_URL's.
@@ -92,41 +91,20 @@ def paced(
 def _queue(stack: Stack, count: int, tag: str) -> list[int]:
     """`count` notifications in the outbox, and a drain asked for, as a burst of sends
     leaves them; their ids."""
-    content = stack.keys.seal(json.dumps({"subject": "Hi", "text": "t", "html": "<p>h</p>"}))
-    with stack.database.write_session() as session:
-        emails = [
-            OutboxEmail(
-                kind=EmailKind.NOTIFICATION,
-                recipient=f"{tag}-{i}@example.test",
-                message_id_header=f"<{new_guid()}@securesend.test>",
-                template="notification",
-                sealed_content=content,
-                next_attempt_at=clock.now(),
-            )
-            for i in range(count)
-        ]
-        session.add_all(emails)
-        session.flush()
-        ids = [email.id for email in emails]
+    recipients = [f"{tag}-{i}@example.test" for i in range(count)]
+    ids = rows.due_notifications(stack.database, stack.keys, recipients)
     create_app(stack.settings, results=False).send_task(DRAIN_TASK, queue=MAIL_QUEUE)
     return ids
-
-
-def _rows(stack: Stack, ids: list[int]) -> list[OutboxEmail]:
-    with stack.database.read_session() as session:
-        rows = list(session.scalars(select(OutboxEmail).where(OutboxEmail.id.in_(ids))))
-        session.expunge_all()
-        return rows
 
 
 def _all_sent(stack: Stack, ids: list[int]) -> list[OutboxEmail]:
     deadline = time.monotonic() + DELIVERED_WITHIN_SECONDS
     while True:
-        rows = _rows(stack, ids)
-        if all(r.status is EmailStatus.SENT for r in rows):
-            return rows
+        sent = list(rows.outbox_rows(stack.database, ids).values())
+        if all(r.status is EmailStatus.SENT for r in sent):
+            return sent
         assert time.monotonic() < deadline, Counter(
-            (r.status.value, r.last_error) for r in rows
+            (r.status.value, r.last_error) for r in sent
         ).most_common(5)
         time.sleep(0.2)
 
@@ -155,10 +133,10 @@ def test_a_throttling_relay_gets_every_email_once_and_fails_none(
     started = time.monotonic()
     ids = _queue(stack, 60, unique)
 
-    rows = _all_sent(stack, ids)
+    sent = _all_sent(stack, ids)
 
     print(f"60 emails through a relay of 10/s: {time.monotonic() - started:.1f} s")
-    assert {r.attempts for r in rows} == {1}, "a throttle reply was counted as an attempt"
+    assert {r.attempts for r in sent} == {1}, "a throttle reply was counted as an attempt"
     arrived = _arrived(first, relays.second, tag=unique)
     assert len(arrived) == 60 and set(arrived.values()) == {1}
     assert first.refused > refused_before, "the relay never throttled: the test proves nothing"
@@ -180,14 +158,14 @@ def test_a_dead_first_relay_is_passed_over_and_returned_to_when_back(
     relays.kill_first()  # mid-burst
     killed = time.monotonic()
 
-    rows = _all_sent(stack, ids)
+    sent = _all_sent(stack, ids)
 
     print(f"the first relay killed: every email delivered {time.monotonic() - killed:.1f} s after")
     through_first, through_second = _arrived(first, tag=unique), _arrived(relays.second, tag=unique)
     assert through_second, "nothing went through the second relay"
     assert len(through_first + through_second) == 40
     assert set((through_first + through_second).values()) == {1}, "an email went out twice"
-    assert {r.attempts for r in rows} == {1}, "passing a dead relay over cost an attempt"
+    assert {r.attempts for r in sent} == {1}, "passing a dead relay over cost an attempt"
     assert "securesend_mail_active_relay 1.0" in _metrics(stack)
 
     if request.node.callspec.params["paced"] == "sqlite":

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from worker.db import Database
+from worker.domain import clock
+from worker.domain.secrets import Keys
 from worker.models import (
     EmailKind,
     EmailStatus,
@@ -61,3 +66,32 @@ def email(created_at: datetime, status: EmailStatus, attempts: int) -> OutboxEma
         attempts=attempts,
         created_at=created_at,
     )
+
+
+def due_notifications(database: Database, keys: Keys, recipients: list[str]) -> list[int]:
+    """One notification per recipient in the outbox, sealed with `keys`, due now, in this
+    order (as a burst of sends leaves them); their ids."""
+    content = keys.seal(json.dumps({"subject": "Hi", "text": "t", "html": "<p>h</p>"}))
+    with database.write_session() as session:
+        emails = [
+            OutboxEmail(
+                kind=EmailKind.NOTIFICATION,
+                recipient=recipient,
+                message_id_header=f"<{new_guid()}@securesend.test>",
+                template="notification",
+                sealed_content=content,
+                next_attempt_at=clock.now(),
+            )
+            for recipient in recipients
+        ]
+        session.add_all(emails)
+        session.flush()
+        return [email.id for email in emails]
+
+
+def outbox_rows(database: Database, ids: list[int]) -> dict[int, OutboxEmail]:
+    """The outbox rows of `ids` as they are now, detached, by id."""
+    with database.read_session() as session:
+        rows = session.scalars(select(OutboxEmail).where(OutboxEmail.id.in_(ids))).all()
+        session.expunge_all()
+        return {row.id: row for row in rows}

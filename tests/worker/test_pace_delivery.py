@@ -6,24 +6,23 @@ relay), never how long something took; the benchmark times it (bench/pace.py).""
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
 
 from tests.smtp_sink import THROTTLING_REPLY, SmtpSink, ThrottlingSink
 from tests.support import free_port, redis_pace_store
+from tests.worker import rows
 from worker.cli import email_line
 from worker.db import Database
 from worker.domain import clock, delivery
 from worker.domain.delivery import Delivery, DeliveryReport
 from worker.domain.pace import DRAIN_SLEEP_SECONDS, RATE_MARGIN, PaceStore, Pacing
 from worker.domain.secrets import Keys
-from worker.models import EmailKind, EmailStatus, OutboxEmail, new_guid
+from worker.models import EmailStatus
 from worker.pacing import FilePaceStore
 from worker.settings import Settings
 from worker.transports import make_relays
@@ -43,33 +42,6 @@ def pace_store(
         return
     with redis_pace_store(unique) as store:
         yield store
-
-
-def _queue(database: Database, keys: Keys, recipients: list[str]) -> list[int]:
-    """One notification per recipient in the outbox, due now, in this order; their ids."""
-    content = keys.seal(json.dumps({"subject": "Hi", "text": "t", "html": "<p>h</p>"}))
-    with database.write_session() as session:
-        emails = [
-            OutboxEmail(
-                kind=EmailKind.NOTIFICATION,
-                recipient=recipient,
-                message_id_header=f"<{new_guid()}@securesend.test>",
-                template="notification",
-                sealed_content=content,
-                next_attempt_at=clock.now(),
-            )
-            for recipient in recipients
-        ]
-        session.add_all(emails)
-        session.flush()
-        return [email.id for email in emails]
-
-
-def _rows(database: Database, ids: list[int]) -> dict[int, OutboxEmail]:
-    with database.read_session() as session:
-        rows = session.scalars(select(OutboxEmail).where(OutboxEmail.id.in_(ids))).all()
-        session.expunge_all()
-        return {row.id: row for row in rows}
 
 
 def _deliver_all(
@@ -98,10 +70,10 @@ def _deliver_all(
             reports.append(report)
             if len(reports) == stop_after:
                 return reports
-            rows = _rows(database, ids).values()
-            if all(r.status in (EmailStatus.SENT, EmailStatus.FAILED) for r in rows):
+            latest = rows.outbox_rows(database, ids).values()
+            if all(r.status in (EmailStatus.SENT, EmailStatus.FAILED) for r in latest):
                 return reports
-            assert time.monotonic() < deadline, Counter(r.status for r in rows)
+            assert time.monotonic() < deadline, Counter(r.status for r in latest)
             # When the workers' next drain would start (worker.drains.sweep asks the same).
             with database.read_session() as session:
                 wait = delivery.next_due_in(session, now=clock.now())
@@ -123,16 +95,16 @@ def test_a_throttled_email_is_deferred_unattempted_and_every_email_goes_once(
     with ThrottlingSink.running(free_port(), per_second=10) as sink:
         settings = Settings(smtp_url=sink.url)
         pacing = Pacing(pace_store, settings.pace_limits)
-        ids = _queue(
+        ids = rows.due_notifications(
             database, Keys(settings.secret_key), [f"r{i}-{unique}@fast.test" for i in range(16)]
         )
 
         reports = _deliver_all(database, settings, pacing, ids)
 
-        rows = _rows(database, ids)
-        assert {r.status for r in rows.values()} == {EmailStatus.SENT}
+        found = rows.outbox_rows(database, ids)
+        assert {r.status for r in found.values()} == {EmailStatus.SENT}
         # A refusal to slow down is not an attempt: each email was attempted once.
-        assert {r.attempts for r in rows.values()} == {1}
+        assert {r.attempts for r in found.values()} == {1}
         assert sink.refused >= 1, "the relay never throttled: the test proves nothing"
         assert set(_message_ids(sink).values()) == {1} and len(_message_ids(sink)) == 16
         assert sum(len(r.deferred) for r in reports) >= sink.refused
@@ -149,7 +121,7 @@ def test_a_deferred_email_says_why_and_keeps_its_attempts(
     with ThrottlingSink.running(free_port(), per_second=1000) as sink:
         settings = Settings(smtp_url=sink.url)
         keys = Keys(settings.secret_key)
-        [email_id] = _queue(database, keys, [f"once-{unique}@fast.test"])
+        [email_id] = rows.due_notifications(database, keys, [f"once-{unique}@fast.test"])
         sink.refuse(f"once-{unique}@fast.test", THROTTLING_REPLY)
         pacing = Pacing(pace_store, settings.pace_limits)
         relays = Delivery(make_relays(settings), pacing)
@@ -159,7 +131,7 @@ def test_a_deferred_email_says_why_and_keeps_its_attempts(
         relays.relays[0].close()
 
         assert list(report.deferred) == [email_id] and not report.retry_in and not report.failed
-        row = _rows(database, [email_id])[email_id]
+        row = rows.outbox_rows(database, [email_id])[email_id]
         assert (row.status, row.attempts, row.last_error) == (
             EmailStatus.DEFERRED,
             0,
@@ -169,7 +141,7 @@ def test_a_deferred_email_says_why_and_keeps_its_attempts(
 
         # Due again once the pace allows, it goes, on its first attempt.
         _deliver_all(database, settings, pacing, [email_id])
-        row = _rows(database, [email_id])[email_id]
+        row = rows.outbox_rows(database, [email_id])[email_id]
         assert (row.status, row.attempts) == (EmailStatus.SENT, 1)
         assert len(sink.to(f"once-{unique}@fast.test")) == 1
 
@@ -181,13 +153,13 @@ def test_with_the_relays_rate_set_the_relay_refuses_next_to_nothing(
     with ThrottlingSink.running(free_port(), per_second=10) as sink:
         settings = Settings(smtp_url=sink.url, mail_rate_limit="10/s")
         pacing = Pacing(pace_store, settings.pace_limits)
-        ids = _queue(
+        ids = rows.due_notifications(
             database, Keys(settings.secret_key), [f"r{i}-{unique}@fast.test" for i in range(25)]
         )
 
         _deliver_all(database, settings, pacing, ids)
 
-        assert {r.status for r in _rows(database, ids).values()} == {EmailStatus.SENT}
+        assert {r.status for r in rows.outbox_rows(database, ids).values()} == {EmailStatus.SENT}
         assert len(_message_ids(sink)) == 25 and set(_message_ids(sink).values()) == {1}
         # Spaced a slot apart below the quota, none is refused unless the machine stalls
         # one hand-over for more than the margin (docs/design.md, "Pace").
@@ -204,7 +176,7 @@ def test_a_slow_domain_does_not_hold_up_the_others(
         pacing = Pacing(pace_store, settings.pace_limits)
         # Interleaved: slow, fast, slow, fast, … in the order they are claimed.
         recipients = [f"{i}-{unique}@{('slow', 'fast')[i % 2]}.test" for i in range(16)]
-        ids = _queue(database, Keys(settings.secret_key), recipients)
+        ids = rows.due_notifications(database, Keys(settings.secret_key), recipients)
 
         # The first drain sent every fast.test email, and held slow.test ones back.
         [first] = _deliver_all(database, settings, pacing, ids, stop_after=1)
@@ -220,7 +192,7 @@ def test_a_slow_domain_does_not_hold_up_the_others(
         # Spaced a slot apart, slow.test stayed within its quota of 2 in any second
         # (one refusal allowed: a hand-over stalled past the margin on a busy machine).
         assert sink.refused <= 1
-        assert {r.attempts for r in _rows(database, ids).values()} == {1}
+        assert {r.attempts for r in rows.outbox_rows(database, ids).values()} == {1}
 
 
 def test_an_unreachable_relay_is_passed_over_for_the_next_one(
@@ -231,15 +203,15 @@ def test_an_unreachable_relay_is_passed_over_for_the_next_one(
     with SmtpSink.running(free_port()) as second:
         settings = Settings(smtp_url=f"smtp://127.0.0.1:{down},{second.url}")
         pacing = Pacing(pace_store, settings.pace_limits, relay_count=2)
-        ids = _queue(
+        ids = rows.due_notifications(
             database, Keys(settings.secret_key), [f"r{i}-{unique}@fast.test" for i in range(8)]
         )
 
         _deliver_all(database, settings, pacing, ids)
 
-        rows = _rows(database, ids)
-        assert {r.status for r in rows.values()} == {EmailStatus.SENT}
-        assert {r.attempts for r in rows.values()} == {1}  # passed over within the attempt
+        found = rows.outbox_rows(database, ids)
+        assert {r.status for r in found.values()} == {EmailStatus.SENT}
+        assert {r.attempts for r in found.values()} == {1}  # passed over within the attempt
         assert len(_message_ids(second)) == 8 and set(_message_ids(second).values()) == {1}
         first_relay, second_relay = pace_store.relays(2)
         assert first_relay.open and not second_relay.open
@@ -255,19 +227,19 @@ def test_a_paced_drain_sleeps_a_second_at_most_then_sends_its_batch_back(
         settings = Settings(smtp_url=sink.url, mail_rate_limit="1/s")
         pacing = Pacing(pace_store, settings.pace_limits)
         recipients = [f"r{i}-{unique}@fast.test" for i in range(6)]
-        ids = _queue(database, Keys(settings.secret_key), recipients)
+        ids = rows.due_notifications(database, Keys(settings.secret_key), recipients)
 
         [first] = _deliver_all(database, settings, pacing, ids, stop_after=1)
         assert first.paced_out and first.slept <= DRAIN_SLEEP_SECONDS
         assert first.sent == ids[: len(first.sent)] and 1 <= len(first.sent) < len(ids)
         held = ids[len(first.sent) :]
         assert sorted(first.deferred) == held
-        rows = _rows(database, held)
-        assert {(r.status, r.attempts, r.last_error) for r in rows.values()} == {
+        found = rows.outbox_rows(database, held)
+        assert {(r.status, r.attempts, r.last_error) for r in found.values()} == {
             (EmailStatus.DEFERRED, 0, "waiting for the pace of relay:0")
         }
         # The one that found its slot too far, then the rest of the batch a slot apart.
-        due = [rows[i].next_attempt_at.timestamp() for i in held]
+        due = [found[i].next_attempt_at.timestamp() for i in held]
         slot = 1 / RATE_MARGIN
         gaps = [b - a for a, b in zip(due, due[1:], strict=False)]
         assert gaps[0] >= slot and gaps[1:] == pytest.approx([slot] * len(gaps[1:]), abs=1e-3)
@@ -275,7 +247,7 @@ def test_a_paced_drain_sleeps_a_second_at_most_then_sends_its_batch_back(
         reports = _deliver_all(database, settings, pacing, ids)
 
         assert all(report.slept <= DRAIN_SLEEP_SECONDS for report in reports)
-        assert {r.attempts for r in _rows(database, ids).values()} == {1}
+        assert {r.attempts for r in rows.outbox_rows(database, ids).values()} == {1}
         assert len(_message_ids(sink)) == 6 and sink.refused == 0
         assert pace_store.snapshot(1).counts["relay:0:deferred"] >= len(held)
 
