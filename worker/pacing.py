@@ -223,7 +223,10 @@ class RedisPaceStore:
         stored: dict[bytes, bytes] = self._redis.hgetall(self._counts)  # type: ignore[assignment]
         counts = {k.decode(): int(v) for k, v in stored.items()}
         throttled = sorted(self.throttled_keys())
-        paces = [self._redis.hget(self._prefix + k, "pace") for k in throttled]
+        pipe = self._redis.pipeline(transaction=False)
+        for key in throttled:
+            pipe.hget(self._prefix + key, "pace")
+        paces = pipe.execute()
         return PaceSnapshot(
             counts=counts,
             paces={k: float(p) for k, p in zip(throttled, paces, strict=True) if p and float(p)},
@@ -287,10 +290,14 @@ class FilePaceStore:
             state.setdefault("throttled", {})[key] = key_state.cut
             return new_pace
 
+    @staticmethod
+    def _throttled(state: dict[str, Any]) -> frozenset[str]:
+        since = time.time() - pace.PACE_MEMORY_SECONDS
+        return frozenset(k for k, cut in state.get("throttled", {}).items() if cut >= since)
+
     def throttled_keys(self) -> frozenset[str]:
         with self._state() as state:
-            since = time.time() - pace.PACE_MEMORY_SECONDS
-            return frozenset(k for k, cut in state.get("throttled", {}).items() if cut >= since)
+            return self._throttled(state)
 
     def _relay_states(self, state: dict[str, Any]) -> dict[str, dict[str, float]]:
         relays: dict[str, dict[str, float]] = state.setdefault("relays", {})
@@ -298,8 +305,11 @@ class FilePaceStore:
 
     def relays(self, count: int) -> list[RelayState]:
         with self._state() as state:
-            relays = self._relay_states(state)
-            return [_relay_state(relays.get(str(i))) for i in range(count)]
+            return self._relays(state, count)
+
+    def _relays(self, state: dict[str, Any], count: int) -> list[RelayState]:
+        relays = self._relay_states(state)
+        return [_relay_state(relays.get(str(i))) for i in range(count)]
 
     def _change_relay(self, relay: int, change: Any) -> Any:
         with self._state() as state:
@@ -325,12 +335,17 @@ class FilePaceStore:
                 stored[name] = stored.get(name, 0) + value
 
     def snapshot(self, relay_count: int) -> PaceSnapshot:
-        throttled = self.throttled_keys()
         with self._state() as state:
             keys = self._keys(state)
-            paces = {k: keys[k]["pace"] for k in throttled if keys.get(k, {}).get("pace")}
-            counts = dict(state.get("counts", {}))
-        return PaceSnapshot(counts=counts, paces=paces, relays=self.relays(relay_count))
+            return PaceSnapshot(
+                counts=dict(state.get("counts", {})),
+                paces={
+                    k: keys[k]["pace"]
+                    for k in self._throttled(state)
+                    if keys.get(k, {}).get("pace")
+                },
+                relays=self._relays(state, relay_count),
+            )
 
 
 def _fields(stored: dict[str, float] | None) -> dict[str, float]:
