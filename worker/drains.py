@@ -113,9 +113,9 @@ def release_if_held_by(runtime: Runtime, worker_ids: list[str]) -> None:
 
 def run_drain(runtime: Runtime) -> delivery.DeliveryReport:
     """Deliver whatever is due, in batches, for up to half the mail task's time limit;
-    then ask for the next drain: when the earliest retry or deferred email is due, or now
-    if emails became
-    due while this one held the flag (their sends asked for no drain of their own)."""
+    then ask for the next drain (`sweep`): now if emails became due while this one held
+    the flag (their sends asked for no drain of their own), else when the earliest retry
+    or deferred email is due."""
     settings = runtime.settings
     hold(runtime)
     try:
