@@ -5,15 +5,49 @@ DTOs declare them, nulls left out, collections sent empty, the shortest route of
 DTO, GET properties in the query string as JSV, and dates as ISO 8601 (the SDK sets
 `DateHandler.ISO8601`) or, from a stock ServiceStack client, `/Date(ms)/`.
 ServiceStack's deserialiser matches names case-insensitively, so camelCase answers are
-read; `BodyFormat` must be exactly `Text` or `Html` (`Enum.Parse`)."""
+read; `BodyFormat` must be exactly `Text` or `Html` (`Enum.Parse`).
+
+Attachments, as `SecureMessenger.UploadAttachmentsForMessage` / `DownloadAttachment` build them
+(`CSharpMessenger/SecureMessaging/SecureMessenger.cs`; `MsgApiClient.UploadAttachments` is the
+same with an empty file name; the later `Attachment/AttachmentManager.cs` never sets its
+pre-created flag, so it uploads nothing) over ServiceStack.Client 5.1
+(`ServiceClientBase.PostFileWithRequest`):
+
+- pre-create: `POST /api/attachments/precreate`, `{"MessageGuid":"<32 hex>",
+  "AttachmentPlaceholders":[{"FileName","TotalBytesLength"}]}`; reads `AttachmentPlaceholders[]`
+  `.AttachmentGuid`, `.FileName` (matched exactly to the local file's name) and `.Chunks[]`.
+- each chunk: the client builds the URL from the DTO, `POST /api/attachments/<32 hex>/chunk/<n>`,
+  from a buffer of `BytesSize` bytes read at `ByteStartIndex`. `Content-Type: multipart/form-data;
+  boundary=<28 dashes><32 hex>`; the DTO's properties first as text parts
+  (`Content-Disposition: form-data;name="AttachmentGuid"` and `"ChunkNumber"`, each with
+  `Content-Type: text/plain;charset=utf-8`), then the bytes: `Content-Disposition:
+  form-data;name="upload";filename="<FileName>"` and no Content-Type; the body ends with
+  `--<boundary>--` and no CRLF. `Accept: application/json`; a non-2xx throws.
+- remove: the SDK has no call; a stock JsonServiceClient `Delete(new RemoveAttachment{…})` sends
+  `DELETE /api/messages/<32 hex>/attachments/<32 hex>` with no body.
+- GetMessage: only `Attachments.Count > 0` (`AttachmentSummary`: `Guid` a Guid, `FileSize` a
+  long, `ChunkCount` an int).
+- download: `GET /api/attachments/<32 hex>` (`Accept: application/json`), and the file name is
+  the Content-Disposition header with `attachment; filename=`, `"` and `;` removed.
+- GetServiceSettings: never called."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
-from tests.clients.replay import Answer, ReplayClient, compact_json
+from tests.clients.replay import (
+    Answer,
+    FormPart,
+    LocalFile,
+    ReplayClient,
+    attachment_files,
+    compact_json,
+    form_disposition,
+    multipart_body,
+)
 from tests.factories import World
 from tests.support import Stack
 
@@ -25,6 +59,11 @@ def _read(body: dict[str, Any], name: str) -> Any:
     matches = [v for k, v in body.items() if k.lower() == name.lower()]
     assert len(matches) == 1, (name, body)
     return matches[0]
+
+
+def _n(guid: str) -> str:
+    """A Guid as ServiceStack writes it, in routes and bodies: 32 hex digits."""
+    return uuid.UUID(guid).hex
 
 
 class CSharpMessenger:
@@ -113,6 +152,78 @@ class CSharpMessenger:
     def logout(self) -> Answer:
         return self._call("POST", "/logout", {})
 
+    # --- attachments --------------------------------------------------------------------
+
+    def pre_create_attachments(self, guid: str, files: list[LocalFile]) -> list[dict[str, Any]]:
+        answer = self._call(
+            "POST",
+            "/attachments/precreate",
+            {
+                "MessageGuid": _n(guid),
+                "AttachmentPlaceholders": [
+                    {"FileName": f.name, "TotalBytesLength": len(f.content)} for f in files
+                ],
+            },
+        )
+        assert answer.status == 200, answer.body
+        return list(_read(answer.body, "AttachmentPlaceholders"))
+
+    def upload_all(self, placeholders: list[dict[str, Any]], files: list[LocalFile]) -> None:
+        """Each placeholder's file (`First(a => a.Name.Equals(FileName))`), chunk by chunk."""
+        for placeholder in placeholders:
+            name = _read(placeholder, "FileName")
+            local = next(f for f in files if f.name == name)
+            for chunk in _read(placeholder, "Chunks"):
+                start, size = _read(chunk, "ByteStartIndex"), _read(chunk, "BytesSize")
+                answer = self._post_file_with_request(
+                    _n(_read(placeholder, "AttachmentGuid")),
+                    _read(chunk, "ChunkNumber"),
+                    name,
+                    local.content[start : start + size],
+                )
+                assert answer.status == 200, (chunk, answer.body)
+
+    def _post_file_with_request(
+        self, attachment_guid: str, chunk_number: int, file_name: str, data: bytes
+    ) -> Answer:
+        """`PostFileWithRequest(stream, fileName, new UploadAttachmentChunk{…})`."""
+        boundary = "-" * 28 + uuid.uuid4().hex
+        fields = (("AttachmentGuid", attachment_guid), ("ChunkNumber", str(chunk_number)))
+        parts = [
+            FormPart(
+                (
+                    ("Content-Disposition", form_disposition(key, spaced=False)),
+                    ("Content-Type", "text/plain;charset=utf-8"),
+                ),
+                value.encode(),
+            )
+            for key, value in fields
+        ]
+        parts.append(
+            FormPart(
+                (("Content-Disposition", form_disposition("upload", file_name, spaced=False)),),
+                data,
+            )
+        )
+        return self.http.send(
+            "POST",
+            f"{BASE}/attachments/{attachment_guid}/chunk/{chunk_number}",
+            multipart_body(parts, boundary=boundary, closing_crlf=False),
+            {"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        )
+
+    def remove_attachment(self, message_guid: str, attachment_guid: str) -> Answer:
+        return self._call(
+            "DELETE", f"/messages/{_n(message_guid)}/attachments/{_n(attachment_guid)}"
+        )
+
+    def download_attachment(self, attachment_guid: str) -> tuple[str, bytes]:
+        response = self.http.exchange("GET", f"{BASE}/attachments/{_n(attachment_guid)}")
+        assert 200 <= response.status_code < 300, response.text
+        disposition = response.headers["content-disposition"]
+        name = disposition.replace("attachment; filename=", "").replace('"', "").replace(";", "")
+        return name, response.content
+
 
 def test_the_send_flow_and_what_the_sdk_reads(stack: Stack, unique: str) -> None:
     world = World(stack, unique).setup()
@@ -169,3 +280,37 @@ def test_a_stock_servicestack_client_sends_wcf_dates(stack: Stack, unique: str) 
     assert csharp.save(guid, to=[world.user("r")], expiry=f"/Date({millis}-0000)/").status == 200
     answered = _read(csharp.get_message(guid).body, "ExpiryDate")
     assert answered == expiry.isoformat().replace("+00:00", "Z")
+
+
+def test_the_attachment_flow(stack: Stack, unique: str) -> None:
+    """Pre-create two files, upload every chunk, remove one, send; the recipient sees the
+    other and downloads the very bytes under the name Content-Disposition gives."""
+    world = World(stack, unique).setup()
+    reader_email, reader_pw = stack.make_user(unique, name="reader", group=world.group)
+    small, large = attachment_files()
+    csharp = CSharpMessenger(stack)
+    csharp.login(world.sender, world.password)
+    guid = csharp.pre_create()
+    placeholders = csharp.pre_create_attachments(guid, [small, large])
+    csharp.upload_all(placeholders, [small, large])
+    created = {_read(p, "FileName"): _n(_read(p, "AttachmentGuid")) for p in placeholders}
+    removed = csharp.remove_attachment(guid, created[small.name])
+    expiry = datetime.now(UTC) + timedelta(days=2)
+    saved = csharp.save(guid, to=[reader_email], expiry=expiry.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    sent = csharp.send(guid)
+    large_placeholder = next(p for p in placeholders if _read(p, "FileName") == large.name)
+    assert len(_read(large_placeholder, "Chunks")) > 1
+    assert removed.status == 200, removed.body
+    assert saved.status == sent.status == 200, (saved.body, sent.body)
+
+    reader = CSharpMessenger(stack)
+    reader.login(reader_email, reader_pw)
+    got = reader.get_message(guid)
+    assert got.status == 200, got.body
+    attachments = _read(got.body, "Attachments")
+    assert [_n(_read(a, "Guid")) for a in attachments] == [created[large.name]]
+    assert isinstance(_read(attachments[0], "FileSize"), int)
+    assert isinstance(_read(attachments[0], "ChunkCount"), int)
+    name, content = reader.download_attachment(_read(attachments[0], "Guid"))
+    assert name == large.name
+    assert LocalFile(name, content).sha256 == large.sha256

@@ -3,32 +3,78 @@ request (`ClientRequestHandler.makeRequest`, `sm/request/*.java`, `SecureMesseng
 Spring's RestTemplate with Jackson, base URL `…/api/v1`, every property written (nulls
 included) plus `requestRoute`, `requestParams` and `requestMethod`; `Accept` and
 `Content-Type: application/json` on every request, GETs included. Each answer is read as
-the SDK's DTOs read it: exact camelCase names, a JSON content type, 4xx/5xx as errors."""
+the SDK's DTOs read it: exact camelCase names, a JSON content type, 4xx/5xx as errors.
+
+Attachments, as 3.4 builds them (`com/securemessaging/AttachmentManager.java`,
+`sm/attachments/*.java`, `sm/request/PostPreCreateAttachmentsRequest.java`,
+`sm/request/DeleteAttachmentRequest.java`; 3.3's `sm/attachments/AttachmentManager.java`
+uploads and downloads the same way but cannot delete):
+
+- pre-create: `POST /api/v1/attachments/precreate`, `{"messageGuid", "attachmentPlaceholders":
+  [{"fileName", "totalBytesLength"}]}` plus the three request getters; reads
+  `attachmentPlaceholders[].attachmentGuid`, `.fileName` (matched to the local file's name,
+  ignoring case) and `.chunks[].uploadUri`, `.byteStartIndex`, `.byteEndIndex`.
+- each chunk: `RestTemplate.postForEntity(uploadUri, …)`, the URI exactly as the server gave it
+  (it must be absolute). The file is read *sequentially*, `byteEndIndex - byteStartIndex` bytes
+  per chunk (so the end is exclusive). Spring 4.3's `FormHttpMessageConverter` writes
+  `Content-Type: multipart/form-data;charset=UTF-8;boundary=<30-40 of [-_0-9a-zA-Z]>` and one
+  part: `Content-Disposition: form-data; name="upload"; filename="<file>"`, `Content-Type:
+  application/octet-stream`, `Content-Length: <n>`, then `--<boundary>--` CRLF. The interceptor
+  skips its JSON headers for this call, so `Accept` is Spring's for a JSON response type
+  (`application/json, application/*+json`). The answer is read into `AttachmentChunk` (JSON);
+  a 4xx is printed and swallowed, so the replay checks the status itself.
+- delete: `deleteAttachmentFile(guid)` sends `DELETE /api/v1/attachments/{guid}` (the vendor's
+  DeleteAttachment, not RemoveAttachment) with the JSON body `{"attachmentGuid", "requestRoute",
+  "requestParams", "requestMethod"}`; the answer is read as a String (any 2xx).
+- download: `getAttachmentsInfo()` is GetMessage's `attachments` (`AttachmentSummary`: `guid`,
+  `fileName`, `type`, `fileSize` and `chunkCount` as Java ints, `status`,
+  `originalFileExtension`); `downloadAttachment` GETs `/api/v1/attachments/{guid}` with
+  `Accept: application/json` and `Content-Type: application/json` (the interceptor overwrites the
+  entity's octet-stream `Accept`), needs exactly 200, and names the file `fileName` of the
+  summary: Content-Disposition is not read.
+- GetServiceSettings: never called."""
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 
-from tests.clients.replay import Answer, ReplayClient, compact_json
+from tests.clients.replay import (
+    Answer,
+    FormPart,
+    LocalFile,
+    ReplayClient,
+    attachment_files,
+    compact_json,
+    form_disposition,
+    multipart_body,
+)
 from tests.factories import World
 from tests.support import Stack
 
 BASE = "/api/v1"
 FYEO_TYPES = {"Disabled", "AccountPassword", "UniquePassword"}
+SPRING_BOUNDARY_CHARS = "-_1234567890abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def spring_boundary() -> str:
+    """`MimeTypeUtils.generateMultipartBoundary`: 30 to 40 random characters."""
+    return "".join(secrets.choice(SPRING_BOUNDARY_CHARS) for _ in range(30 + secrets.randbelow(11)))
 
 
 class JavaMessenger:
     """`SecureMessenger` of the Java SDK, one request at a time."""
 
-    def __init__(self, stack: Stack) -> None:
+    def __init__(self, stack: Stack, version: str = "3.3.1") -> None:
+        self.stack = stack
         self.http = ReplayClient(
             stack,
             headers={
                 "x-sm-client-name": "secure-messenger-java",
-                "x-sm-client-version": "3.3.1",
+                "x-sm-client-version": version,
                 "Accept": "application/json",
                 "Content-Type": "application/json",
                 "User-Agent": "Java/17.0.15",
@@ -160,6 +206,80 @@ class JavaMessenger:
             },
         )
 
+    # --- attachments (3.4's AttachmentManager) ----------------------------------------------
+
+    def pre_create_attachments(self, guid: str, files: list[LocalFile]) -> list[dict[str, Any]]:
+        """`preCreateAllAttachments`: one placeholder per added file."""
+        answer = self._call(
+            "POST",
+            "/attachments/precreate",
+            {
+                "messageGuid": guid,
+                "attachmentPlaceholders": [
+                    {"fileName": f.name, "totalBytesLength": len(f.content)} for f in files
+                ],
+            },
+        )
+        assert answer.status == 200, answer.body
+        return list(answer.body["attachmentPlaceholders"])
+
+    def upload_all(self, placeholders: list[dict[str, Any]], files: list[LocalFile]) -> None:
+        """`uploadAllAttachments`: each placeholder's file (by name, ignoring case), its chunks
+        read one after the other from the file's start."""
+        for placeholder in placeholders:
+            local = next(f for f in files if f.name.lower() == placeholder["fileName"].lower())
+            position = 0
+            for chunk in placeholder["chunks"]:
+                length = chunk["byteEndIndex"] - chunk["byteStartIndex"]
+                data = local.content[position : position + length]
+                position += length
+                answer = self._upload_chunk(chunk["uploadUri"], local.name, data)
+                assert answer.status == 200, (chunk, answer.body)
+                assert answer.content_type.startswith("application/json"), answer.content_type
+
+    def _upload_chunk(self, upload_uri: str, file_name: str, data: bytes) -> Answer:
+        assert upload_uri.startswith(self.stack.url("/")), upload_uri  # used verbatim
+        boundary = spring_boundary()
+        part = FormPart(
+            (
+                ("Content-Disposition", form_disposition("upload", file_name)),
+                ("Content-Type", "application/octet-stream"),
+                ("Content-Length", str(len(data))),
+            ),
+            data,
+        )
+        return self.http.send(
+            "POST",
+            upload_uri,
+            multipart_body([part], boundary=boundary, closing_crlf=True),
+            {
+                "Content-Type": f"multipart/form-data;charset=UTF-8;boundary={boundary}",
+                "Accept": "application/json, application/*+json",
+            },
+        )
+
+    def delete_attachment(self, attachment_guid: str) -> Answer:
+        """`deleteAttachmentFile(attachmentGuid)`."""
+        return self._call(
+            "DELETE", f"/attachments/{attachment_guid}", {"attachmentGuid": attachment_guid}
+        )
+
+    def attachments_info(self, guid: str) -> list[dict[str, Any]]:
+        """`getAttachmentsInfo`: GetMessage's `attachments`, into `AttachmentSummary`."""
+        answer = self.get_message(guid)
+        assert answer.status == 200, answer.body
+        summaries = answer.body["attachments"]
+        for summary in summaries:
+            assert isinstance(summary["guid"], str) and isinstance(summary["fileName"], str)
+            assert isinstance(summary["fileSize"], int) and isinstance(summary["chunkCount"], int)
+        return list(summaries)
+
+    def download_attachment(self, summary: dict[str, Any]) -> tuple[str, bytes]:
+        """`downloadAttachment`: the bytes, saved under the summary's `fileName`."""
+        response = self.http.exchange("GET", f"{BASE}/attachments/{summary['guid']}")
+        assert response.status_code == 200, response.text
+        return str(summary["fileName"]), response.content
+
 
 def _assert_summary_as_the_sdk_reads_it(summary: dict[str, Any], guid: str) -> None:
     """`SMConverter.convertMessageSummaryToMessage`: NPEs on null lists or objects."""
@@ -257,3 +377,30 @@ def test_token_login(world: World) -> None:
     assert java.settings()["emailAddress"] == world.sender.casefold()
     assert java.expire_token(token).status == 200
     assert java.authenticate(token).status == 403
+
+
+def test_the_attachment_flow_of_3_4(world: World) -> None:
+    """Pre-create two files, upload every chunk, delete one, send; the recipient lists the
+    other and downloads the very bytes."""
+    reader_email, reader_pw = world.stack.make_user(world.tag, name="reader", group=world.group)
+    small, large = attachment_files()
+    java = JavaMessenger(world.stack, version="3.4.0")
+    java.login(world.sender, world.password)
+    guid = java.pre_create()
+    placeholders = java.pre_create_attachments(guid, [small, large])
+    java.upload_all(placeholders, [small, large])
+    created = {p["fileName"]: p["attachmentGuid"] for p in placeholders}
+    deleted = java.delete_attachment(created[small.name])
+    saved = java.save(guid, to=[reader_email], subject="Files from Java", body="Two, then one")
+    sent = java.send(guid)
+    assert len(next(p for p in placeholders if p["fileName"] == large.name)["chunks"]) > 1
+    assert deleted.status == 200, deleted.body
+    assert saved.status == sent.status == 200, (saved.body, sent.body)
+
+    reader = JavaMessenger(world.stack, version="3.4.0")
+    reader.login(reader_email, reader_pw)
+    summaries = reader.attachments_info(guid)
+    assert [(s["guid"], s["fileName"]) for s in summaries] == [(created[large.name], large.name)]
+    name, content = reader.download_attachment(summaries[0])
+    assert name == large.name
+    assert LocalFile(name, content).sha256 == large.sha256
