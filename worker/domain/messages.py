@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from worker.domain import errors
+from worker.domain.attachments import AttachmentInfo, copy_for_forward, info_of
 from worker.domain.auth import Caller, normalize_email
 from worker.domain.errors import ApiError
+from worker.domain.reading import check_fyeo_password, recipient_delivery
 from worker.domain.rules import (
     check_confidential_feature,
     check_forward_allowed,
@@ -18,11 +20,9 @@ from worker.domain.rules import (
     check_reply_all_allowed,
     check_reply_allowed,
 )
-from worker.domain.secrets import verify_password
 from worker.models import (
     BodyFormat,
     Delivery,
-    FyeoAttempt,
     FyeoType,
     Message,
     MessageAction,
@@ -74,18 +74,6 @@ def _is_participant(session: Session, message: Message, user_id: int) -> bool:
     )
 
 
-def _check_fyeo_password(parent: Message, user: User, password: str) -> None:
-    if parent.fyeo_type is FyeoType.DISABLED or parent.sender_id == user.id:
-        return
-    stored = (
-        user.password_hash
-        if parent.fyeo_type is FyeoType.ACCOUNT_PASSWORD
-        else (parent.password_hash)
-    )
-    if not verify_password(stored, password):
-        raise ApiError(errors.FYEO_PASSWORD_WRONG)
-
-
 def precreate_message(
     session: Session,
     *,
@@ -109,7 +97,7 @@ def precreate_message(
             raise ApiError(errors.NO_ACCESS)
         if parent.status is MessageStatus.RECALLED:
             raise ApiError(errors.MESSAGE_RECALLED)
-        _check_fyeo_password(parent, user, parent_password)
+        check_fyeo_password(parent, user, parent_password)
         check_forward_allowed(action, parent)
         check_reply_allowed(action, parent)
         check_reply_all_allowed(action, parent, None)
@@ -131,6 +119,8 @@ def precreate_message(
         )
     session.add(message)
     session.flush()
+    if parent is not None and action is MessageAction.FORWARD:
+        copy_for_forward(session, parent_id=parent.id, message_id=message.id, now=now)
     return message.guid
 
 
@@ -249,6 +239,7 @@ class MessageView:
     retrieved: bool  # whether the caller has read it
     created_at: datetime
     sent_at: datetime | None
+    attachments: tuple[AttachmentInfo, ...]
 
 
 def _participant(user: User | None, address: str) -> Participant:
@@ -289,38 +280,8 @@ def message_view(
         retrieved=retrieved,
         created_at=message.created_at,
         sent_at=message.sent_at,
+        attachments=tuple(info_of(a) for a in message.attachments),
     )
-
-
-MAX_FYEO_FAILURES = 5
-FYEO_LOCKOUT = timedelta(minutes=15)
-
-
-def _guard_fyeo_body(
-    session: Session, message: Message, user: User, password: str, now: datetime
-) -> None:
-    """Check a reader's FYEO password, counting wrong ones (kept although the error
-    rolls back everything else): the fifth in a row locks this message for this reader
-    for 15 minutes (39), also against the right password."""
-    attempt = session.scalars(
-        select(FyeoAttempt)
-        .where(FyeoAttempt.message_id == message.id, FyeoAttempt.user_id == user.id)
-        .with_for_update()
-    ).one_or_none()
-    if attempt is not None and attempt.locked_until is not None and attempt.locked_until > now:
-        raise ApiError(errors.FYEO_LOCKED)
-    try:
-        _check_fyeo_password(message, user, password)
-    except ApiError as wrong:
-        if attempt is None:
-            attempt = FyeoAttempt(message_id=message.id, user_id=user.id, failures=0)
-            session.add(attempt)
-        attempt.failures += 1
-        if attempt.failures >= MAX_FYEO_FAILURES:
-            attempt.failures, attempt.locked_until = 0, now + FYEO_LOCKOUT
-        raise ApiError(wrong.kind, keep_changes=True) from None
-    if attempt is not None:
-        attempt.failures, attempt.locked_until = 0, None
 
 
 def get_message(
@@ -341,31 +302,23 @@ def get_message(
     message = session.scalars(
         select(Message)
         .where(Message.guid == guid)
-        .options(selectinload(Message.recipients).joinedload(Recipient.user))
+        .options(
+            selectinload(Message.recipients).joinedload(Recipient.user),
+            selectinload(Message.attachments),
+        )
     ).one_or_none()
     if message is None:
         raise ApiError(errors.MESSAGE_NOT_FOUND)
     if message.sender_id == caller.user_id:
         return message_view(message, include_body=include_body, show_bcc=True, retrieved=True)
-    delivery = (
-        None
-        if message.status is MessageStatus.DRAFT
-        else session.scalars(
-            select(Delivery).where(
-                Delivery.message_id == message.id, Delivery.user_id == caller.user_id
-            )
-        ).one_or_none()
+    delivery = recipient_delivery(
+        session,
+        message,
+        user_id=caller.user_id,
+        content=include_body,
+        fyeo_password=fyeo_password,
+        now=now,
     )
-    if delivery is None:
-        raise ApiError(errors.MESSAGE_NOT_FOUND)
-    if message.status is MessageStatus.RECALLED:
-        raise ApiError(errors.MESSAGE_RECALLED)
-    if message.expiry_date is not None and message.expiry_date <= now:
-        raise ApiError(errors.EXPIRY_INVALID)
-    if include_body and message.fyeo_type is not FyeoType.DISABLED:
-        if not fyeo_password:
-            raise ApiError(errors.FYEO_PASSWORD_MISSING)
-        _guard_fyeo_body(session, message, _caller_user(session, caller), fyeo_password, now)
     if include_body and delivery.retrieved_at is None:
         delivery.retrieved_at = now  # the recipient has read it
     return message_view(
