@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from api_shim.wire import CaseInsensitive, Flag, Guid, UtcDatetime, case_insensitive
+from worker.domain.attachments import MAX_FILES_PER_REQUEST
 from worker.domain.mailbox import Folder
 from worker.models import BodyFormat, FyeoType, MessageAction
 from worker.payloads import NotificationFormat
@@ -181,3 +182,42 @@ class SearchMessagesRequest(InboxRequest):
         default=None, description="JSON or JSV in a query string: {types:[Inbox]}."
     )
     sort: SearchSort | None = None
+
+
+# Attachments (SPEC 9). The domain checks names and the group's limits; these bounds keep
+# what cannot be a file out (-1 bytes, 2^63 bytes, chunk 0).
+MAX_FILE_BYTES = 2**53
+MAX_FILE_NAME_IN = 1_000
+
+
+class AttachmentPlaceholderIn(Dto):
+    file_name: str = Field(max_length=MAX_FILE_NAME_IN, description="The file's name.")
+    total_bytes_length: int = Field(ge=0, le=MAX_FILE_BYTES, description="Its size in bytes.")
+
+
+class PreCreateAttachmentsRequest(Dto):
+    message_guid: Guid = Field(description="The draft the files are for.")
+    attachment_placeholders: list[AttachmentPlaceholderIn] = Field(
+        min_length=1, max_length=MAX_FILES_PER_REQUEST, description="The files to make room for."
+    )
+
+
+class UploadAttachmentChunkRequest(Dto):
+    attachment_guid: Guid = Field(description="From PreCreateAttachments.")
+    chunk_number: int = Field(ge=1, le=2**31 - 1, description="From 1, as pre-created.")
+
+
+class RemoveAttachmentRequest(Dto):
+    message_guid: Guid | None = Field(
+        default=None, description="The draft (DELETE /attachments/{guid}: the file's own)."
+    )
+    attachment_guid: Guid
+
+
+class DownloadAttachmentRequest(Dto):
+    attachment_guid: Guid
+    # What the vendor's clients may send besides: accepted, and the file is answered as
+    # it was uploaded.
+    preview: Flag | None = Field(default=None, description="Ignored: the file as uploaded.")
+    download_type: str | None = Field(default=None, max_length=100, description="Ignored.")
+    download_file_type: str | None = Field(default=None, max_length=100, description="Ignored.")

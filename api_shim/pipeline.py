@@ -3,8 +3,10 @@ capped body to the bound DTO, the handler and the response.
 
 The request DTO is bound from the query string, the JSON body and the path (in rising
 priority), case-insensitively (`wire.bind`). A handler gets a `Call[D]` (the request, its
-DTO, the services) and answers a response model, or a `Reply` for another status,
-headers or a cookie.
+DTO, the services) and answers a response model, a `Reply` for another status,
+headers or a cookie, or a Response of its own (a file). An operation that takes bytes
+(an attachment's chunk) is given its body as it came, `raw_body_limit` at most, instead
+of JSON to bind.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class Call(Generic[D]):
     request: Request
     dto: D
     services: Services
+    body: bytes = b""  # an operation with a raw body: the body as it came
 
     async def write(self, fn: Callable[[Session, Caller], T]) -> T:
         """`fn(session, caller)` in one read-write transaction that first resolves the
@@ -121,9 +124,9 @@ class Call(Generic[D]):
             logger.warning("could not refresh session %s", caller.session_id, exc_info=True)
 
 
-# What a handler answers: the response model (200), or a `Reply` for another status,
-# headers or a cookie.
-Handler = Callable[[Call[D]], Awaitable[Reply[Any] | BaseModel]]
+# What a handler answers: the response model (200), a `Reply` for another status,
+# headers or a cookie, or a Response of its own.
+Handler = Callable[[Call[D]], Awaitable[Reply[Any] | BaseModel | Response]]
 
 
 def session_token(request: Request) -> str | None:
@@ -137,29 +140,26 @@ def session_token(request: Request) -> str | None:
     return request.cookies.get(SESSION_COOKIE) or None
 
 
-async def _capped_body(request: Request) -> bytes:
-    """The body, refused with 413 past MAX_BODY_BYTES without reading it all."""
+async def _capped_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 past `limit` bytes without reading it all (a declared
+    length past it: without reading any)."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+    if declared.isdigit() and int(declared) > limit:
         raise ApiError(errors.TOO_LARGE)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > MAX_BODY_BYTES:
+        if size > limit:
             raise ApiError(errors.TOO_LARGE)
         chunks.append(chunk)
     return b"".join(chunks)
 
 
-async def _request_data(request: Request, path_params: Mapping[str, Any]) -> dict[str, Any]:
-    data: dict[str, Any] = {
+def _query_data(request: Request) -> dict[str, Any]:
+    return {
         k: QueryText(v) for k, v in request.query_params.items() if k.lower() not in RESERVED_QUERY
     }
-    if request.method in ("POST", "PUT", "PATCH", "DELETE"):
-        data.update(parse_json_body(await _capped_body(request)))
-    data.update(path_params)
-    return data
 
 
 async def run_operation(
@@ -169,18 +169,28 @@ async def run_operation(
     dto_type: type[D],
     handler: Handler[D],
     authenticated: bool,
+    raw_body_limit: int | None = None,
 ) -> Response:
-    """Bind the DTO, check that a session token was given (rule 1 itself is checked by
-    the handler's `Call.write`/`Call.read`), run the handler and write its answer; an
-    ApiError on the way is answered as a ServiceStack error body."""
+    """Bind the DTO (from the query, a JSON body and the path; or, with `raw_body_limit`,
+    from the query and the path, the body handed over as it came), check that a session
+    token was given (rule 1 itself is checked by the handler's `Call.write`/`Call.read`),
+    run the handler and write its answer; an ApiError on the way is answered as a
+    ServiceStack error body."""
     services: Services = request.app.state.services
     try:
-        dto = bind(dto_type, await _request_data(request, path_params))
+        data, body = _query_data(request), b""
+        if raw_body_limit is not None:
+            body = await _capped_body(request, raw_body_limit)
+        elif request.method in ("POST", "PUT", "PATCH", "DELETE"):
+            data.update(parse_json_body(await _capped_body(request, MAX_BODY_BYTES)))
+        dto = bind(dto_type, {**data, **path_params})
         if authenticated and not session_token(request):
             raise ApiError(errors.SESSION_INVALID)  # before the handler does anything
-        answer = await handler(Call(request=request, dto=dto, services=services))
+        answer = await handler(Call(request=request, dto=dto, services=services, body=body))
     except ApiError as error:
         return error_response(request, error)
+    if isinstance(answer, Response):
+        return answer
     reply = answer if isinstance(answer, Reply) else Reply(body=answer)
     response = respond(request, reply.body, status=reply.status, headers=reply.headers)
     if reply.set_cookie is not None:

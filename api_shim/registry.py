@@ -50,6 +50,9 @@ class Operation(Generic[D]):
     response: type[BaseModel] | None = None
     errors: tuple[ErrorKind, ...] = ()
     extra_responses: dict[int, tuple[str, type[BaseModel]]] = field(default_factory=dict)
+    # Set for an operation that takes bytes, not JSON (an attachment's chunk): the body
+    # is handed to the handler as it came, refused (413) past this many bytes.
+    raw_body_limit: int | None = None
 
 
 def error_kinds(op: Operation[Any]) -> tuple[ErrorKind, ...]:
@@ -66,6 +69,7 @@ async def _run(op: Operation[D], request: Request, path_params: Mapping[str, Any
         dto_type=op.request,
         handler=op.handler,
         authenticated=op.authenticated,
+        raw_body_limit=op.raw_body_limit,
     )
 
 

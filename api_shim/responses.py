@@ -5,12 +5,14 @@ vendor's spellings)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from worker.domain.attachments import CHUNK_BYTES, AttachmentInfo, AttachmentLimits, PreCreated
 from worker.domain.auth import LoginResult
 from worker.domain.clock import iso_utc
 from worker.domain.jobs import JobView
@@ -168,6 +170,31 @@ class MessageOptionsOut(_Body):
         )
 
 
+class AttachmentSummary(_Body):
+    """A file of a message, as the vendor's SDKs read it (`guid` is the pre-created
+    `attachmentGuid`)."""
+
+    guid: str
+    file_name: str
+    file_size: int
+    status: str = Field(description="Complete, or Uploading while chunks are missing.")
+    chunk_count: int
+    original_file_extension: str = Field(description="Without the dot; empty for none.")
+    type: str = Field(description="Its media type, guessed from the extension.")
+
+    @classmethod
+    def of(cls, attachment: AttachmentInfo) -> Self:
+        return cls(
+            guid=attachment.guid,
+            file_name=attachment.file_name,
+            file_size=attachment.size,
+            status="Complete" if attachment.complete else "Uploading",
+            chunk_count=attachment.chunk_count,
+            original_file_extension=attachment.extension,
+            type=attachment.media_type,
+        )
+
+
 class MessageSummary(_Body):
     """The vendor's MessageSummary (its names: `guid`, `date`, …) with the body."""
 
@@ -191,6 +218,7 @@ class MessageSummary(_Body):
     retrieved: bool = Field(description="Whether the caller has read it.")
     created_date: str
     sent_date: str | None
+    attachments: list[AttachmentSummary]
 
     @classmethod
     def of(cls, message: MessageView) -> Self:
@@ -218,6 +246,7 @@ class MessageSummary(_Body):
             retrieved=message.retrieved,
             created_date=_time(message.created_at),
             sent_date=iso_utc(message.sent_at),
+            attachments=[AttachmentSummary.of(a) for a in message.attachments],
         )
 
 
@@ -252,4 +281,61 @@ class QuotasResponse(_Body):
             daily_messages_left=quotas.messages_left,
             daily_invites_allowed=quotas.invites_allowed,
             daily_invites_left=quotas.invites_left,
+        )
+
+
+class ChunkOut(_Body):
+    chunk_number: int
+    bytes_size: int
+    byte_start_index: int
+    byte_end_index: int = Field(description="The first byte after the chunk (start + size).")
+    upload_uri: str = Field(description="Where to POST it (multipart, part 'upload').")
+
+
+class AttachmentPlaceholderOut(_Body):
+    attachment_guid: str
+    file_name: str
+    chunks: list[ChunkOut]
+
+
+class PreCreateAttachmentsResponse(_Body):
+    attachment_placeholders: list[AttachmentPlaceholderOut]
+
+    @classmethod
+    def of(cls, created: list[PreCreated], upload_uri: Callable[[str, int], str]) -> Self:
+        """`upload_uri(attachment_guid, chunk_number)`: where each chunk goes."""
+        return cls(
+            attachment_placeholders=[
+                AttachmentPlaceholderOut(
+                    attachment_guid=file.guid,
+                    file_name=file.file_name,
+                    chunks=[
+                        ChunkOut(
+                            chunk_number=chunk.number,
+                            bytes_size=chunk.size,
+                            byte_start_index=chunk.start,
+                            byte_end_index=chunk.end,
+                            upload_uri=upload_uri(file.guid, chunk.number),
+                        )
+                        for chunk in file.chunks
+                    ],
+                )
+                for file in created
+            ]
+        )
+
+
+class ServiceSettingsResponse(_Body):
+    max_message_file_size_bytes: int = Field(description="The largest file the caller may send.")
+    max_message_total_size_bytes: int = Field(description="All of one message's files.")
+    attachment_types: list[str] = Field(description="Allowed extensions; empty: any.")
+    chunk_size_bytes: int = Field(description="The size of every chunk but a file's last.")
+
+    @classmethod
+    def of(cls, limits: AttachmentLimits) -> Self:
+        return cls(
+            max_message_file_size_bytes=limits.max_file_bytes,
+            max_message_total_size_bytes=limits.max_message_bytes,
+            attachment_types=list(limits.types),
+            chunk_size_bytes=CHUNK_BYTES,
         )

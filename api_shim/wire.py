@@ -187,6 +187,9 @@ def _rekey(model: type[BaseModel], data: Mapping[str, Any]) -> dict[str, Any]:
             value = _complex_value(name, annotation, value)
         if nested is not None and isinstance(value, Mapping):
             value = _rekey(nested, value)
+        elif nested is not None and isinstance(value, list):
+            # A list of objects (PreCreateAttachments' placeholders): each bound the same way.
+            value = [_rekey(nested, v) if isinstance(v, Mapping) else v for v in value]
         bound[name] = value
     return bound
 
@@ -329,6 +332,31 @@ def error_response(request: Request, error: ApiError) -> Response:
 
 # --- paths and content negotiation ---------------------------------------------------------
 
+
+def _trusted(peer: str, allowed: str) -> bool:
+    hosts = {h.strip() for h in allowed.split(",") if h.strip()}
+    return "*" in hosts or peer in hosts
+
+
+def client_base_url(request: Request, forwarded_allow_ips: str) -> str:
+    """The scheme and host the client called, without a trailing slash: the request's
+    own, or what `X-Forwarded-Proto` and `X-Forwarded-Host` say when the peer is a
+    trusted proxy (FORWARDED_ALLOW_IPS)."""
+    base = str(request.base_url).rstrip("/")
+    peer = request.client.host if request.client else ""
+    if not forwarded_allow_ips or not _trusted(peer, forwarded_allow_ips):
+        return base
+    scheme, _, rest = base.partition("://")
+    host, slash, root = rest.partition("/")
+    proto = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+    forwarded_host = request.headers.get("x-forwarded-host", "").split(",")[0].strip()
+    if proto in ("http", "https"):
+        scheme = proto
+    if forwarded_host and re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+", forwarded_host):
+        host = forwarded_host
+    return f"{scheme}://{host}{slash}{root}".rstrip("/")
+
+
 REPEATED_SLASHES = re.compile(r"//+")
 
 
@@ -360,9 +388,15 @@ def _accepts_json(accept: str) -> bool:
     return False
 
 
+# DownloadAttachment answers a file whatever `Accept` says (the vendor's SDKs ask for
+# application/json).
+_FILE_ANSWER = re.compile(r"^/api(?:/v1)?/attachments/[^/]+$")
+
+
 class ContentNegotiation:
     """ASGI middleware: `.json` suffixes and `?format=json` select JSON (the only format);
-    any other format, by suffix, `format` or `Accept`, answers 406."""
+    any other format, by suffix, `format` or `Accept`, answers 406. A file download is
+    not negotiated."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -373,7 +407,11 @@ class ContentNegotiation:
             return
         path: str = scope["path"]
         # /openapi.json, /metrics, … and the HTML metadata page are not ServiceStack replies.
-        if not path.startswith(("/api/", "/json/")) or path == METADATA_PAGE:
+        if (
+            not path.startswith(("/api/", "/json/"))
+            or path == METADATA_PAGE
+            or (scope["method"] == "GET" and _FILE_ANSWER.match(path))
+        ):
             await self.app(scope, receive, send)
             return
         last = path.rsplit("/", 1)[-1]

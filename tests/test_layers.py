@@ -39,6 +39,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "worker.celery_factory",
         "worker.lanes",
         "worker.pacing",
+        "worker.attachment_files",
         "worker.embedded_broker",
         "worker.payloads",
         "worker.client",
@@ -53,6 +54,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "api wire": (
         "api_shim.jsv",
         "api_shim.wire",
+        "api_shim.multipart",
         "api_shim.dtos",
         "api_shim.responses",
         "api_shim.dispatch",

@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     SmallInteger,
     String,
@@ -178,6 +179,10 @@ class JobStatus(enum.StrEnum):
     FAILED = "failed"
 
 
+DEFAULT_MAX_ATTACHMENT_BYTES = 100 * 1024 * 1024
+DEFAULT_MAX_MESSAGE_BYTES = 250 * 1024 * 1024
+
+
 class Group(Base):
     __tablename__ = "groups"
 
@@ -194,6 +199,17 @@ class Group(Base):
     feature_cra: Mapped[bool] = mapped_column(Boolean, default=False)
     feature_send_to_contacts: Mapped[bool] = mapped_column(Boolean, default=True)
     feature_recall: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Attachments (SPEC 9): the largest file, all of a message's files, and the allowed
+    # extensions (lower case, comma-separated, without the dot; empty: any).
+    max_attachment_bytes: Mapped[int] = mapped_column(
+        BigInteger,
+        default=DEFAULT_MAX_ATTACHMENT_BYTES,
+        server_default=str(DEFAULT_MAX_ATTACHMENT_BYTES),
+    )
+    max_message_bytes: Mapped[int] = mapped_column(
+        BigInteger, default=DEFAULT_MAX_MESSAGE_BYTES, server_default=str(DEFAULT_MAX_MESSAGE_BYTES)
+    )
+    attachment_types: Mapped[str] = mapped_column(Text, default="", server_default="")
     # Bumped whenever this group's banned list (or the global list) changes, so a worker
     # rebuilds its compiled matcher only then.
     banned_version: Mapped[int] = mapped_column(Integer, default=0)
@@ -310,6 +326,44 @@ class Message(Base):
         order_by="Recipient.position",
         cascade="all, delete-orphan",
     )
+    attachments: Mapped[list[Attachment]] = relationship(
+        order_by="Attachment.id", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class Attachment(Base):
+    """A file of a message (PreCreateAttachments). Its bytes are chunks under
+    `content_key`, sealed with its data key (`sealed_key`: the key itself sealed under
+    SECRET_KEY); a forward's copy shares the parent's content and key."""
+
+    __tablename__ = "attachments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    guid: Mapped[str] = mapped_column(String(32), unique=True, default=new_guid)
+    message_id: Mapped[int] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), index=True
+    )
+    file_name: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger)
+    chunk_bytes: Mapped[int] = mapped_column(Integer)  # every chunk's size but the last's
+    chunk_count: Mapped[int] = mapped_column(Integer)
+    chunks_stored: Mapped[int] = mapped_column(Integer, default=0)
+    content_key: Mapped[str] = mapped_column(String(32), index=True)
+    sealed_key: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=clock.now)
+
+
+class AttachmentChunk(Base):
+    """One uploaded chunk of an attachment's content: a keyed digest of its plain bytes
+    (an upload again compares it) and the sealed bytes, NULL when they are kept in
+    ATTACHMENTS_DIR instead."""
+
+    __tablename__ = "attachment_chunks"
+
+    content_key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)  # from 1
+    digest: Mapped[bytes] = mapped_column(LargeBinary(32))
+    sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 class Recipient(Base):

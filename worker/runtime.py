@@ -1,6 +1,7 @@
 """One runtime per process: what it holds for its lifetime (settings, the database, the
-keys derived from SECRET_KEY, Redis, the mail relays and their pace, a Celery publisher),
-built where the process starts and passed explicitly from there (arq's `ctx`).
+keys derived from SECRET_KEY, Redis, the mail relays and their pace, where attachment
+chunks are kept, a Celery publisher), built where the process starts and passed
+explicitly from there (arq's `ctx`).
 
 - a worker's pool process: `worker_process_init` (worker/celery_app.py), closed at its
   shutdown; its tasks take it with `current()` and pass it on;
@@ -18,8 +19,10 @@ from dataclasses import dataclass, field
 import redis
 from celery import Celery
 
+from worker.attachment_files import make_chunk_store
 from worker.celery_factory import create_app
 from worker.db import Database
+from worker.domain.attachments import ChunkStore
 from worker.domain.delivery import MailTransport
 from worker.domain.pace import Pacing
 from worker.domain.secrets import Keys
@@ -37,6 +40,7 @@ class Runtime:
     redis: redis.Redis | None  # the broker's Redis, for what securesend keeps there itself
     _relays: list[MailTransport] | None = field(default=None, repr=False)
     _pacing: Pacing | None = field(default=None, repr=False)
+    _chunk_store: ChunkStore | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, settings: Settings, *, celery: Celery | None = None) -> Runtime:
@@ -72,6 +76,12 @@ class Runtime:
                 relay_count=len(self.settings.smtp_urls) or 1,
             )
         return self._pacing
+
+    def chunk_store(self) -> ChunkStore:
+        """Where attachment chunks are kept: the database, or ATTACHMENTS_DIR."""
+        if self._chunk_store is None:
+            self._chunk_store = make_chunk_store(self.settings)
+        return self._chunk_store
 
     def close(self) -> None:
         """Close the mail relays and the database's connections."""

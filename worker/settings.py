@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     # How long Redis keeps a task's result for `result.get()` by direct enqueuers; the job
     # row keeps the answer for RETENTION_DAYS. A send's result is a few KB (docs/reliability.md).
     result_ttl_seconds: int = 3600
+    # Attachments (SPEC 9): their sealed chunks live in the database unless this names a
+    # folder every API process can reach (a shared volume). FORWARDED_ALLOW_IPS: the
+    # proxies (comma-separated addresses, or *) whose X-Forwarded-Proto/-Host say the
+    # address clients call, for the absolute `uploadUri`s PreCreateAttachments answers.
+    attachments_dir: Path | None = None
+    forwarded_allow_ips: str = ""
     # Jobs, emails and sessions older than this are deleted (hourly; 0 keeps everything).
     retention_days: int = 7
 

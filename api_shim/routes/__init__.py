@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from api_shim.registry import Operation
-from api_shim.routes import auth, messages, public, send, user
+from api_shim.routes import attachments, auth, messages, public, send, user
 
 
 def all_operations() -> list[Operation[Any]]:
@@ -15,4 +15,5 @@ def all_operations() -> list[Operation[Any]]:
         *user.OPERATIONS,
         *messages.OPERATIONS,
         *send.OPERATIONS,
+        *attachments.OPERATIONS,
     ]

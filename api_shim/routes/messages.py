@@ -68,7 +68,7 @@ async def save_message(call: Call[SaveMessageRequest]) -> EmptyResponse:
     return EmptyResponse()
 
 
-def _fyeo_password(encoded: str | None) -> str | None:
+def fyeo_password(encoded: str | None) -> str | None:
     if encoded is None:
         return None
     try:
@@ -88,7 +88,7 @@ async def get_message(call: Call[MessageRequest]) -> MessageSummary:
             caller=caller,
             guid=dto.message_guid,
             include_body=dto.retrieve_body,
-            fyeo_password=_fyeo_password(encoded_password),
+            fyeo_password=fyeo_password(encoded_password),
             now=now,
         )
     )

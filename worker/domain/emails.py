@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parseaddr
@@ -17,6 +18,7 @@ from functools import lru_cache
 from typing import Any
 
 from worker import telemetry
+from worker.domain.attachments import AttachmentInfo
 from worker.domain.drafts import Addressee, Draft, Person, Sender
 from worker.domain.rendering import RenderedEmail, Renderer
 from worker.domain.secrets import Keys
@@ -39,9 +41,39 @@ def message_url(settings: Settings, guid: str) -> str:
     return f"{settings.public_base_url.rstrip('/')}/messages/{guid}"
 
 
-def notification_context(message: Draft, sender: Sender, settings: Settings) -> dict[str, Any]:
+def _size_text(size: int) -> str:
+    """A file's size as people read it: "1 byte", "512 bytes", "1.4 KB", "25.0 MB"."""
+    if size < 1000:
+        return "1 byte" if size == 1 else f"{size} bytes"
+    value = size / 1000
+    for unit in ("KB", "MB"):
+        if value < 1000:
+            return f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"
+
+
+def notification_context(
+    message: Draft,
+    sender: Sender,
+    settings: Settings,
+    *,
+    attachments: Sequence[AttachmentInfo] = (),
+) -> dict[str, Any]:
+    """What the notification templates read. Files are named with their sizes, never
+    their content; a confidential message's files only counted (their names are no less
+    telling than its subject)."""
     return {
         "sender": sender_context(sender),
+        "attachments": {
+            "count": len(attachments),
+            "total_size": _size_text(sum(a.size for a in attachments)),
+            "files": (
+                []
+                if message.confidential
+                else [{"name": a.file_name, "size": _size_text(a.size)} for a in attachments]
+            ),
+        },
         "message": {
             "subject": message.subject,
             "confidential": message.confidential,
@@ -116,11 +148,12 @@ class OutboxWriter:
         message: Draft,
         recipients: list[Addressee],
         *,
+        context: dict[str, Any],
         rendered: dict[str, RenderedEmail] | None = None,
     ) -> None:
-        """One notification email per recipient, rendered once per recipient locale
-        (`rendered` holds what the caller already rendered, by locale)."""
-        context = notification_context(message, self.sender, self.settings)
+        """One notification email per recipient, rendered from `context`
+        (`notification_context`) once per recipient locale (`rendered` holds what the
+        caller already rendered, by locale)."""
         by_locale: dict[str, RenderedEmail] = dict(rendered or {})
         rows = []
         for user in recipients:

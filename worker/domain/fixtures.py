@@ -18,6 +18,7 @@ from pydantic.alias_generators import to_camel
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from worker.domain.attachments import parse_types
 from worker.domain.auth import normalize_email
 from worker.domain.secrets import hash_password, verify_password
 from worker.models import BannedEntry, BannedKind, Contact, Group, User, UserState
@@ -48,6 +49,11 @@ class GroupFixture(_Fixture):
     daily_invites: int | None = Field(default=None, ge=0)
     max_recipients: int | None = Field(default=None, ge=1)
     max_expiry_days: int | None = Field(default=None, ge=0)
+    # Attachments (SPEC 9): the largest file, all of one message's files, the extensions
+    # allowed (with or without the dot; empty: any).
+    max_attachment_bytes: int | None = Field(default=None, ge=0)
+    max_message_bytes: int | None = Field(default=None, ge=0)
+    attachment_types: list[str] | None = None
     features: GroupFeatures = Field(default_factory=GroupFeatures)
     banned: BannedLists | None = None
 
@@ -76,7 +82,14 @@ def read_fixture_file(path: Path) -> FixtureFile:
     return FixtureFile.model_validate(data or {})
 
 
-_NUMBERS = ("daily_messages", "daily_invites", "max_recipients", "max_expiry_days")
+_NUMBERS = (
+    "daily_messages",
+    "daily_invites",
+    "max_recipients",
+    "max_expiry_days",
+    "max_attachment_bytes",
+    "max_message_bytes",
+)
 _FEATURES = tuple(GroupFeatures.model_fields)
 
 
@@ -85,13 +98,17 @@ def _apply_group(session: Session, fixture: GroupFixture, defaults: Group | None
     if group is None:
         group = Group(name=fixture.name, banned_version=0)
         for column in Group.__table__.columns:
-            if defaults is not None and column.name.startswith(("daily_", "max_", "feature_")):
+            if defaults is not None and column.name.startswith(
+                ("daily_", "max_", "feature_", "attachment_")
+            ):
                 setattr(group, column.name, getattr(defaults, column.name))
         session.add(group)
     for number in _NUMBERS:
         value = getattr(fixture, number)
         if value is not None:
             setattr(group, number, value)
+    if fixture.attachment_types is not None:
+        group.attachment_types = ",".join(parse_types(",".join(fixture.attachment_types)))
     for feature in _FEATURES:
         value = getattr(fixture.features, feature)
         if value is not None:

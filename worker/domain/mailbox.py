@@ -239,6 +239,7 @@ def _views(session: Session, ids: list[int], *, caller_id: int) -> tuple[Message
             .where(Message.id.in_(ids))
             .options(
                 selectinload(Message.recipients).joinedload(Recipient.user),
+                selectinload(Message.attachments),
                 joinedload(Message.sender),
                 joinedload(Message.parent),
             )

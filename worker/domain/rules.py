@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import ReturningInsert
 
 from worker.domain import errors
+from worker.domain.attachments import AttachmentInfo, check_complete
 from worker.domain.auth import normalize_email
 from worker.domain.banned import matcher_for_group
 from worker.domain.drafts import Addressee, Draft, Sender, SenderGroup
@@ -113,6 +114,8 @@ class SendContext:
     new_addresses: list[Address] = field(default_factory=list)
     # The claim rule 22 left to the send's write statement, if it did.
     deferred_claim: QuotaClaim | None = None
+    # The draft's files (read only when it has some).
+    attachments: tuple[AttachmentInfo, ...] = ()
 
     @property
     def group(self) -> SenderGroup:
@@ -238,6 +241,11 @@ def rule_14_has_recipients(ctx: SendContext) -> None:
             FieldError("NotEmpty", "To", "'To' must not be empty."),
             message="'To' must not be empty.",
         )
+
+
+def rule_14a_attachments_complete(ctx: SendContext) -> None:
+    """SPEC 9: right after rule 14, every file of the draft completely uploaded."""
+    check_complete(ctx.attachments)
 
 
 def rule_15_recipient_limit(ctx: SendContext) -> None:
@@ -405,6 +413,7 @@ SEND_RULES: tuple[SendRule, ...] = (
     rule_12_fyeo_password_given,
     rule_13_fyeo_password_valid,
     rule_14_has_recipients,
+    rule_14a_attachments_complete,
     rule_15_recipient_limit,
     rule_16_no_disabled_recipient,
     rule_17_contacts_allowed,

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from worker.domain import clock, errors
+from worker.domain.attachments import attachments_of
 from worker.domain.auth import normalize_email
 from worker.domain.drafts import Draft, load_addressees, load_draft_for_update
 from worker.domain.emails import OutboxWriter, notification_context
@@ -156,6 +157,7 @@ def _send_draft(
         addresses=addresses,
         users_by_email=message.users | load_addressees(session, list(message.unmatched)),
         claims_with_the_writes=claims_quota(session),
+        attachments=attachments_of(session, message.id) if message.attachment_count else (),
     )
     run_send_rules(ctx)
 
@@ -170,9 +172,10 @@ def _send_draft(
     )
     invited = invite_new_users(ctx, outbox=outbox)
     ctx.users_by_email.update(invited)
+    context = notification_context(message, sender, settings, attachments=ctx.attachments)
     neutral = renderer.render(
         "notification",
-        notification_context(message, sender, settings),
+        context,
         locale=DEFAULT_LOCALE,
         group=sender.group.name,
     )
@@ -189,7 +192,9 @@ def _send_draft(
         [(a.kind, a.email, user) for a, user in zip(ctx.addresses, recipients, strict=True)],
     )
     if request.send_email_notification:
-        outbox.queue_notifications(message, recipients, rendered={DEFAULT_LOCALE: neutral})
+        outbox.queue_notifications(
+            message, recipients, context=context, rendered={DEFAULT_LOCALE: neutral}
+        )
     unique_password = message.fyeo_type is FyeoType.UNIQUE_PASSWORD
     return SendWrites(
         message=SentMessage(
