@@ -27,19 +27,45 @@ SECURITY_SCHEMES = {
 }
 
 
+BINARY = {"type": "string", "format": "binary"}
+FILE_ANSWER = {
+    "description": "The file's bytes; Content-Disposition names it",
+    "content": {"application/octet-stream": {"schema": BINARY}},
+}
+CHUNK_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {"upload": BINARY},
+                "required": ["upload"],
+            }
+        },
+        "application/octet-stream": {"schema": BINARY},
+    },
+}
+
+
 def responses(
     response: type[BaseModel] | None,
     extra: dict[int, tuple[str, type[BaseModel]]],
     kinds: tuple[ErrorKind, ...],
+    *,
+    file_answer: bool = False,
 ) -> dict[int | str, dict[str, Any]]:
-    """An operation's answers: 200 with its response model (None: an empty object), its
-    `extra` answers (202 for SendMessage), and its error `kinds`
-    (`registry.error_kinds`) grouped by HTTP status."""
+    """An operation's answers: 200 with its response model (None: an empty object; with
+    `file_answer`, bytes), its `extra` answers (202 for SendMessage), and its error
+    `kinds` (`registry.error_kinds`) grouped by HTTP status."""
     by_status: dict[int, list[ErrorKind]] = {}
     for kind in kinds:
         by_status.setdefault(kind.http_status, []).append(kind)
     answers: dict[int | str, dict[str, Any]] = {
-        200: {"model": response or EmptyResponse, "description": "Success"}
+        200: (
+            FILE_ANSWER
+            if file_answer
+            else {"model": response or EmptyResponse, "description": "Success"}
+        )
     }
     for status, (description, model) in extra.items():
         answers[status] = {"model": model, "description": description}
@@ -89,9 +115,11 @@ def request(
     path: str,
     authenticated: bool,
     components: dict[str, Any],
+    raw_body: bool = False,
 ) -> dict[str, Any]:
-    """A route's parameters or request body (from its request `model`), and its security;
-    the model's nested models are added to `components`."""
+    """A route's parameters or request body (from its request `model`; with `raw_body`,
+    the model's properties are parameters and the body a chunk of bytes), and its
+    security; the model's nested models are added to `components`."""
     schema = _null_means_not_given(
         model.model_json_schema(by_alias=True, ref_template=SCHEMA_REF),
         in_body=method != "GET",
@@ -109,11 +137,13 @@ def request(
         for name in sorted(in_path)
     ]
     extra: dict[str, Any] = {}
-    if method == "GET":
+    if method == "GET" or raw_body:
         parameters += [
             _query_parameter(name, prop) for name, prop in properties.items() if name not in in_path
         ]
-    else:
+    if raw_body:
+        extra["requestBody"] = CHUNK_BODY
+    elif method != "GET":
         body = dict(schema)
         body["properties"] = {k: v for k, v in properties.items() if k not in in_path}
         body["required"] = [r for r in schema.get("required", []) if r not in in_path]

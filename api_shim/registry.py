@@ -14,8 +14,9 @@ from typing import Any, Generic, TypeVar
 
 from fastapi import FastAPI
 from pydantic import BaseModel
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from api_shim import openapi
 from api_shim.pipeline import Handler, run_operation
@@ -53,6 +54,8 @@ class Operation(Generic[D]):
     # Set for an operation that takes bytes, not JSON (an attachment's chunk): the body
     # is handed to the handler as it came, refused (413) past this many bytes.
     raw_body_limit: int | None = None
+    # Set for an operation that answers a file (its handler returns the Response).
+    file_answer: bool = False
 
 
 def error_kinds(op: Operation[Any]) -> tuple[ErrorKind, ...]:
@@ -81,9 +84,34 @@ def _endpoint(op: Operation[Any]) -> Callable[[Request], Awaitable[Response]]:
     return endpoint
 
 
+class _GuidSegment(Convertor[str]):
+    """A path segment that can be a GUID (N, D or braced form); its value as it came."""
+
+    regex = "[0-9A-Fa-f{}-]{32,38}"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+# Path parameters that match only what can be a GUID: /attachments/precreate is
+# PreCreateAttachments, never DownloadAttachment of a file called "precreate" (the other
+# operations keep answering 400 for a malformed GUID in their path).
+GUID_ONLY_PARAMETERS = ("attachmentGuid",)
+
+
+def _router_path(path: str) -> str:
+    for name in GUID_ONLY_PARAMETERS:
+        path = path.replace("{" + name + "}", "{" + name + ":guid}")
+    return path
+
+
 def register(app: FastAPI, operations: Sequence[Operation[Any]]) -> None:
     """Serve every operation at its custom routes and at the pre-defined routes, and
     describe each in /openapi.json with its request, its answer and its errors."""
+    register_url_convertor("guid", _GuidSegment())
     by_name = {op.name.lower(): op for op in operations}
     components: dict[str, Any] = {}
     for op in operations:
@@ -91,21 +119,25 @@ def register(app: FastAPI, operations: Sequence[Operation[Any]]) -> None:
             (m, p, prefix) for m, p in op.routes for prefix in PREFIXES
         ):
             app.add_api_route(
-                prefix + path,
+                prefix + _router_path(path),
                 _endpoint(op),
                 methods=[method],
                 name=f"{op.name}:{prefix}{path}",
                 summary=op.summary or op.name,
                 tags=[op.name],
                 operation_id=op.name if number == 0 else f"{op.name}_{number}",
-                responses=openapi.responses(op.response, op.extra_responses, error_kinds(op)),
+                responses=openapi.responses(
+                    op.response, op.extra_responses, error_kinds(op), file_answer=op.file_answer
+                ),
                 openapi_extra=openapi.request(
                     op.request,
                     method=method,
                     path=path,
                     authenticated=op.authenticated,
                     components=components,
+                    raw_body=op.raw_body_limit is not None,
                 ),
+                response_class=Response if op.file_answer else JSONResponse,
             )
     openapi.add_components(app, components)
 

@@ -196,6 +196,7 @@ OPERATIONS = (
         download_attachment,
         summary="A file's bytes (Content-Disposition names it), for its sender or a "
         "recipient who may read the message",
+        file_answer=True,
         errors=(
             errors.MESSAGE_NOT_FOUND,
             errors.MESSAGE_RECALLED,
