@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     forwarded_allow_ips: str = ""
     # Jobs, emails and sessions older than this are deleted (hourly; 0 keeps everything).
     retention_days: int = 7
+    # Drafts nobody saved or added a file to for this long are deleted with their files
+    # (0 keeps them; nothing is pruned while RETENTION_DAYS is 0).
+    draft_retention_days: int = 30
 
     @model_validator(mode="after")
     def _time_limits_below_visibility_timeout(self) -> Settings:

@@ -104,7 +104,8 @@ def sweep_outbox_task() -> bool:
 @app.task(name=PRUNE_TASK, acks_late=True, ignore_result=True)
 def prune_task() -> dict[str, int]:
     """Delete jobs, emails, sessions and expired authentication tokens past
-    `RETENTION_DAYS` (worker.domain.retention)."""
+    `RETENTION_DAYS`, and drafts untouched for `DRAFT_RETENTION_DAYS` with their files
+    (worker.domain.retention)."""
     runtime = current()
     settings = runtime.settings
     if settings.retention_days <= 0:
@@ -114,14 +115,23 @@ def prune_task() -> dict[str, int]:
         now=clock.now,
         keep=timedelta(days=settings.retention_days),
         budget_seconds=settings.send_task_time_limit_seconds / 2,
+        keep_drafts=(
+            timedelta(days=settings.draft_retention_days)
+            if settings.draft_retention_days > 0
+            else None
+        ),
+        store=runtime.chunk_store(),
     )
     logger.info(
-        "pruned %d jobs, %d emails, %d sessions, %d authentication tokens and %d workers",
+        "pruned %d jobs, %d emails, %d sessions, %d authentication tokens, %d workers, "
+        "%d drafts and their %d files",
         pruned.jobs,
         pruned.emails,
         pruned.sessions,
         pruned.tokens,
         pruned.workers,
+        pruned.drafts,
+        pruned.attachments,
     )
     return dataclasses.asdict(pruned)
 

@@ -279,7 +279,7 @@ def _attachment_of_draft(session: Session, caller: Caller, guid: str) -> Attachm
     ).one_or_none()
     if found is None:
         raise ApiError(errors.MESSAGE_NOT_FOUND)
-    attachment, sender_id, status = found.tuple()
+    attachment, sender_id, status = found
     if sender_id != caller.user_id:
         raise ApiError(errors.MESSAGE_NOT_FOUND)
     if status is not MessageStatus.DRAFT:
@@ -515,7 +515,7 @@ def open_download(
     ).one_or_none()
     if found is None:
         raise ApiError(errors.MESSAGE_NOT_FOUND)
-    attachment, message = found.tuple()
+    attachment, message = found
     if message.sender_id != caller.user_id:
         recipient_delivery(
             session,
