@@ -99,11 +99,93 @@ class World:
         other.token = self.stack.login(email, password)
         return other
 
+    def files(self) -> Files:
+        """The attachment operations as this world's sender."""
+        return Files(self.stack, self.token)
+
     def quotas(self) -> dict[str, int]:
         with self.stack.client() as client:
             response = client.get("/api/v1/user/quotas", headers={"x-sm-session-token": self.token})
         assert response.status_code == 200, response.text
         return dict(response.json())
+
+
+# Attachments (SPEC 9) through HTTP.
+BOUNDARY = "----securesend-test-boundary"
+
+
+def multipart(data: bytes, *, name: str = "upload", file: bool = True) -> tuple[bytes, str]:
+    """A body as a browser or an SDK writes it: the chunk in a (file) part `name`."""
+    filename = '; filename="blob"' if file else ""
+    body = (
+        (
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"{filename}\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{BOUNDARY}--\r\n".encode()
+    )
+    return body, f"multipart/form-data; boundary={BOUNDARY}"
+
+
+@dataclass
+class Files:
+    """One user's calls to the attachment operations."""
+
+    stack: Stack
+    token: str
+
+    def _headers(self, **more: str) -> dict[str, str]:
+        return {"x-sm-session-token": self.token, **more}
+
+    def precreate(self, guid: str, files: dict[str, int]) -> httpx.Response:
+        body = {
+            "messageGuid": guid,
+            "attachmentPlaceholders": [
+                {"fileName": name, "totalBytesLength": size} for name, size in files.items()
+            ],
+        }
+        with self.stack.client() as client:
+            return client.post("/api/v1/attachments/precreate", json=body, headers=self._headers())
+
+    def placeholders(self, guid: str, files: dict[str, int]) -> list[dict[str, Any]]:
+        answer = self.precreate(guid, files)
+        assert answer.status_code == 200, answer.text
+        return list(answer.json()["attachmentPlaceholders"])
+
+    def upload(self, attachment: str, number: int, data: bytes) -> httpx.Response:
+        body, content_type = multipart(data)
+        with self.stack.client() as client:
+            return client.post(
+                f"/api/v1/attachments/{attachment}/chunk/{number}",
+                content=body,
+                headers=self._headers(**{"Content-Type": content_type}),
+            )
+
+    def upload_all(self, placeholder: dict[str, Any], data: bytes) -> None:
+        for chunk in placeholder["chunks"]:
+            part = data[chunk["byteStartIndex"] : chunk["byteEndIndex"]]
+            answer = self.upload(placeholder["attachmentGuid"], chunk["chunkNumber"], part)
+            assert answer.status_code == 200, answer.text
+
+    def remove(self, message: str, attachment: str) -> httpx.Response:
+        with self.stack.client() as client:
+            return client.request(
+                "DELETE",
+                f"/api/v1/messages/{message}/attachments/{attachment}",
+                headers=self._headers(),
+            )
+
+    def download(self, attachment: str, **headers: str) -> httpx.Response:
+        with self.stack.client() as client:
+            return client.get(
+                f"/api/v1/attachments/{attachment}",
+                headers=self._headers(Accept="application/json", **headers),
+            )
+
+    def message(self, guid: str, **headers: str) -> httpx.Response:
+        with self.stack.client() as client:
+            return client.get(f"/api/v1/messages/{guid}", headers=self._headers(**headers))
 
 
 # --- in-process, on a session ---------------------------------------------------------------

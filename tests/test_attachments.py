@@ -6,93 +6,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 from sqlalchemy import text, update
 
-from tests.factories import World
+from tests.factories import BOUNDARY, Files, World, multipart
 from tests.support import Stack, assert_error
 from worker.domain.attachments import CHUNK_BYTES
 from worker.models import Message
-
-BOUNDARY = "----securesend-test-boundary"
-
-
-def multipart(data: bytes, *, name: str = "upload", file: bool = True) -> tuple[bytes, str]:
-    """A body as a browser or an SDK writes it: the chunk in a (file) part `name`."""
-    filename = '; filename="blob"' if file else ""
-    body = (
-        (
-            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"{filename}\r\n'
-            "Content-Type: application/octet-stream\r\n\r\n"
-        ).encode()
-        + data
-        + f"\r\n--{BOUNDARY}--\r\n".encode()
-    )
-    return body, f"multipart/form-data; boundary={BOUNDARY}"
-
-
-@dataclass
-class Files:
-    """One user's calls to the attachment operations."""
-
-    stack: Stack
-    token: str
-
-    def _headers(self, **more: str) -> dict[str, str]:
-        return {"x-sm-session-token": self.token, **more}
-
-    def precreate(self, guid: str, files: dict[str, int]) -> httpx.Response:
-        body = {
-            "messageGuid": guid,
-            "attachmentPlaceholders": [
-                {"fileName": name, "totalBytesLength": size} for name, size in files.items()
-            ],
-        }
-        with self.stack.client() as client:
-            return client.post("/api/v1/attachments/precreate", json=body, headers=self._headers())
-
-    def placeholders(self, guid: str, files: dict[str, int]) -> list[dict[str, Any]]:
-        answer = self.precreate(guid, files)
-        assert answer.status_code == 200, answer.text
-        return list(answer.json()["attachmentPlaceholders"])
-
-    def upload(self, attachment: str, number: int, data: bytes) -> httpx.Response:
-        body, content_type = multipart(data)
-        with self.stack.client() as client:
-            return client.post(
-                f"/api/v1/attachments/{attachment}/chunk/{number}",
-                content=body,
-                headers=self._headers(**{"Content-Type": content_type}),
-            )
-
-    def upload_all(self, placeholder: dict[str, Any], data: bytes) -> None:
-        for chunk in placeholder["chunks"]:
-            part = data[chunk["byteStartIndex"] : chunk["byteEndIndex"]]
-            answer = self.upload(placeholder["attachmentGuid"], chunk["chunkNumber"], part)
-            assert answer.status_code == 200, answer.text
-
-    def remove(self, message: str, attachment: str) -> httpx.Response:
-        with self.stack.client() as client:
-            return client.request(
-                "DELETE",
-                f"/api/v1/messages/{message}/attachments/{attachment}",
-                headers=self._headers(),
-            )
-
-    def download(self, attachment: str, **headers: str) -> httpx.Response:
-        with self.stack.client() as client:
-            return client.get(
-                f"/api/v1/attachments/{attachment}",
-                headers=self._headers(Accept="application/json", **headers),
-            )
-
-    def message(self, guid: str, **headers: str) -> httpx.Response:
-        with self.stack.client() as client:
-            return client.get(f"/api/v1/messages/{guid}", headers=self._headers(**headers))
 
 
 def _reader(world: World) -> tuple[str, Files]:

@@ -15,6 +15,7 @@ from tests.factories import World
 from tests.smtp_sink import SmtpSink
 from tests.support import REDIS_TEST_URL, Stack, assert_error
 from worker.domain import clock
+from worker.domain.attachments import CHUNK_BYTES
 from worker.models import User, UserSession
 
 SECRETS = {
@@ -197,6 +198,11 @@ def test_secrets_never_appear_in_plain_text(
     guid = world.draft(
         to=[world.user("r")], cc=[invitee], messageOptions={"fyeoType": "UniquePassword"}
     )
+    # A file whose every byte is a marker, in chunks through the API like any client's.
+    marker = f"FILE-BYTES-{unique}-"
+    content = (marker * (CHUNK_BYTES // len(marker) + 2)).encode()
+    (place,) = world.files().placeholders(guid, {"plans.txt": len(content)})
+    world.files().upload_all(place, content)
     with postgres_stack.client() as client:
         held = client.put(  # one job waits in Redis: the payload must be sealed there too
             f"/api/v1/messages/{world.draft(to=[world.user('q')])}/send",
@@ -219,6 +225,7 @@ def test_secrets_never_appear_in_plain_text(
         "session": world.token,
         "invitation": token_match.group(1),
         "account": world.password,
+        "file": marker,
     }
     time.sleep(1)  # let the logs flush
 
@@ -234,3 +241,4 @@ def test_secrets_never_appear_in_plain_text(
         for name, secret in secrets.items():
             assert secret not in content, f"the {name} secret is in the {place}"
     assert "$argon2" in places["database"]  # what is stored instead
+    assert "plans.txt" in places["database"]  # the file is there, sealed

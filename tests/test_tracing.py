@@ -276,6 +276,9 @@ def test_one_send_is_one_trace_from_the_api_to_the_smtp_delivery(
         body=body,
         messageOptions={"fyeoType": "UniquePassword"},
     )
+    file_content = f"file content {unique}".encode()
+    (place,) = world.files().placeholders(guid, {"plans.txt": len(file_content)})
+    world.files().upload_all(place, file_content)
     traceparent, trace_id, caller_span = _traceparent()
     with traced_stack.client() as client:
         response = client.put(
@@ -371,6 +374,7 @@ def test_one_send_is_one_trace_from_the_api_to_the_smtp_delivery(
             "sender address": world.sender,
             "account password": world.password,
             "session token": world.token,
+            "file content": file_content.decode(),
         },
     )
     assert found == []
