@@ -24,7 +24,8 @@ class HttpError(Exception):
 @dataclass(frozen=True, slots=True)
 class Answer:
     status: int
-    body: bytes
+    body: bytes  # empty when it was dropped (`keep_body=False`)
+    size: int  # the body's length, also when it was dropped
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -47,20 +48,28 @@ class Connection:
         *,
         headers: dict[str, str] | None = None,
         json_body: Any = None,
+        content: bytes | None = None,
+        keep_body: bool = True,
     ) -> Answer:
-        body = b"" if json_body is None else json.dumps(json_body).encode()
+        """One request: a `json_body`, or `content` as it is (its Content-Type in
+        `headers`); with `keep_body=False` the answer's body is read and dropped."""
+        if content is not None:
+            body = content
+        else:
+            body = b"" if json_body is None else json.dumps(json_body).encode()
         head = [f"{method} {path} HTTP/1.1", f"host: {self._host}:{self._port}"]
         head += [f"{k}: {v}" for k, v in (headers or {}).items()]
         if json_body is not None:
             head.append("content-type: application/json")
         head.append(f"content-length: {len(body)}")
-        raw = ("\r\n".join(head) + "\r\n\r\n").encode() + body
         try:
             if self._writer is None:
                 self._reader, self._writer = await asyncio.open_connection(self._host, self._port)
             assert self._reader is not None
-            self._writer.write(raw)
-            return await self._read_answer(self._reader)
+            # Two writes rather than one concatenation: a chunk's 2 MiB is not copied.
+            self._writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
+            self._writer.write(body)
+            return await self._read_answer(self._reader, keep_body=keep_body)
         except HttpError:
             await self.close()  # the stream is out of step with the requests
             raise
@@ -68,7 +77,7 @@ class Connection:
             await self.close()
             raise HttpError(f"{type(e).__name__}: {e}") from e
 
-    async def _read_answer(self, reader: asyncio.StreamReader) -> Answer:
+    async def _read_answer(self, reader: asyncio.StreamReader, *, keep_body: bool) -> Answer:
         header = await reader.readuntil(b"\r\n\r\n")
         lines = header.decode("latin-1").split("\r\n")
         status = int(lines[0].split(" ", 2)[1])
@@ -78,10 +87,11 @@ class Connection:
             fields[name.strip().lower()] = value.strip()
         if "content-length" not in fields:
             raise HttpError(f"no Content-Length in the answer: {fields}")
-        body = await reader.readexactly(int(fields["content-length"]))
+        size = int(fields["content-length"])
+        body = await reader.readexactly(size) if keep_body else await _drop(reader, size)
         if fields.get("connection", "").lower() == "close":
             await self.close()
-        return Answer(status=status, body=body)
+        return Answer(status=status, body=body, size=size)
 
     async def close(self) -> None:
         writer, self._reader, self._writer = self._writer, None, None
@@ -91,3 +101,14 @@ class Connection:
                 await writer.wait_closed()
             except OSError:
                 pass
+
+
+async def _drop(reader: asyncio.StreamReader, size: int) -> bytes:
+    """Read `size` bytes as they arrive and keep none of them."""
+    left = size
+    while left:
+        piece = await reader.read(min(left, 1 << 20))
+        if not piece:
+            raise asyncio.IncompleteReadError(b"", left)
+        left -= len(piece)
+    return b""

@@ -3,6 +3,7 @@
     .venv/bin/python -m bench [--quick] [--bulk N] [--out bench/results/latest.json]
     .venv/bin/python -m bench --only lanes [--bulk 300]    # the mixed phase alone
     .venv/bin/python -m bench --only pace [--quick] [--relay-rate 25]   # only this way
+    .venv/bin/python -m bench --only attachments [--quick]              # only this way
 
 Starts its own API process and one worker (concurrency 2) on this machine's PostgreSQL (a
 database of its own, dropped afterwards) and Redis (database 11, flushed), an SMTP server
@@ -49,7 +50,13 @@ the machine is shared and noisy:
   delivery rate over R; the relay's refusals per attempt, duplicate Message-IDs, failed
   emails and the workers' CPU per email while waiting; the issue's bounds as targets
   (with the limit: within 1.25 x ideal + 10 s, refusals <= 2 %; without: within
-  2 x ideal + 30 s; always no duplicate, no failure).
+  2 x ideal + 30 s; always no duplicate, no failure);
+- only with `--only attachments`, not in a full run (a task of its own, not the send's):
+  the attachments phase (bench/attachments.py, JSON key "attachments"), a 25 MB file
+  uploaded in 2 MiB chunks and downloaded through HTTP at c=1 and c=8, in MB/s, against
+  the same bytes written and read with PostgreSQL's binary COPY in the same run, in five
+  rounds (one with --quick); and the API's RSS before, during and after eight concurrent
+  uploads.
 
 Besides the JSON, a PNG at the same path (`.png`, bench/plot.py, needs the `bench` extra's
 matplotlib): latency p50/p95 and throughput per concurrency level, send against the no-op
@@ -79,6 +86,13 @@ from pathlib import Path
 from typing import Any
 
 from api_shim.dispatch import RedisResultListener
+from bench.attachments import (
+    ATTACHMENT_ROUNDS,
+    ATTACHMENT_ROUNDS_QUICK,
+    attachment_drafts_needed,
+    measure_attachments,
+    print_attachments,
+)
 from bench.http import Connection, HttpError
 from bench.lanes import (
     BULK_SENDS,
@@ -640,6 +654,24 @@ def run_pace(sends: int, *, relay_rate: float) -> dict[str, Any]:
     return results
 
 
+def run_attachments(quick: bool) -> dict[str, Any]:
+    """The attachments phase (bench/attachments.py) on a stack of its own."""
+    rounds = ATTACHMENT_ROUNDS_QUICK if quick else ATTACHMENT_ROUNDS
+    var_dir = Path(tempfile.mkdtemp(prefix="securesend-bench-"))
+    with (
+        SmtpSink.running(free_port()) as sink,
+        bench_stack(smtp_url=sink.url, var_dir=var_dir) as stack,
+    ):
+        data = seed(stack, drafts=attachment_drafts_needed(rounds), big_recipients=1, big_drafts=0)
+        results: dict[str, Any] = {
+            "attachments": measure_attachments(
+                stack, data, rounds=rounds, settle=lambda: _settle(stack)
+            )
+        }
+    results["targets"] = targets(results)
+    return results
+
+
 def _pace_configuration(
     configuration: PaceConfiguration, *, sends: int, relay_rate: float
 ) -> dict[str, Any]:
@@ -818,6 +850,8 @@ def print_table(r: dict[str, Any]) -> None:
         print_lanes(r["lanes"])
     if "pace" in r:
         print_pace(r["pace"])
+    if "attachments" in r:
+        print_attachments(r["attachments"])
     print("\ntargets:")
     for t in r["targets"]:
         print(
@@ -884,9 +918,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a quarter of the requests")
     parser.add_argument(
         "--only",
-        choices=["lanes", "pace"],
+        choices=["lanes", "pace", "attachments"],
         help="run only this phase, on a stack of its own (pace: one per configuration; "
-        "default output: bench/results/<phase>.json); the pace phase runs only this way",
+        "default output: bench/results/<phase>.json); the pace and attachments phases run "
+        "only this way",
     )
     parser.add_argument(
         "--bulk",
@@ -931,6 +966,9 @@ def main(argv: list[str] | None = None) -> int:
         sends = PACE_SENDS_QUICK if args.quick else PACE_SENDS
         results = run_pace(sends, relay_rate=args.relay_rate)
         default_out = ROOT / "bench" / "results" / "pace.json"
+    elif args.only == "attachments":
+        results = run_attachments(args.quick)
+        default_out = ROOT / "bench" / "results" / "attachments.json"
     else:
         results = run(args.quick, bulk=args.bulk)
         default_out = ROOT / "bench" / "results" / "latest.json"
@@ -948,9 +986,12 @@ def _write_plot(results: dict[str, Any], path: Path) -> None:
     """The plot beside the JSON; without matplotlib (the `bench` extra), a note instead:
     the figures are in the JSON either way."""
     try:
-        from bench.plot import write_plot
+        from bench.plot import panels, write_plot
     except ImportError as e:
         print(f"no plot ({e}): .venv/bin/pip install -e '.[bench]'")
+        return
+    if not panels(results):
+        print("no plot: nothing in these results is drawn (the attachments phase)")
         return
     write_plot(results, path)
     print(f"plot: {path}")
