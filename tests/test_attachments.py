@@ -75,6 +75,13 @@ def test_a_file_in_chunks_is_sent_read_and_downloaded_byte_for_byte(
         "originalFileExtension": "pdf",
         "type": "application/pdf",
     }
+    with stack.client() as client:
+        listed = client.get(
+            "/api/v1/messages/search",
+            params={"filter": '{"types":["Inbox"]}'},
+            headers={"x-sm-session-token": reader_files.token},
+        ).json()["results"]
+    assert [m["attachments"] for m in listed if m["guid"] == guid] == [[summary]]
     downloaded = reader_files.download(summary["guid"])
     assert downloaded.status_code == 200
     assert downloaded.headers["content-disposition"] == 'attachment; filename="report.pdf"'
