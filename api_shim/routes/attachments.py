@@ -3,6 +3,7 @@ GetServiceSettings: sending a file as the vendor's SDKs do (SPEC 9)."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator
@@ -133,20 +134,34 @@ async def download_attachment(call: Call[DownloadAttachmentRequest]) -> Response
 async def _chunks(
     call: Call[DownloadAttachmentRequest], download: Download
 ) -> AsyncIterator[bytes]:
-    """The file a chunk at a time, each read in a short transaction of its own: a
-    download holds one chunk in memory and no transaction open between chunks."""
+    """The file a chunk at a time, each read in a short transaction of its own, the next
+    read while the one before is sent: at most two chunks in memory, no transaction open
+    while the client reads."""
     database, store = call.services.database, call.services.runtime.chunk_store()
-    for number in range(1, download.chunk_count + 1):
-        read = functools.partial(
+
+    def read(number: int) -> asyncio.Future[bytes]:
+        chunk = functools.partial(
             attachments.read_chunk, download=download, number=number, store=store
         )
-        try:
-            yield await run_in_threadpool(database.run, read, write=False)
-        except LookupError:
-            # Removed while it was being downloaded: the response ends short of its
-            # Content-Length, which the client sees as an incomplete download.
-            logger.warning("an attachment was removed during its download")
-            return
+        return asyncio.ensure_future(run_in_threadpool(database.run, chunk, write=False))
+
+    upcoming = read(1) if download.chunk_count else None
+    try:
+        for number in range(1, download.chunk_count + 1):
+            assert upcoming is not None
+            current = upcoming
+            upcoming = read(number + 1) if number < download.chunk_count else None
+            try:
+                data = await current
+            except LookupError:
+                # Removed while it was being downloaded: the response ends short of its
+                # Content-Length, which the client sees as an incomplete download.
+                logger.warning("an attachment was removed during its download")
+                return
+            yield data
+    finally:
+        if upcoming is not None:
+            upcoming.cancel()  # the client went away: the read ahead is not wanted
 
 
 async def get_service_settings(call: Call[Empty]) -> ServiceSettingsResponse:
