@@ -39,6 +39,17 @@ def test_confidential_subject_is_replaced() -> None:
     assert "plan" not in email.subject and "plan" not in email.text and "plan" not in email.html
 
 
+def test_the_notification_names_the_files_and_a_confidential_one_only_counts_them() -> None:
+    email = Renderer(Settings()).render("notification", CONTEXTS["notification"])
+    assert "  - Q3 <figures>.xlsx (2.1 MB)" in email.text
+    assert "Q3 &lt;figures&gt;.xlsx (2.1 MB)</li>" in email.html
+    counted = {**CONTEXTS["notification"]}
+    counted["attachments"] = {**counted["attachments"], "files": []}
+    email = Renderer(Settings()).render("notification", counted)
+    assert "2 attached files (2.4 MB)." in email.text and ".xlsx" not in email.text
+    assert "2 attached files (2.4 MB)." in email.html
+
+
 def test_missing_variable_is_an_error() -> None:
     with pytest.raises(UndefinedError):
         Renderer(Settings()).render("invitation", {"sender": SENDER})

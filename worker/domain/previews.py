@@ -22,6 +22,14 @@ SAMPLE_CONTEXTS: dict[str, dict[str, Any]] = {
             "expiry_date": "2026-12-31 17:00 UTC",
             "fyeo": True,
         },
+        "attachments": {
+            "count": 2,
+            "total_size": "2.4 MB",
+            "files": [
+                {"name": "Q3 <figures>.xlsx", "size": "2.1 MB"},
+                {"name": "Grüße.pdf", "size": "312.0 KB"},
+            ],
+        },
     },
     "invitation": {
         "sender": _SENDER,
