@@ -109,6 +109,10 @@ class SaveMessageRequest(Dto):
     )
 
 
+class MessageGuidRequest(Dto):
+    message_guid: Guid
+
+
 class MessageRequest(Dto):
     message_guid: Guid
     retrieve_body: Flag = Field(default=True, description="Also answer the body.")

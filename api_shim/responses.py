@@ -15,6 +15,7 @@ from pydantic.alias_generators import to_camel
 from worker.domain.attachments import CHUNK_BYTES, AttachmentInfo, AttachmentLimits, PreCreated
 from worker.domain.auth import LoginResult
 from worker.domain.clock import iso_utc
+from worker.domain.deliveries import DeliveryRecord
 from worker.domain.jobs import JobView
 from worker.domain.mailbox import MessagePage
 from worker.domain.messages import MessageOptions, MessageView, Participant
@@ -339,3 +340,31 @@ class ServiceSettingsResponse(_Body):
             attachment_types=list(limits.types),
             chunk_size_bytes=CHUNK_BYTES,
         )
+
+
+class DeliveryOut(_Body):
+    email: str = Field(description="The address the email went to.")
+    kind: str = Field(description="Notification or Invitation.")
+    status: str = Field(description="queued, sent or failed.")
+    reason: str | None = Field(description="The relay's last reply when it refused or deferred.")
+    attempts: int
+    queued_at: str
+    sent_at: str | None
+    updated_at: str = Field(description="When its status or reply last changed.")
+
+    @classmethod
+    def of(cls, record: DeliveryRecord) -> Self:
+        return cls(
+            email=record.address,
+            kind=record.kind.value.capitalize(),
+            status=record.status,
+            reason=record.reason,
+            attempts=record.attempts,
+            queued_at=_time(record.queued_at),
+            sent_at=iso_utc(record.sent_at),
+            updated_at=_time(record.updated_at),
+        )
+
+
+class MessageDeliveriesResponse(_Body):
+    results: list[DeliveryOut]

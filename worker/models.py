@@ -465,6 +465,9 @@ class OutboxEmail(Base):
     # lifeline of another takes the email back before the claim lapses.
     claimed_by: Mapped[str | None] = mapped_column(String(100))
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # When its status or reply last changed (GET /messages/{guid}/deliveries' updatedAt);
+    # NULL until a drain records an outcome.
+    updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     # When a worker first claimed it: /metrics' mail queue wait is the time from
     # `created_at` to this (worker.domain.metrics).
     first_claimed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())

@@ -8,6 +8,7 @@ from typing import TypeVar
 
 from api_shim.dtos import (
     InboxRequest,
+    MessageGuidRequest,
     MessageRequest,
     PreCreateMessageRequest,
     RecallMessageRequest,
@@ -18,12 +19,14 @@ from api_shim.dtos import (
 from api_shim.pipeline import Call
 from api_shim.registry import Operation
 from api_shim.responses import (
+    DeliveryOut,
     EmptyResponse,
+    MessageDeliveriesResponse,
     MessageSummary,
     PreCreateMessageResponse,
     SearchMessagesResponse,
 )
-from worker.domain import clock, errors, mailbox, messages
+from worker.domain import clock, deliveries, errors, mailbox, messages
 from worker.domain.errors import ApiError
 
 FYEO_PASSWORD_HEADER = "x-sm-password"
@@ -93,6 +96,14 @@ async def get_message(call: Call[MessageRequest]) -> MessageSummary:
         )
     )
     return MessageSummary.of(view)
+
+
+async def get_message_deliveries(call: Call[MessageGuidRequest]) -> MessageDeliveriesResponse:
+    guid = call.dto.message_guid
+    records = await call.read(
+        lambda session, caller: deliveries.message_deliveries(session, caller=caller, guid=guid)
+    )
+    return MessageDeliveriesResponse(results=[DeliveryOut.of(r) for r in records])
 
 
 async def recall_message(call: Call[RecallMessageRequest]) -> EmptyResponse:
@@ -193,6 +204,15 @@ OPERATIONS = (
             errors.REPLY_ALL_NOT_ALLOWED,
             errors.ALREADY_SENT,
         ),
+    ),
+    Operation(
+        "GetMessageDeliveries",
+        (("GET", "/messages/{messageGuid}/deliveries"),),
+        MessageGuidRequest,
+        get_message_deliveries,
+        summary="What became of each email of one of the caller's messages (the sender only)",
+        response=MessageDeliveriesResponse,
+        errors=(errors.MESSAGE_NOT_FOUND,),
     ),
     Operation(
         "GetMessage",

@@ -58,6 +58,7 @@ from sqlalchemy.sql.elements import BindParameter
 
 from worker import telemetry
 from worker.db import WITHOUT_WAITING_FOR_DISK, Database
+from worker.domain import clock
 from worker.domain.pace import DRAIN_SLEEP_SECONDS, Pacing, Wait
 from worker.domain.secrets import Keys
 from worker.models import (
@@ -407,16 +408,17 @@ _RECORD_EMAIL = update(_OUTBOX).where(
 )
 
 
+def _released(**values: Any) -> dict[str, Any]:
+    """An outcome's columns: the claim released, the time of the change."""
+    return {"claimed_until": None, "claimed_by": None, "updated_at": clock.now(), **values}
+
+
 def _record(connection: Connection, email_id: int, **values: Any) -> None:
-    connection.execute(
-        _RECORD_EMAIL, {"email_id": email_id, "claimed_until": None, "claimed_by": None, **values}
-    )
+    connection.execute(_RECORD_EMAIL, _released(email_id=email_id, **values))
 
 
 def _record_many(connection: Connection, outcomes: list[dict[str, Any]]) -> None:
-    connection.execute(
-        _RECORD_EMAIL, [{"claimed_until": None, "claimed_by": None, **o} for o in outcomes]
-    )
+    connection.execute(_RECORD_EMAIL, [_released(**o) for o in outcomes])
 
 
 # The span of one delivery (worker.telemetry): ids, kind, attempt and status only.
