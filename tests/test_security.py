@@ -200,9 +200,9 @@ def test_secrets_never_appear_in_plain_text(
     )
     # A file whose every byte is a marker, in chunks through the API like any client's.
     marker = f"FILE-BYTES-{unique}-"
-    content = (marker * (CHUNK_BYTES // len(marker) + 2)).encode()
-    (place,) = world.files().placeholders(guid, {"plans.txt": len(content)})
-    world.files().upload_all(place, content)
+    file_bytes = (marker * (CHUNK_BYTES // len(marker) + 2)).encode()
+    (placeholder,) = world.files().placeholders(guid, {"plans.txt": len(file_bytes)})
+    world.files().upload_all(placeholder, file_bytes)
     with postgres_stack.client() as client:
         held = client.put(  # one job waits in Redis: the payload must be sealed there too
             f"/api/v1/messages/{world.draft(to=[world.user('q')])}/send",
