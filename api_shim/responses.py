@@ -345,8 +345,10 @@ class ServiceSettingsResponse(_Body):
 class DeliveryOut(_Body):
     email: str = Field(description="The address the email went to.")
     kind: str = Field(description="Notification or Invitation.")
-    status: str = Field(description="queued, sent or failed.")
-    reason: str | None = Field(description="The relay's last reply when it refused or deferred.")
+    status: str = Field(description="queued, sent, failed or suppressed.")
+    reason: str | None = Field(
+        description="The relay's last reply when it refused or deferred; why it was suppressed."
+    )
     attempts: int
     queued_at: str
     sent_at: str | None

@@ -211,6 +211,45 @@ def email_line(e: dict[str, Any]) -> str:
     )
 
 
+def cmd_suppressions(args: argparse.Namespace) -> int:
+    """List, add or remove addresses on the suppression list (worker.domain.suppressions)."""
+    import getpass
+
+    from worker.domain import clock, suppressions
+
+    now = clock.now()
+    with _runtime() as runtime, runtime.database.write_session() as session:
+        if args.action == "list":
+            entries = suppressions.active_entries(session, now=now)
+            for e in entries:
+                until = e.expires_at.isoformat() if e.expires_at else "until removed"
+                print(
+                    f"{e.address}  {e.source:<9} since {e.created_at.isoformat()}  {until}"
+                    f"  {e.reason}".rstrip()
+                )
+            print(f"{len(entries)} suppressed")
+            return 0
+        if not args.address:
+            print(f"securesend suppressions {args.action}: an address is needed", file=sys.stderr)
+            return 2
+        if args.action == "add":
+            entry = suppressions.suppress(
+                session,
+                args.address,
+                source="manual",
+                reason=args.reason,
+                now=now,
+                days=args.days,
+            )
+            print(f"suppressed {entry.address}")
+            return 0
+        removed = suppressions.remove(
+            session, args.address, by=args.by or f"operator {getpass.getuser()}", now=now
+        )
+        print(f"removed {removed} suppression(s) of {args.address}")
+        return 0 if removed else 1
+
+
 def cmd_preview(args: argparse.Namespace) -> int:
     """Render every email template with sample data into a folder a browser can open."""
     from worker.domain.previews import render_previews
@@ -335,6 +374,16 @@ def build_parser() -> argparse.ArgumentParser:
     emails = sub.add_parser("emails", help="show the delivery status of a message's emails")
     emails.add_argument("message_guid")
     emails.set_defaults(func=cmd_emails)
+
+    suppressed = sub.add_parser(
+        "suppressions", help="list, add or remove addresses no email goes to"
+    )
+    suppressed.add_argument("action", choices=("list", "add", "remove"))
+    suppressed.add_argument("address", nargs="?")
+    suppressed.add_argument("--reason", default="", help="add: why (shown in delivery records)")
+    suppressed.add_argument("--days", type=int, default=None, help="add: for this long only")
+    suppressed.add_argument("--by", default=None, help="remove: who (recorded)")
+    suppressed.set_defaults(func=cmd_suppressions)
 
     preview = sub.add_parser("preview", help="render every email template with sample data")
     preview.add_argument("--out", default="var/preview")

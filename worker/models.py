@@ -140,6 +140,9 @@ class EmailStatus(enum.StrEnum):
     # Back in the queue unattempted: the pace held it, or the relay asked to slow down
     # (worker.domain.pace); `securesend emails` says "deferred (rate)".
     DEFERRED = "deferred"
+    # Never sent: its address is on the suppression list (worker.domain.suppressions);
+    # `last_error` says why.
+    SUPPRESSED = "suppressed"
 
 
 class Lane(enum.IntEnum):
@@ -476,6 +479,24 @@ class OutboxEmail(Base):
     trace_parent: Mapped[str | None] = mapped_column(String(TRACEPARENT_MAX))
     # The lane of the send that queued it (`Lane`): interactive emails are claimed first.
     lane: Mapped[int] = mapped_column(SmallInteger, default=Lane.BULK, server_default=_BULK)
+
+
+class Suppression(Base):
+    """An address no email goes to (SPEC 8): added by an operator, or by a bounce or a
+    complaint; active until `expires_at` (None: until removed). A removal is recorded,
+    not deleted: who removed it and when."""
+
+    __tablename__ = "suppressions"
+    __table_args__ = (Index("ix_suppressions_address", "address"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    address: Mapped[str] = mapped_column(String(320))  # case-folded
+    source: Mapped[str] = mapped_column(String(20))  # manual, bounce, complaint
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=clock.now)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    removed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    removed_by: Mapped[str | None] = mapped_column(String(100))
 
 
 class FyeoAttempt(Base):

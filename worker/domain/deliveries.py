@@ -5,7 +5,9 @@ notifications and invitations).
 A record is the email's outbox row, told in the caller's terms: `queued` until the relay
 accepts it (a retry or a wait for the relay's pace is still queued, with the last reply
 as its reason), then `sent`, or `failed` when the relay refused it for good or its
-attempts were spent. Records last as long as the outbox keeps the row (RETENTION_DAYS).
+attempts were spent; `suppressed` when its address is on the suppression list (it was
+never sent; the reason says which entry). Records last as long as the outbox keeps the
+row (RETENTION_DAYS).
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ from worker.models import PENDING_EMAIL, EmailKind, EmailStatus, Message, Outbox
 class DeliveryRecord:
     address: str
     kind: EmailKind
-    status: str  # queued, sent or failed
-    reason: str | None  # the relay's last reply, when it refused or deferred
+    status: str  # queued, sent, failed or suppressed
+    reason: str | None  # the relay's last reply when it refused or deferred; a suppression's
     attempts: int
     queued_at: datetime
     sent_at: datetime | None

@@ -107,8 +107,19 @@ class OutboxWriter:
     sender: Sender
     now: datetime
     lane: Lane = Lane.BULK
+    # Addresses on the suppression list, with the reason: their emails are recorded as
+    # `suppressed`, never rendered or sent (worker.domain.suppressions).
+    suppressed: dict[str, str] = field(default_factory=dict)
     rows: list[dict[str, Any]] = field(default_factory=list)
     trace_parent: str | None = field(default_factory=telemetry.current_traceparent)
+
+    @property
+    def notified(self) -> bool:
+        """Whether a notification was queued to anyone (SendMessage's notificationSent)."""
+        return any(
+            r["kind"] is EmailKind.NOTIFICATION and r["status"] is EmailStatus.QUEUED
+            for r in self.rows
+        )
 
     def _message_id(self) -> str:
         return f"<{uuid.uuid4().hex}@{_message_id_domain(self.settings.mail_from)}>"
@@ -119,15 +130,22 @@ class OutboxWriter:
         kind: EmailKind,
         template: str,
         to: Addressee,
-        email: RenderedEmail,
+        email: RenderedEmail | None,
         message: Draft | None,
     ) -> dict[str, Any]:
-        content = {
-            "subject": email.subject,
-            "text": email.text,
-            "html": email.html,
-            "toName": display_name(to) if to.first_name or to.last_name else "",
-        }
+        """An outbox row for `email`; None for an address on the suppression list, whose
+        row records that it was not sent, and why."""
+        content = (
+            {
+                "subject": email.subject,
+                "text": email.text,
+                "html": email.html,
+                "toName": display_name(to) if to.first_name or to.last_name else "",
+            }
+            if email is not None
+            else {}
+        )
+        suppressed = self.suppressed.get(to.email) if email is None else None
         return {
             "message_id": message.id if message is not None else None,
             "kind": kind,
@@ -135,7 +153,8 @@ class OutboxWriter:
             "message_id_header": self._message_id(),
             "template": template,
             "sealed_content": self.keys.seal(json.dumps(content)),
-            "status": EmailStatus.QUEUED,
+            "status": EmailStatus.QUEUED if suppressed is None else EmailStatus.SUPPRESSED,
+            "last_error": suppressed,
             "attempts": 0,
             "created_at": self.now,
             "next_attempt_at": self.now,
@@ -157,12 +176,13 @@ class OutboxWriter:
         by_locale: dict[str, RenderedEmail] = dict(rendered or {})
         rows = []
         for user in recipients:
-            email = by_locale.get(user.locale)
-            if email is None:
-                email = self.renderer.render(
-                    "notification", context, locale=user.locale, group=self.sender.group.name
-                )
-                by_locale[user.locale] = email
+            email = None  # an address on the suppression list gets none
+            if user.email not in self.suppressed:
+                email = by_locale.get(user.locale)
+                if email is None:
+                    email = by_locale[user.locale] = self.renderer.render(
+                        "notification", context, locale=user.locale, group=self.sender.group.name
+                    )
             rows.append(
                 self._row(
                     kind=EmailKind.NOTIFICATION,
@@ -181,14 +201,16 @@ class OutboxWriter:
         rendered on its own: the URL carries the invitee's token."""
         rows = []
         for invitee, registration_url in invitations:
-            context = {
-                "sender": sender_context(self.sender),
-                "registration_url": registration_url,
-                "cra_required": cra_required,
-            }
-            email = self.renderer.render(
-                "invitation", context, locale=invitee.locale, group=self.sender.group.name
-            )
+            email = None  # an address on the suppression list gets none
+            if invitee.email not in self.suppressed:
+                context = {
+                    "sender": sender_context(self.sender),
+                    "registration_url": registration_url,
+                    "cra_required": cra_required,
+                }
+                email = self.renderer.render(
+                    "invitation", context, locale=invitee.locale, group=self.sender.group.name
+                )
             rows.append(
                 self._row(
                     kind=EmailKind.INVITATION,

@@ -32,6 +32,7 @@ from worker.domain.send_writes import (
     claims_quota,
     write_send,
 )
+from worker.domain.suppressions import suppressed_among
 from worker.models import (
     FyeoType,
     JobStatus,
@@ -169,6 +170,7 @@ def _send_draft(
         sender=sender,
         now=now,
         lane=request.lane,
+        suppressed=suppressed_among(session, (a.email for a in ctx.addresses), now=now),
     )
     invited = invite_new_users(ctx, outbox=outbox)
     ctx.users_by_email.update(invited)
@@ -195,6 +197,8 @@ def _send_draft(
         outbox.queue_notifications(
             message, recipients, context=context, rendered={DEFAULT_LOCALE: neutral}
         )
+        # False when every recipient's address is on the suppression list (SPEC 8).
+        body["notificationSent"] = outbox.notified
     unique_password = message.fyeo_type is FyeoType.UNIQUE_PASSWORD
     return SendWrites(
         message=SentMessage(

@@ -24,7 +24,6 @@ from sqlalchemy.orm import Session
 from worker.domain.rules import QuotaClaim
 from worker.models import (
     Delivery,
-    EmailStatus,
     Lane,
     Message,
     MessageStatus,
@@ -122,14 +121,15 @@ WITH claimed AS (
     WHERE EXISTS (SELECT 1 FROM go)
 ), emailed AS (
     INSERT INTO outbox (message_id, kind, recipient, message_id_header, template,
-                        sealed_content, status, attempts, created_at, next_attempt_at,
-                        trace_parent, lane)
+                        sealed_content, status, last_error, attempts, created_at,
+                        next_attempt_at, trace_parent, lane)
     SELECT %(message_id)s, e.kind, e.recipient, e.header, e.template, e.sealed,
-           %(queued)s, 0, %(sent_at)s, %(sent_at)s, e.trace_parent, %(lane)s
+           e.status, e.reason, 0, %(sent_at)s, %(sent_at)s, e.trace_parent, %(lane)s
     FROM unnest(%(email_kinds)s::text[], %(email_recipients)s::text[],
                 %(email_headers)s::text[], %(email_templates)s::text[],
-                %(email_sealed)s::text[], %(email_trace_parents)s::text[])
-         AS e(kind, recipient, header, template, sealed, trace_parent)
+                %(email_sealed)s::text[], %(email_statuses)s::text[],
+                %(email_reasons)s::text[], %(email_trace_parents)s::text[])
+         AS e(kind, recipient, header, template, sealed, status, reason, trace_parent)
     WHERE EXISTS (SELECT 1 FROM go)
     RETURNING id
 ), job AS (
@@ -176,12 +176,14 @@ def _write_in_one_statement(session: Session, writes: SendWrites) -> Written:
         "recipient_user_ids": [user_id for _, user_id in writes.bindings],
         "delivery_user_ids": [user_id for user_id, _ in writes.deliveries],
         "delivery_kinds": [kind.value for _, kind in writes.deliveries],
-        "queued": EmailStatus.QUEUED.value,
         "email_kinds": [row["kind"].value for row in emails],
         "email_recipients": [row["recipient"] for row in emails],
         "email_headers": [row["message_id_header"] for row in emails],
         "email_templates": [row["template"] for row in emails],
         "email_sealed": [row["sealed_content"] for row in emails],
+        # queued, or suppressed with its reason (worker.domain.suppressions)
+        "email_statuses": [row["status"].value for row in emails],
+        "email_reasons": [row["last_error"] for row in emails],
         "email_trace_parents": [row["trace_parent"] for row in emails],
         "lane": int(lane),
         "job_id": writes.job_id,
