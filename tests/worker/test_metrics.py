@@ -62,6 +62,7 @@ def test_scrapes_fold_settled_rows_and_survive_their_deletion(own_database: Data
         "retrying": 0,
         "failed": 1,
         "deferred": 0,
+        "suppressed": 0,
     }
     assert (first.email_retries, first.email_failures) == (3, 1)
 
@@ -91,6 +92,7 @@ def test_scrapes_fold_settled_rows_and_survive_their_deletion(own_database: Data
         "retrying": 0,
         "failed": 1,
         "deferred": 0,
+        "suppressed": 0,
     }
     with own_database.write_session() as session:
         session.execute(delete(SendJob))
