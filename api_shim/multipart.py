@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 
 from worker.domain import errors
+from worker.domain.attachments import ChunkBytes
 from worker.domain.errors import ApiError, FieldError
 
 UPLOAD_PART = "upload"
@@ -32,7 +33,7 @@ def _refused(message: str) -> ApiError:
     return errors.validation_error(FieldError("Invalid", "Upload", message), message=message)
 
 
-def _parts(body: bytes, boundary: bytes) -> list[_Part]:
+def _parts(body: bytes | bytearray, boundary: bytes) -> list[_Part]:
     delimiter = b"--" + boundary
     parts: list[_Part] = []
     at = body.find(delimiter)
@@ -56,7 +57,7 @@ def _parts(body: bytes, boundary: bytes) -> list[_Part]:
         at = following + 2
 
 
-def _part(header_block: bytes, start: int, end: int) -> _Part:
+def _part(header_block: bytes | bytearray, start: int, end: int) -> _Part:
     name, is_file = "", False
     for line in header_block.decode("latin-1").split("\r\n"):
         field, _, value = line.partition(":")
@@ -69,7 +70,7 @@ def _part(header_block: bytes, start: int, end: int) -> _Part:
     return _Part(name, is_file, start, max(start, end))
 
 
-def uploaded_bytes(body: bytes, content_type: str) -> bytes:
+def uploaded_bytes(body: bytes | bytearray, content_type: str) -> ChunkBytes:
     """The chunk in `body`: the part named `upload` (else the only file part) of a
     multipart body, or the whole body of any other type. 400 when a multipart body is
     malformed or holds no such part."""
@@ -85,4 +86,4 @@ def uploaded_bytes(body: bytes, content_type: str) -> bytes:
     chosen = named[0] if named else files[0] if len(files) == 1 else None
     if chosen is None:
         raise _refused(f"The multipart body has no part named '{UPLOAD_PART}' with the chunk.")
-    return body[chosen.start : chosen.end]
+    return memoryview(body)[chosen.start : chosen.end]  # the chunk, not a copy of it

@@ -256,7 +256,7 @@ def bind(model: type[M], data: Mapping[str, Any]) -> M:
 TOO_DEEP = f"The request body nests deeper than {MAX_DEPTH} levels"
 
 
-def parse_json_body(raw: bytes) -> dict[str, Any]:
+def parse_json_body(raw: bytes | bytearray) -> dict[str, Any]:
     """The request body as a JSON object; no body means {}. Raises SerializationException
     for anything else that is not a JSON object, whitespace alone included, and for JSON
     nested deeper than MAX_DEPTH."""

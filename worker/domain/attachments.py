@@ -43,6 +43,8 @@ from worker.models import (
 CHUNK_BYTES = 2 * 1024 * 1024
 MAX_FILE_NAME = 255
 MAX_FILES_PER_REQUEST = 100
+# A chunk's bytes as an upload hands them over: the request's buffer, or a view into it.
+ChunkBytes = bytes | bytearray | memoryview
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,7 +299,7 @@ def store_chunk(
     caller: Caller,
     attachment_guid: str,
     number: int,
-    data: bytes,
+    data: ChunkBytes,
     keys: Keys,
     store: ChunkStore,
 ) -> None:

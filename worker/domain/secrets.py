@@ -67,7 +67,7 @@ class FileKey:
     def _bound(self, number: int) -> bytes:
         return self._content_key + b":" + str(number).encode()
 
-    def seal_chunk(self, number: int, plain: bytes) -> bytes:
+    def seal_chunk(self, number: int, plain: bytes | bytearray | memoryview) -> bytes:
         nonce = secrets.token_bytes(NONCE_BYTES)
         return nonce + self._aead.encrypt(nonce, plain, self._bound(number))
 
@@ -79,7 +79,7 @@ class FileKey:
         except InvalidTag as e:
             raise SealBroken("an attachment chunk cannot be opened with its key") from e
 
-    def digest(self, plain: bytes) -> bytes:
+    def digest(self, plain: bytes | bytearray | memoryview) -> bytes:
         return hmac.new(self._key, plain, hashlib.sha256).digest()
 
 
