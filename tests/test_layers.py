@@ -48,7 +48,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "worker.migrate",
         "worker.migrations",
     ),
-    "services": ("worker.sending", "worker.drains", "worker.lifeline"),
+    "services": ("worker.sending", "worker.drains", "worker.lifeline", "worker.bounce_server"),
     # The API, bottom to top: its wire conventions and models; one request; the
     # description of the operations; the operations, served and described.
     "api wire": (

@@ -250,6 +250,18 @@ def cmd_suppressions(args: argparse.Namespace) -> int:
         return 0 if removed else 1
 
 
+def cmd_bounces(args: argparse.Namespace) -> int:
+    """Serve the SMTP server bounces and complaints come back to (worker.bounce_server)."""
+    from worker.bounce_server import serve
+
+    if not get_settings().mail_bounce_address:
+        print("securesend bounces: MAIL_BOUNCE_ADDRESS is not set", file=sys.stderr)
+        return 2
+    with _runtime() as runtime:
+        serve(runtime, host=args.host, port=args.port)
+    return 0
+
+
 def cmd_preview(args: argparse.Namespace) -> int:
     """Render every email template with sample data into a folder a browser can open."""
     from worker.domain.previews import render_previews
@@ -384,6 +396,11 @@ def build_parser() -> argparse.ArgumentParser:
     suppressed.add_argument("--days", type=int, default=None, help="add: for this long only")
     suppressed.add_argument("--by", default=None, help="remove: who (recorded)")
     suppressed.set_defaults(func=cmd_suppressions)
+
+    bounced = sub.add_parser("bounces", help="receive bounces and complaints (SMTP)")
+    bounced.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a mail server
+    bounced.add_argument("--port", type=int, default=2525)
+    bounced.set_defaults(func=cmd_bounces)
 
     preview = sub.add_parser("preview", help="render every email template with sample data")
     preview.add_argument("--out", default="var/preview")

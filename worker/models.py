@@ -143,6 +143,9 @@ class EmailStatus(enum.StrEnum):
     # Never sent: its address is on the suppression list (worker.domain.suppressions);
     # `last_error` says why.
     SUPPRESSED = "suppressed"
+    # Sent, then reported back (worker.domain.bounces): `bounce` says hard or soft.
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
 
 
 class Lane(enum.IntEnum):
@@ -471,6 +474,8 @@ class OutboxEmail(Base):
     # When its status or reply last changed (GET /messages/{guid}/deliveries' updatedAt);
     # NULL until a drain records an outcome.
     updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # hard, soft or complaint: what a report said of it (worker.domain.bounces).
+    bounce: Mapped[str | None] = mapped_column(String(10))
     # When a worker first claimed it: /metrics' mail queue wait is the time from
     # `created_at` to this (worker.domain.metrics).
     first_claimed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())

@@ -30,6 +30,13 @@ class Settings(BaseSettings):
     redis_url: str = ""
     smtp_url: str = ""
     mail_from: str = "securesend <no-reply@securesend.local>"
+    # Bounces (worker.domain.bounces): every email's return path is this address tagged
+    # with the email (VERP), where `securesend bounces` listens; empty: MAIL_FROM's, and
+    # no bounce is read. A hard bounce suppresses the address for SUPPRESSION_DAYS, this
+    # many soft ones in a row too.
+    mail_bounce_address: str = ""
+    suppression_days: int = 30
+    soft_bounces_before_suppression: int = 5
     public_base_url: str = "http://127.0.0.1:8080"
     send_wait_seconds: float = 30.0
     session_idle_minutes: int = 60
@@ -104,6 +111,13 @@ class Settings(BaseSettings):
                 "WORKER_DEAD_AFTER_SECONDS must be at least two HEARTBEAT_SECONDS, or a "
                 "live worker whose heartbeat was late is taken for dead"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _bounce_address_readable(self) -> Settings:
+        local, at, domain = self.mail_bounce_address.rpartition("@")
+        if self.mail_bounce_address and not (at and local and domain and "+" not in local):
+            raise ValueError("MAIL_BOUNCE_ADDRESS must be an address without '+', bounces@domain")
         return self
 
     @model_validator(mode="after")

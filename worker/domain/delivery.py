@@ -59,6 +59,7 @@ from sqlalchemy.sql.elements import BindParameter
 from worker import telemetry
 from worker.db import WITHOUT_WAITING_FOR_DISK, Database
 from worker.domain import clock
+from worker.domain.bounces import return_path
 from worker.domain.pace import DRAIN_SLEEP_SECONDS, Pacing, Wait
 from worker.domain.secrets import Keys
 from worker.models import (
@@ -90,6 +91,8 @@ class OutgoingEmail:
     subject: str
     text: str
     html: str
+    # The envelope sender when bounces come back to securesend (VERP); else MAIL_FROM's.
+    return_path: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +150,7 @@ def build_mime(email: OutgoingEmail, *, mail_from: str, date: datetime) -> Mime:
             f"--{boundary}--\r\n".encode(),
         )
     )
-    return Mime(data=data, sender=from_address, message_id=email.message_id)
+    return Mime(data=data, sender=email.return_path or from_address, message_id=email.message_id)
 
 
 @lru_cache(maxsize=8)
@@ -388,8 +391,9 @@ def next_due_in(session: Session, *, now: datetime) -> float | None:
     return None if earliest is None else max(0.0, (earliest - now).total_seconds())
 
 
-def _outgoing(row: Row[Any], keys: Keys) -> OutgoingEmail:
-    """The email a claimed row holds, unsealed."""
+def _outgoing(row: Row[Any], keys: Keys, bounce_address: str) -> OutgoingEmail:
+    """The email a claimed row holds, unsealed, with its own return path when bounces
+    come back to `bounce_address`."""
     content = json.loads(keys.unseal(row.sealed_content))
     return OutgoingEmail(
         message_id=row.message_id_header,
@@ -398,6 +402,7 @@ def _outgoing(row: Row[Any], keys: Keys) -> OutgoingEmail:
         subject=content["subject"],
         text=content["text"],
         html=content["html"],
+        return_path=return_path(bounce_address, row.id, keys) if bounce_address else None,
     )
 
 
@@ -460,7 +465,13 @@ def _deliver_batch(
     policy = RetryPolicy.from_settings(settings)
     claimed = database.run_alone(
         lambda connection: [
-            _Claimed(row.id, row.attempts, _outgoing(row, keys), row.kind.value, row.trace_parent)
+            _Claimed(
+                row.id,
+                row.attempts,
+                _outgoing(row, keys, settings.mail_bounce_address),
+                row.kind.value,
+                row.trace_parent,
+            )
             for row in claim(
                 connection,
                 now=now(),

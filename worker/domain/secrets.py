@@ -92,6 +92,7 @@ class Keys:
         self._digest_key = _derived(secret_key, "token-digest")
         self._fernet = Fernet(base64.urlsafe_b64encode(_derived(secret_key, "seal")))
         self._file_keys = AESGCM(_derived(secret_key, "attachment-key"))
+        self._return_path_key = _derived(secret_key, "return-path")
 
     def token_digest(self, token: str) -> str:
         """An HMAC-SHA256 of a token: what is stored and looked up, never the token."""
@@ -107,6 +108,12 @@ class Keys:
             return self._fernet.decrypt(sealed.encode()).decode()
         except InvalidToken as e:
             raise SealBroken("sealed value cannot be opened with this SECRET_KEY") from e
+
+    def return_path_tag(self, email_id: int) -> str:
+        """The tag that binds a return path to email `email_id` (worker.domain.bounces):
+        80 bits of an HMAC, lower-case hex."""
+        mac = hmac.new(self._return_path_key, str(email_id).encode(), hashlib.sha256)
+        return mac.hexdigest()[:20]
 
     def new_file_key(self, content_key: str) -> tuple[FileKey, bytes]:
         """A new data key for an attachment's content, and that key sealed to store."""

@@ -1,0 +1,210 @@
+"""Bounces and complaints coming back (SPEC 8): `securesend bounces` reads DSNs and ARF
+complaints sent to an email's return path, records them on its delivery record and
+suppresses the address; anything else is refused with a clear SMTP reply and changes
+nothing. On both stacks, the server a process of its own with the stack's settings."""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from tests.factories import World
+from tests.support import Stack, free_port
+from worker.domain import bounces, clock, suppressions
+from worker.domain.delivery import OutgoingEmail, build_mime
+from worker.domain.secrets import Keys
+from worker.models import OutboxEmail, Suppression
+from worker.processes import child_dies_with_parent
+
+BOUNCE_ADDRESS = "bounces@securesend.test"
+
+
+_PROCESSES: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+
+
+@pytest.fixture(scope="module")
+def bounce_port_of() -> Iterator[Any]:
+    """The port of each stack's bounce server (MAIL_BOUNCE_ADDRESS set), started on first
+    use and stopped with the module."""
+
+    def port_of(stack: Stack) -> int:
+        if stack.config.name not in _PROCESSES:
+            port = free_port()
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "worker.cli",
+                    "bounces",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                ],
+                env={**stack.env, "MAIL_BOUNCE_ADDRESS": BOUNCE_ADDRESS},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=child_dies_with_parent(),
+            )
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            _PROCESSES[stack.config.name] = (process, port)
+        return _PROCESSES[stack.config.name][1]
+
+    yield port_of
+    for process, _ in _PROCESSES.values():
+        process.terminate()
+        process.wait(10)
+    _PROCESSES.clear()
+
+
+def _dsn(status: str, action: str = "failed") -> bytes:
+    return (
+        "From: MAILER-DAEMON@mx.example.org\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
+        "--b\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n"
+        "--b\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "Reporting-MTA: dns; mx.example.org\r\n\r\n"
+        f"Final-Recipient: rfc822; someone@example.org\r\nAction: {action}\r\n"
+        f"Status: {status}\r\nDiagnostic-Code: smtp; 550 {status} User unknown\r\n\r\n"
+        "--b--\r\n"
+    ).encode()
+
+
+ARF = (
+    b"MIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/report; report-type=feedback-report; boundary="f"\r\n\r\n'
+    b"--f\r\nContent-Type: text/plain\r\n\r\nAn abuse report.\r\n"
+    b"--f\r\nContent-Type: message/feedback-report\r\n\r\n"
+    b"Feedback-Type: abuse\r\nUser-Agent: Example/1.0\r\nVersion: 1\r\n\r\n"
+    b"--f--\r\n"
+)
+
+
+def _report(port: int, to: str, body: bytes, *, sender: str = "") -> tuple[int, str]:
+    """Send `body` to `to`; the server's reply to the first command it refused, or 250."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=20) as client:
+        client.ehlo("mx.example.org")
+        code, reply = client.mail(sender)
+        if code != 250:
+            return code, reply.decode()
+        code, reply = client.rcpt(to)
+        if code != 250:
+            return code, reply.decode()
+        code, reply = client.data(body)
+        return code, reply.decode()
+
+
+def _email_to(stack: Stack, address: str) -> int:
+    with stack.database.read_session() as session:
+        found = session.scalar(
+            select(func.max(OutboxEmail.id)).where(OutboxEmail.recipient == address)
+        )
+    assert found is not None
+    return int(found)
+
+
+def _records(stack: Stack, token: str, guid: str) -> dict[str, dict[str, Any]]:
+    with stack.client() as client:
+        answer = client.get(
+            f"/api/v1/messages/{guid}/deliveries", headers={"x-sm-session-token": token}
+        )
+    return {r["email"]: r for r in answer.json()["results"]}
+
+
+def _suppressed(stack: Stack, address: str) -> dict[str, str]:
+    with stack.database.read_session() as session:
+        return suppressions.suppressed_among(session, [address], now=clock.now())
+
+
+def test_a_hard_bounce_marks_the_email_and_suppresses_the_address(
+    stack: Stack, unique: str, bounce_port_of: Any
+) -> None:
+    world = World(stack, unique).setup()
+    reader = world.user("reader")
+    guid = world.sent_message([reader])
+    email_id = _email_to(stack, reader)
+    to = bounces.return_path(BOUNCE_ADDRESS, email_id, stack.keys)
+
+    assert _report(bounce_port_of(stack), to, _dsn("5.1.1"))[0] == 250
+    record = _records(stack, world.token, guid)[reader]
+    assert record["status"] == "bounced"
+    assert record["reason"] == "hard bounce: 5.1.1 smtp; 550 5.1.1 User unknown"
+    assert reader in _suppressed(stack, reader)
+
+    again = world.draft(to=[reader])
+    answer = world.send(again)
+    assert answer.status_code == 200 and answer.json()["notificationSent"] is False
+    assert _records(stack, world.token, again)[reader]["status"] == "suppressed"
+
+
+def test_a_soft_bounce_waits_for_its_count_and_a_complaint_suppresses(
+    stack: Stack, unique: str, bounce_port_of: Any
+) -> None:
+    world = World(stack, unique).setup()
+    soft, annoyed = world.user("soft"), world.user("annoyed")
+    world.sent_message([soft, annoyed])
+    port = bounce_port_of(stack)
+
+    soft_to = bounces.return_path(BOUNCE_ADDRESS, _email_to(stack, soft), stack.keys)
+    assert _report(port, soft_to, _dsn("4.2.2", action="delayed"))[0] == 250
+    assert _suppressed(stack, soft) == {}
+    annoyed_to = bounces.return_path(BOUNCE_ADDRESS, _email_to(stack, annoyed), stack.keys)
+    assert _report(port, annoyed_to, ARF)[0] == 250
+    assert _suppressed(stack, annoyed)[annoyed].startswith("suppressed (complaint)")
+
+
+def test_anything_else_is_refused_and_changes_nothing(
+    stack: Stack, unique: str, bounce_port_of: Any
+) -> None:
+    world = World(stack, unique).setup()
+    reader = world.user("reader")
+    world.sent_message([reader])
+    port = bounce_port_of(stack)
+    real = bounces.return_path(BOUNCE_ADDRESS, _email_to(stack, reader), stack.keys)
+    forged = real.replace(real.split("-")[-1].split("@")[0], "0" * 20)
+    gone = bounces.return_path(BOUNCE_ADDRESS, 2**31 - 1, stack.keys)
+
+    with stack.database.read_session() as session:
+        before = session.scalar(select(func.count()).select_from(Suppression))
+    assert _report(port, forged, _dsn("5.1.1"))[0] == 550
+    assert _report(port, "postmaster@securesend.test", _dsn("5.1.1"))[0] == 550
+    assert _report(port, real, b"not a report at all\r\n")[0] == 550
+    assert _report(port, real, _dsn("5.1.1"), sender=BOUNCE_ADDRESS)[0] == 550  # a loop
+    assert _report(port, gone, _dsn("5.1.1")) == (
+        550,
+        "5.1.1 No such email: the report changes nothing",
+    )
+    big = _dsn("5.1.1") + b"x" * 998 + b"\r\n" * 1 + (b"y" * 78 + b"\r\n") * 30_000  # 2.4 MB
+    assert _report(port, real, big)[0] == 552
+    with stack.database.read_session() as session:
+        assert session.scalar(select(func.count()).select_from(Suppression)) == before
+    assert _suppressed(stack, reader) == {}
+
+
+def test_a_return_path_names_one_email_and_cannot_be_forged() -> None:
+    keys, other = Keys("a secret"), Keys("another secret")
+    path = bounces.return_path(BOUNCE_ADDRESS, 42, keys)
+    assert path.startswith("bounces+42-") and path.endswith("@securesend.test")
+    assert bounces.email_of(BOUNCE_ADDRESS, path.upper(), keys) == 42
+    assert bounces.email_of(BOUNCE_ADDRESS, path, other) is None
+    assert bounces.email_of(BOUNCE_ADDRESS, path.replace("+42-", "+43-"), keys) is None
+    assert bounces.email_of("bounces@elsewhere.test", path, keys) is None
+    assert bounces.email_of(BOUNCE_ADDRESS, f"bounces+{2**31}-00@securesend.test", keys) is None
+    email = OutgoingEmail("<m@x>", "bob@example.org", "", "s", "t", "h", return_path=path)
+    assert build_mime(email, mail_from="a <a@b.test>", date=clock.now()).sender == path
