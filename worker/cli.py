@@ -304,6 +304,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         flower = ["-m", "celery", "-A", "worker.celery_app", "flower"]
         flower += [f"--port={args.flower_port}", "--address=127.0.0.1"]
         commands.append(("flower", [sys.executable, *flower]))
+    if settings.mail_bounce_address:
+        bounces = ["bounces", "--host", args.host, "--port", str(args.bounces_port)]
+        commands.append(("bounces", [*exe, *bounces]))
     _stop_on_signals()
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
     try:
@@ -315,6 +318,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"securesend worker  broker {broker}, database {database}")
         if settings.uses_redis:
             print(f"flower             http://127.0.0.1:{args.flower_port}")
+        if settings.mail_bounce_address:
+            print(f"securesend bounces smtp://{args.host}:{args.bounces_port}")
         print("press Ctrl-C to stop")
         while all(p.poll() is None for _, p in children):
             time.sleep(0.5)
@@ -355,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, default=8080)
     up.add_argument("--concurrency", type=int, default=2)
     up.add_argument("--flower-port", type=int, default=5555)
+    up.add_argument("--bounces-port", type=int, default=2525, help="with MAIL_BOUNCE_ADDRESS")
     up.set_defaults(func=cmd_up)
 
     api = sub.add_parser("api", help="serve the HTTP API")
