@@ -345,7 +345,7 @@ class ServiceSettingsResponse(_Body):
 class DeliveryOut(_Body):
     email: str = Field(description="The address the email went to.")
     kind: str = Field(description="Notification or Invitation.")
-    status: str = Field(description="queued, sent, failed or suppressed.")
+    status: str = Field(description="queued, sent, failed, suppressed, bounced or complained.")
     reason: str | None = Field(
         description="The relay's last reply when it refused or deferred; why it was suppressed."
     )

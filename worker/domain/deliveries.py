@@ -6,7 +6,8 @@ A record is the email's outbox row, told in the caller's terms: `queued` until t
 accepts it (a retry or a wait for the relay's pace is still queued, with the last reply
 as its reason), then `sent`, or `failed` when the relay refused it for good or its
 attempts were spent; `suppressed` when its address is on the suppression list (it was
-never sent; the reason says which entry). Records last as long as the outbox keeps the
+never sent; the reason says which entry); `bounced` or `complained` when a report came
+back for it (worker.domain.bounces; the reason says which). Records last as long as the outbox keeps the
 row (RETENTION_DAYS).
 """
 
@@ -28,7 +29,7 @@ from worker.models import PENDING_EMAIL, EmailKind, EmailStatus, Message, Outbox
 class DeliveryRecord:
     address: str
     kind: EmailKind
-    status: str  # queued, sent, failed or suppressed
+    status: str  # queued, sent, failed, suppressed, bounced or complained
     reason: str | None  # the relay's last reply when it refused or deferred; a suppression's
     attempts: int
     queued_at: datetime
