@@ -7,8 +7,8 @@ accepts it (a retry or a wait for the relay's pace is still queued, with the las
 as its reason), then `sent`, or `failed` when the relay refused it for good or its
 attempts were spent; `suppressed` when its address is on the suppression list (it was
 never sent; the reason says which entry); `bounced` or `complained` when a report came
-back for it (worker.domain.bounces; the reason says which). Records last as long as the outbox keeps the
-row (RETENTION_DAYS).
+back for it (worker.domain.bounces; the reason says which). Records last as long as the
+outbox keeps the row (RETENTION_DAYS).
 """
 
 from __future__ import annotations
