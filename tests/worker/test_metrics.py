@@ -63,6 +63,8 @@ def test_scrapes_fold_settled_rows_and_survive_their_deletion(own_database: Data
         "failed": 1,
         "deferred": 0,
         "suppressed": 0,
+        "bounced": 0,
+        "complained": 0,
     }
     assert (first.email_retries, first.email_failures) == (3, 1)
 
@@ -93,6 +95,8 @@ def test_scrapes_fold_settled_rows_and_survive_their_deletion(own_database: Data
         "failed": 1,
         "deferred": 0,
         "suppressed": 0,
+        "bounced": 0,
+        "complained": 0,
     }
     with own_database.write_session() as session:
         session.execute(delete(SendJob))
