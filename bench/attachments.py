@@ -45,12 +45,12 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import psycopg
 
 from bench.http import Connection
+from bench.procs import status_kb
 from bench.seed import Seed
 from tests.support import Stack
 from worker.domain.attachments import CHUNK_BYTES, chunk_plan
@@ -286,29 +286,9 @@ class CopyBaseline:
         return time.perf_counter() - started
 
 
-def _process_tree(pid: int) -> list[int]:
-    found, pending = [], [pid]
-    while pending:
-        current = pending.pop()
-        found.append(current)
-        try:
-            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
-        except OSError:
-            continue
-        pending.extend(int(c) for c in children)
-    return found
-
-
 def _status_mb(pid: int, key: str) -> float:
     """`key` (VmRSS, VmHWM) of a process and its descendants, in MB (10^6 bytes)."""
-    total_kb = 0
-    for current in _process_tree(pid):
-        try:
-            lines = Path(f"/proc/{current}/status").read_text().splitlines()
-        except OSError:
-            continue
-        total_kb += next((int(x.split()[1]) for x in lines if x.startswith(f"{key}:")), 0)
-    return round(total_kb * 1024 / MB, 1)
+    return round(status_kb(pid, key) * 1024 / MB, 1)
 
 
 @dataclass

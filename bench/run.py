@@ -118,6 +118,7 @@ from bench.pace import (
     pace_targets,
     print_pace,
 )
+from bench.procs import process_tree, status_kb
 from bench.search import MAILBOX, measure_search, print_search
 from bench.seed import SENDERS, Seed, seed
 from bench.standalone import banned_scan_ratio, smtp_reuse_ratio
@@ -293,32 +294,9 @@ async def measure_ping(stack: Stack, count: int, concurrency: int) -> Run:
         await listener.stop()
 
 
-def _process_tree(pid: int) -> list[int]:
-    """A process and all its descendants."""
-    found, pending = [], [pid]
-    while pending:
-        current = pending.pop()
-        found.append(current)
-        try:
-            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
-        except OSError:
-            continue
-        pending.extend(int(c) for c in children)
-    return found
-
-
 def _peak_rss_mb(pid: int) -> float:
     """VmHWM of a process and all its descendants, in MB."""
-    total = 0
-    for current in _process_tree(pid):
-        try:
-            status = Path(f"/proc/{current}/status").read_text()
-        except OSError:
-            continue
-        total += next(
-            int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")
-        )
-    return round(total / 1024, 1)
+    return round(status_kb(pid, "VmHWM") / 1024, 1)
 
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -355,9 +333,9 @@ def _cpu_snapshot(stack: Stack) -> dict[str, float]:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     noop = stack.processes.get(NOOP_API)
     return {
-        "api": _cpu_seconds(_process_tree(stack.processes["api"].pid)),
-        "noop_api": _cpu_seconds(_process_tree(noop.pid)) if noop is not None else 0.0,
-        "workers": _cpu_seconds([pid for w in workers for pid in _process_tree(w)]),
+        "api": _cpu_seconds(process_tree(stack.processes["api"].pid)),
+        "noop_api": _cpu_seconds(process_tree(noop.pid)) if noop is not None else 0.0,
+        "workers": _cpu_seconds([pid for w in workers for pid in process_tree(w)]),
         "postgres": _cpu_seconds(_pids_named("postgres")),
         "redis": _cpu_seconds(_pids_named("redis-server")),
         "load_generator": usage.ru_utime + usage.ru_stime,

@@ -1,0 +1,33 @@
+"""What /proc says of a process and its descendants: the benchmark's CPU and memory
+figures of the API, the workers and the reference endpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def process_tree(pid: int) -> list[int]:
+    """A process and all its descendants."""
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        try:
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue
+        pending.extend(int(c) for c in children)
+    return found
+
+
+def status_kb(pid: int, key: str) -> int:
+    """A /proc/<pid>/status figure in kB (VmRSS, VmHWM) summed over the process and its
+    descendants; a process gone meanwhile counts nothing."""
+    total = 0
+    for current in process_tree(pid):
+        try:
+            lines = Path(f"/proc/{current}/status").read_text().splitlines()
+        except OSError:
+            continue
+        total += next((int(line.split()[1]) for line in lines if line.startswith(f"{key}:")), 0)
+    return total
