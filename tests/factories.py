@@ -99,6 +99,12 @@ class World:
         other.token = self.stack.login(email, password)
         return other
 
+    def delivery_records(self, guid: str) -> dict[str, dict[str, Any]]:
+        """The sender's delivery records of message `guid`, by address (one email each)."""
+        answer = self.stack.deliveries(self.token, guid)
+        assert answer.status_code == 200, answer.text
+        return {r["email"]: r for r in answer.json()["results"]}
+
     def files(self) -> Files:
         """The attachment operations as this world's sender."""
         return Files(self.stack, self.token)

@@ -401,6 +401,13 @@ class Stack:
             assert saved.status_code == 200, saved.text
         return guid
 
+    def deliveries(self, token: str, guid: str) -> httpx.Response:
+        """GET /messages/{guid}/deliveries as the holder of `token`."""
+        with self.client() as client:
+            return client.get(
+                f"/api/v1/messages/{guid}/deliveries", headers={"x-sm-session-token": token}
+            )
+
     def send(self, token: str, guid: str, **body: Any) -> httpx.Response:
         with self.client() as client:
             return client.put(

@@ -119,14 +119,6 @@ def _email_to(stack: Stack, address: str) -> int:
     return int(found)
 
 
-def _records(stack: Stack, token: str, guid: str) -> dict[str, dict[str, Any]]:
-    with stack.client() as client:
-        answer = client.get(
-            f"/api/v1/messages/{guid}/deliveries", headers={"x-sm-session-token": token}
-        )
-    return {r["email"]: r for r in answer.json()["results"]}
-
-
 def _suppressed(stack: Stack, address: str) -> dict[str, str]:
     with stack.database.read_session() as session:
         return suppressions.suppressed_among(session, [address], now=clock.now())
@@ -142,7 +134,7 @@ def test_a_hard_bounce_marks_the_email_and_suppresses_the_address(
     to = bounces.return_path(BOUNCE_ADDRESS, email_id, stack.keys)
 
     assert _report(bounce_port_of(stack), to, _dsn("5.1.1"))[0] == 250
-    record = _records(stack, world.token, guid)[reader]
+    record = world.delivery_records(guid)[reader]
     assert record["status"] == "bounced"
     assert record["reason"] == "hard bounce: 5.1.1 smtp; 550 5.1.1 User unknown"
     assert reader in _suppressed(stack, reader)
@@ -150,7 +142,7 @@ def test_a_hard_bounce_marks_the_email_and_suppresses_the_address(
     again = world.draft(to=[reader])
     answer = world.send(again)
     assert answer.status_code == 200 and answer.json()["notificationSent"] is False
-    assert _records(stack, world.token, again)[reader]["status"] == "suppressed"
+    assert world.delivery_records(again)[reader]["status"] == "suppressed"
 
 
 def test_a_soft_bounce_waits_for_its_count_and_a_complaint_suppresses(

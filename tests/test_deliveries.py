@@ -4,17 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
 from tests.factories import World
 from tests.support import Stack, assert_error
-
-
-def _deliveries(stack: Stack, token: str, guid: str) -> httpx.Response:
-    with stack.client() as client:
-        return client.get(
-            f"/api/v1/messages/{guid}/deliveries", headers={"x-sm-session-token": token}
-        )
 
 
 def test_the_sender_reads_one_record_per_email_until_each_is_sent(
@@ -24,15 +15,15 @@ def test_the_sender_reads_one_record_per_email_until_each_is_sent(
     reader = world.user("reader")
     invitee = f"invitee-{unique}@example.org"
     guid = world.draft(to=[reader], cc=[invitee])
-    assert _deliveries(stack, world.token, guid).json() == {"results": []}  # a draft
+    assert stack.deliveries(world.token, guid).json() == {"results": []}  # a draft
     assert world.send(guid, inviteNewUsers=True).status_code == 200
 
     def delivered() -> list[dict[str, Any]] | None:
-        results: list[dict[str, Any]] = _deliveries(stack, world.token, guid).json()["results"]
+        results: list[dict[str, Any]] = stack.deliveries(world.token, guid).json()["results"]
         return results if all(r["status"] == "sent" for r in results) else None
 
     results = wait_until(delivered, timeout=30)
-    assert results, _deliveries(stack, world.token, guid).text
+    assert results, stack.deliveries(world.token, guid).text
     by_email = {r["email"]: r for r in results}
     assert by_email[reader]["kind"] == "Notification"
     assert "Invitation" in {r["kind"] for r in results if r["email"] == invitee}
@@ -47,5 +38,5 @@ def test_nobody_but_the_sender_reads_them(stack: Stack, unique: str) -> None:
     guid = world.sent_message([email])
     stranger, stranger_password = stack.make_user(unique, name="stranger")
     for token in (stack.login(email, password), stack.login(stranger, stranger_password)):
-        assert_error(_deliveries(stack, token, guid), 404, "929", "Message not found")
-    assert_error(_deliveries(stack, world.token, "0" * 32), 404, "929", "Message not found")
+        assert_error(stack.deliveries(token, guid), 404, "929", "Message not found")
+    assert_error(stack.deliveries(world.token, "0" * 32), 404, "929", "Message not found")
