@@ -10,8 +10,10 @@ from typing import Any, TypeVar
 from starlette.concurrency import run_in_threadpool
 
 from api_shim.dispatch import SendDispatcher
+from worker import drains
 from worker.db import Database
 from worker.domain.secrets import Keys
+from worker.models import Channel
 from worker.runtime import Runtime
 from worker.settings import Settings
 
@@ -45,6 +47,10 @@ class Services:
         """Run domain function `fn(session, **kwargs)` in one short read-write transaction,
         off the event loop."""
         return await run_in_threadpool(self._in_write, fn, kwargs)
+
+    async def webhook_events_queued(self) -> None:
+        """Ask for a webhook drain now (else the next sweep finds the events, in 10 s)."""
+        await run_in_threadpool(lambda: drains.request_drain(self.runtime, channel=Channel.WEBHOOK))
 
     async def read(self, fn: Callable[..., T], **kwargs: Any) -> T:
         """The same in a read-only transaction."""

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from tests.support import Stack, group_fixture
 from worker.db import Database
-from worker.domain import clock, jobs
+from worker.domain import clock, jobs, webhooks
 from worker.domain.auth import Caller, resolve_session
 from worker.domain.fixtures import load_fixture_dict
 from worker.domain.secrets import Keys, hash_password, new_token
@@ -104,6 +104,14 @@ class World:
         answer = self.stack.deliveries(self.token, guid)
         assert answer.status_code == 200, answer.text
         return {r["email"]: r for r in answer.json()["results"]}
+
+    def hook(self, url: str, events: str | list[str] = "*", secret: str | None = None) -> str:
+        """Register `url` as a webhook endpoint of the group (fixtures, as `securesend
+        load` does); returns its secret."""
+        secret = secret or webhooks.new_secret()
+        hook = {"url": url, "events": events, "secret": secret}
+        self.stack.load({"groups": [{"name": self.group, "webhooks": [hook]}]})
+        return secret
 
     def files(self) -> Files:
         """The attachment operations as this world's sender."""
@@ -241,7 +249,7 @@ class DomainWorld:
     def load(self, data: dict[str, Any]) -> None:
         """`securesend load` of `data` (SPEC 5), in a transaction of its own."""
         with self.database.write_session() as session:
-            load_fixture_dict(session, data)
+            load_fixture_dict(session, data, keys=self.keys, now=clock.now())
 
     def apply_group(self, **features: bool) -> None:
         """Create or update the group with `features`, `limits` and `banned`."""

@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from worker.db import Database
+from worker.domain import clock
 from worker.domain.fixtures import load_fixture_dict
 from worker.domain.secrets import Keys
 from worker.migrate import upgrade_to_head
@@ -126,11 +127,14 @@ def redis_pace_store(tag: str) -> Iterator[RedisPaceStore]:
         client.close()
 
 
-# Fast retries, so that tests of failing mail servers finish in seconds.
+# Fast retries, so that tests of failing mail servers and webhook endpoints finish in
+# seconds; webhook endpoints on 127.0.0.1 (the tests' receivers) allowed.
 MAIL_RETRY_ENV = {
     "MAIL_RETRY_BASE_SECONDS": "0.4",
     "MAIL_RETRY_MAX_SECONDS": "2",
     "MAIL_MAX_ATTEMPTS": "6",
+    "WEBHOOK_RETRY_SCHEDULE": "0.3,0.3,0.3,0.3,0.3,0.3,0.3",
+    "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "1",
 }
 
 
@@ -420,7 +424,7 @@ class Stack:
 
     def load(self, data: dict[str, Any]) -> None:
         with self.database.write_session() as session:
-            load_fixture_dict(session, data)
+            load_fixture_dict(session, data, keys=Keys(self.settings.secret_key), now=clock.now())
 
     def make_group(self, tag: str, **overrides: Any) -> str:
         group = group_fixture(f"group-{tag}", **overrides)

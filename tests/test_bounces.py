@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 
 from tests.factories import World
 from tests.support import Stack, free_port
+from tests.webhook_receiver import Receiver, running_receiver
 from worker.domain import bounces, clock, suppressions
 from worker.domain.delivery import OutgoingEmail, build_mime
 from worker.domain.secrets import Keys
@@ -124,10 +125,18 @@ def _suppressed(stack: Stack, address: str) -> dict[str, str]:
         return suppressions.suppressed_among(session, [address], now=clock.now())
 
 
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    with running_receiver() as receiver:
+        yield receiver
+
+
 def test_a_hard_bounce_marks_the_email_and_suppresses_the_address(
-    stack: Stack, unique: str, bounce_port_of: Any
+    stack: Stack, unique: str, bounce_port_of: Any, receiver: Receiver
 ) -> None:
     world = World(stack, unique).setup()
+    path = f"/bounced/{unique}"
+    secret = world.hook(receiver.url(path), events=["email.bounced"])
     reader = world.user("reader")
     guid = world.sent_message([reader])
     email_id = _email_to(stack, reader)
@@ -138,6 +147,17 @@ def test_a_hard_bounce_marks_the_email_and_suppresses_the_address(
     assert record["status"] == "bounced"
     assert record["reason"] == "hard bounce: 5.1.1 smtp; 550 5.1.1 User unknown"
     assert reader in _suppressed(stack, reader)
+    # The group's endpoint hears of it once, signed (verified as a receiver does).
+    (told,) = receiver.wait_for(path, 1)
+    event = told.verified(secret)
+    assert event["type"] == "email.bounced"
+    assert {k: event["data"][k] for k in ("messageGuid", "email", "bounceType", "dsnStatus")} == {
+        "messageGuid": guid,
+        "email": reader,
+        "bounceType": "hard",
+        "dsnStatus": "5.1.1",
+    }
+    assert event["data"]["diagnostic"] == "smtp; 550 5.1.1 User unknown"
 
     again = world.draft(to=[reader])
     answer = world.send(again)
@@ -146,9 +166,11 @@ def test_a_hard_bounce_marks_the_email_and_suppresses_the_address(
 
 
 def test_a_soft_bounce_waits_for_its_count_and_a_complaint_suppresses(
-    stack: Stack, unique: str, bounce_port_of: Any
+    stack: Stack, unique: str, bounce_port_of: Any, receiver: Receiver
 ) -> None:
     world = World(stack, unique).setup()
+    path = f"/reports/{unique}"
+    secret = world.hook(receiver.url(path), events=["email.bounced", "email.complained"])
     soft, annoyed = world.user("soft"), world.user("annoyed")
     world.sent_message([soft, annoyed])
     port = bounce_port_of(stack)
@@ -159,12 +181,18 @@ def test_a_soft_bounce_waits_for_its_count_and_a_complaint_suppresses(
     annoyed_to = bounces.return_path(BOUNCE_ADDRESS, _email_to(stack, annoyed), stack.keys)
     assert _report(port, annoyed_to, ARF)[0] == 250
     assert _suppressed(stack, annoyed)[annoyed].startswith("suppressed (complaint)")
+    told = {e["type"]: e["data"] for e in (r.verified(secret) for r in receiver.wait_for(path, 2))}
+    assert (told["email.bounced"]["email"], told["email.bounced"]["bounceType"]) == (soft, "soft")
+    assert told["email.complained"]["email"] == annoyed
+    assert told["email.complained"]["feedbackType"] == "abuse"
 
 
 def test_anything_else_is_refused_and_changes_nothing(
-    stack: Stack, unique: str, bounce_port_of: Any
+    stack: Stack, unique: str, bounce_port_of: Any, receiver: Receiver
 ) -> None:
     world = World(stack, unique).setup()
+    path = f"/nothing/{unique}"
+    world.hook(receiver.url(path), events=["email.bounced", "email.complained"])
     reader = world.user("reader")
     world.sent_message([reader])
     port = bounce_port_of(stack)
@@ -187,6 +215,7 @@ def test_anything_else_is_refused_and_changes_nothing(
     with stack.database.read_session() as session:
         assert session.scalar(select(func.count()).select_from(Suppression)) == before
     assert _suppressed(stack, reader) == {}
+    assert receiver.wait_for(path, 1, timeout=2) == []  # no event either
 
 
 def test_a_return_path_names_one_email_and_cannot_be_forged() -> None:

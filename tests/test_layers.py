@@ -44,6 +44,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "worker.payloads",
         "worker.client",
         "worker.transports",
+        "worker.webhook_transport",
         "worker.broker",
         "worker.migrate",
         "worker.migrations",

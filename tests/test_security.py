@@ -8,12 +8,14 @@ import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
+import pytest
 import redis
 from sqlalchemy import func, inspect, select, text, update
 
 from tests.factories import World
 from tests.smtp_sink import SmtpSink
 from tests.support import REDIS_TEST_URL, Stack, assert_error
+from tests.webhook_receiver import Receiver, running_receiver
 from worker.domain import clock
 from worker.domain.attachments import CHUNK_BYTES
 from worker.models import User, UserSession
@@ -190,14 +192,28 @@ def _redis_text(url: str) -> str:
     return "\n".join(parts)
 
 
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with running_receiver() as receiver:
+        yield receiver
+
+
 def test_secrets_never_appear_in_plain_text(
-    postgres_stack: Stack, smtp_sink: SmtpSink, unique: str
+    postgres_stack: Stack, smtp_sink: SmtpSink, unique: str, receiver: Receiver
 ) -> None:
     world = World(postgres_stack, unique, features={"cra": True}).setup()
     invitee = f"invitee-{unique}@example.org"
+    subject, body = f"SUBJECT-{unique}", f"BODY-{unique}"
     guid = world.draft(
-        to=[world.user("r")], cc=[invitee], messageOptions={"fyeoType": "UniquePassword"}
+        to=[world.user("r")],
+        cc=[invitee],
+        subject=subject,
+        body=body,
+        messageOptions={"fyeoType": "UniquePassword"},
     )
+    # Every event, to an endpoint whose bodies must hold none of it either.
+    hook_path = f"/audit/{unique}"
+    hook_secret = world.hook(receiver.url(hook_path))
     # A file whose every byte is a marker, in chunks through the API like any client's.
     marker = f"FILE-BYTES-{unique}-"
     file_bytes = (marker * (CHUNK_BYTES // len(marker) + 2)).encode()
@@ -226,7 +242,11 @@ def test_secrets_never_appear_in_plain_text(
         "invitation": token_match.group(1),
         "account": world.password,
         "file": marker,
+        "webhook": hook_secret,
     }
+    # message.sent twice (the held job runs too), email.sent for each email, at least.
+    events = receiver.wait_for(hook_path, 4)
+    assert {e.verified(hook_secret)["type"] for e in events} >= {"message.sent", "email.sent"}
     time.sleep(1)  # let the logs flush
 
     places = {
@@ -235,10 +255,13 @@ def test_secrets_never_appear_in_plain_text(
         "api log": postgres_stack.log("api"),
         "worker log": postgres_stack.log("worker"),
         "response": response.text,
+        "webhook bodies": "\n".join(e.body.decode() for e in receiver.at(hook_path)),
     }
     for place, content in places.items():
         assert content, place
         for name, secret in secrets.items():
             assert secret not in content, f"the {name} secret is in the {place}"
+    for content in (subject, body):  # not secrets, but never in an event
+        assert content not in places["webhook bodies"]
     assert "$argon2" in places["database"]  # what is stored instead
     assert "plans.txt" in places["database"]  # the file is there, sealed

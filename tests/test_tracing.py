@@ -42,6 +42,7 @@ from tests.support import (
     free_port,
     run_python,
 )
+from tests.webhook_receiver import Receiver, running_receiver
 from worker import telemetry
 from worker.celery_factory import create_app
 from worker.client import build_send_job, send_job_options
@@ -263,8 +264,16 @@ def _secrets_in(spans: list[ReceivedSpan], secret_values: dict[str, str]) -> lis
 def test_one_send_is_one_trace_from_the_api_to_the_smtp_delivery(
     traced_stack: Stack, receiver: OtlpReceiver, smtp_sink: SmtpSink
 ) -> None:
+    with running_receiver() as hooks:
+        _one_send_is_one_trace(traced_stack, receiver, smtp_sink, hooks)
+
+
+def _one_send_is_one_trace(
+    traced_stack: Stack, receiver: OtlpReceiver, smtp_sink: SmtpSink, hooks: Receiver
+) -> None:
     unique = secrets.token_hex(4)
     world = World(traced_stack, unique, features={"cra": True}).setup()
+    hook_secret = world.hook(hooks.url(f"/traced/{unique}"), events=["message.sent"])
     reader = world.user("reader")
     invitee = f"invitee-{unique}@example.org"
     subject, body = f"Merger plans {unique}", f"Confidential body text {unique}"
@@ -298,6 +307,7 @@ def test_one_send_is_one_trace_from_the_api_to_the_smtp_delivery(
         by_id = {s.span_id for s in spans}
         return (
             len(delivered) >= 2
+            and bool(_named(spans, "securesend.webhook.deliver"))
             and bool(_named(spans, SEND_SPAN))
             and any(s.service == "securesend-api" and s.parent_id == caller_span for s in spans)
             # every span's parent has arrived (the caller's own span is not ours to send)
@@ -344,6 +354,13 @@ def test_one_send_is_one_trace_from_the_api_to_the_smtp_delivery(
         assert delivery.attributes["securesend.email.attempt"] == 1
         assert isinstance(delivery.attributes["securesend.email.id"], int)
 
+    # The webhook event the send queued: one span per delivery attempt, under the send.
+    (hook,) = _named(spans, "securesend.webhook.deliver")
+    assert hook.parent_id == send.span_id and hook.service == "securesend-worker"
+    assert hook.attributes["securesend.webhook.event"] == "message.sent"
+    assert hook.attributes["securesend.webhook.outcome"] == "sent"
+    assert str(hook.attributes["securesend.webhook.endpoint"]).startswith("ep_")
+
     # Any request field may come in the query string: the request span keeps its path only.
     ping_parent, ping_trace, ping_caller = _traceparent()
     with traced_stack.client() as client:
@@ -375,6 +392,8 @@ def test_one_send_is_one_trace_from_the_api_to_the_smtp_delivery(
             "account password": world.password,
             "session token": world.token,
             "file content": file_content.decode(),
+            "webhook secret": hook_secret,
+            "webhook URL": hooks.url(f"/traced/{unique}"),
         },
     )
     assert found == []

@@ -21,7 +21,9 @@ from typing import Any
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from worker import drains
 from worker.domain import bounces, clock
+from worker.models import Channel
 from worker.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -74,6 +76,8 @@ class BounceHandler:
         if not known:
             return "550 5.1.1 No such email: the report changes nothing"
         logger.info("recorded a %s for emails %s", report.kind, known)
+        # Their groups' webhook endpoints may have an event to hear (else the drain finds none).
+        await asyncio.to_thread(drains.request_drain, self.runtime, channel=Channel.WEBHOOK)
         return "250 OK: recorded"
 
     async def handle_exception(self, error: Exception) -> str:
@@ -95,6 +99,7 @@ class BounceHandler:
                     now=now,
                     suppression_days=settings.suppression_days,
                     soft_bounces=settings.soft_bounces_before_suppression,
+                    keys=self.runtime.keys,
                 )
             ],
             write=True,

@@ -73,6 +73,7 @@ def create_app(settings: Settings, *, results: bool = True) -> Celery:
             PING_TASK: {"queue": SEND_QUEUE},
             JOBS_SWEEP_TASK: {"queue": INTERACTIVE_SEND_QUEUE},
             "securesend.mail.*": {"queue": MAIL_QUEUE},
+            "securesend.webhooks.*": {"queue": MAIL_QUEUE},
         },
         # docs/reliability.md explains each of these.
         task_acks_late=True,

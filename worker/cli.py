@@ -59,14 +59,23 @@ def _migrate_if_sqlite() -> None:
 def cmd_load(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
+    from worker.domain import clock
     from worker.domain.fixtures import load_fixtures, read_fixture_file
 
     _migrate_if_sqlite()
     try:
         fixtures = read_fixture_file(Path(args.file))
         with _runtime() as runtime, runtime.database.write_session() as session:
-            counts = load_fixtures(session, fixtures)
-    except (OSError, ValueError, ValidationError) as e:
+            counts = load_fixtures(session, fixtures, keys=runtime.keys, now=clock.now())
+    except ValidationError as e:
+        # Without the values: a password or a webhook secret is never echoed.
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            for error in e.errors(include_input=False, include_url=False)
+        )
+        print(f"securesend load: {args.file}: {problems}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as e:
         print(f"securesend load: {args.file}: {e}", file=sys.stderr)
         return 2
     print(f"loaded {counts['groups']} groups and {counts['users']} users from {args.file}")
@@ -250,6 +259,89 @@ def cmd_suppressions(args: argparse.Namespace) -> int:
         return 0 if removed else 1
 
 
+def cmd_webhooks(args: argparse.Namespace) -> int:
+    """Add, list, remove, rotate or replay webhook endpoints (worker.domain.webhooks)."""
+    import json
+    from datetime import UTC, datetime
+    from urllib.parse import urlsplit
+
+    from worker import drains
+    from worker.domain import clock, webhooks
+    from worker.domain.webhooks import WebhookRefused, WebhookUnreachable
+    from worker.models import Channel
+    from worker.webhook_transport import check_public
+
+    def fail(message: str) -> int:
+        print(f"securesend webhooks {args.action}: {message}", file=sys.stderr)
+        return 2
+
+    now = clock.now()
+    settings = get_settings()
+    try:
+        with _runtime() as runtime, runtime.database.write_session() as session:
+            if args.action == "list":
+                found = webhooks.list_endpoints(session, group=args.group)
+                print(json.dumps([e.as_dict() for e in found], indent=2))
+                return 0
+            if args.action == "add":
+                if not (args.group and args.url):
+                    return fail("--group and --url are needed")
+                parts = urlsplit(webhooks.check_url(args.url))
+                port = parts.port or (443 if parts.scheme == "https" else 80)
+                try:
+                    check_public(
+                        parts.hostname or "",
+                        port,
+                        allow_private=settings.webhook_allow_private_networks,
+                    )
+                except WebhookRefused as e:
+                    return fail(e.reason)
+                except WebhookUnreachable as e:
+                    print(f"warning: {e.reason}; added all the same", file=sys.stderr)
+                endpoint, secret = webhooks.add_endpoint(
+                    session,
+                    group=args.group,
+                    url=args.url,
+                    events=args.events,
+                    secret=args.secret,
+                    keys=runtime.keys,
+                    now=now,
+                )
+                print(f"{endpoint.uid}  {endpoint.group}  {', '.join(endpoint.events)}")
+                if secret is not None:  # made up here: shown once, stored sealed
+                    print(f"secret (shown once): {secret}")
+                return 0
+            if args.action in ("remove", "rotate") and not args.id:
+                return fail("an endpoint id (ep_…) is needed")
+            if args.action == "remove":
+                removed = webhooks.remove_endpoint(session, args.id)
+                print(f"removed {args.id}" if removed else f"no endpoint {args.id}")
+                return 0 if removed else 1
+            if args.action == "rotate":
+                secret = webhooks.rotate_secret(
+                    session, args.id, secret=args.secret, keys=runtime.keys, now=now
+                )
+                if args.secret is None:
+                    print(f"secret (shown once): {secret}")
+                print(f"the previous secret signs too until {now + webhooks.ROTATION_OVERLAP}")
+                return 0
+            since = datetime.fromisoformat(args.since) if args.since else None
+            if since is not None and since.tzinfo is None:
+                since = since.replace(tzinfo=UTC)
+            count = webhooks.replay(
+                session,
+                now=now,
+                webhook_id=None if since else args.id,
+                since=since,
+                endpoint=args.endpoint,
+            )
+        drains.request_drain(runtime, channel=Channel.WEBHOOK)
+        print(f"queued {count} deliveries again")
+        return 0
+    except ValueError as e:
+        return fail(str(e))
+
+
 def cmd_bounces(args: argparse.Namespace) -> int:
     """Serve the SMTP server bounces and complaints come back to (worker.bounce_server)."""
     from worker.bounce_server import serve
@@ -402,6 +494,19 @@ def build_parser() -> argparse.ArgumentParser:
     suppressed.add_argument("--days", type=int, default=None, help="add: for this long only")
     suppressed.add_argument("--by", default=None, help="remove: who (recorded)")
     suppressed.set_defaults(func=cmd_suppressions)
+
+    hooks = sub.add_parser("webhooks", help="add, list, remove, rotate or replay webhook endpoints")
+    hooks.add_argument("action", choices=("add", "list", "remove", "rotate", "replay"))
+    hooks.add_argument(
+        "id", nargs="?", help="remove/rotate: the endpoint (ep_…); replay: a webhook-id (msg_…)"
+    )
+    hooks.add_argument("--group", help="add: the sender group; list: only its endpoints")
+    hooks.add_argument("--url", help="add: where events are posted")
+    hooks.add_argument("--events", default="*", help="add: comma-separated event types, or *")
+    hooks.add_argument("--secret", default=None, help="add/rotate: a whsec_ secret (else made up)")
+    hooks.add_argument("--since", default=None, help="replay: every event since (ISO 8601)")
+    hooks.add_argument("--endpoint", default=None, help="replay: of this endpoint only")
+    hooks.set_defaults(func=cmd_webhooks)
 
     bounced = sub.add_parser("bounces", help="receive bounces and complaints (SMTP)")
     bounced.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a mail server

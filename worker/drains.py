@@ -1,6 +1,8 @@
-"""Email delivery as the workers run it: asking for a drain of the outbox, running one
+"""Outbox delivery as the workers run it: asking for a drain of the outbox, running one
 (worker.domain.delivery claims, sends and records), and the flag that keeps one drain
-pending or running at a time.
+pending or running at a time. Each channel of the outbox (emails, webhook events) has a
+drain task and a flag of its own, so that a slow webhook endpoint never holds back an
+email; the mechanism is the same.
 
 Sends arrive faster than emails need a task each: with the flag, a burst of sends costs
 one drain that delivers everything due in batches over one connection. The flag names
@@ -14,12 +16,16 @@ for, and two drains at once claim different emails.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from functools import partial
 
 import redis
+from sqlalchemy.orm import Session
 
 from worker.domain import clock, delivery
 from worker.identity import worker_id
-from worker.queues import DRAIN_TASK, MAIL_QUEUE
+from worker.models import Channel
+from worker.queues import DRAIN_TASK, MAIL_QUEUE, WEBHOOK_DRAIN_TASK
 from worker.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -28,6 +34,23 @@ DRAIN_FLAG = "securesend:mail:drain-pending"
 # When the next countdown drain is scheduled (Redis's clock, seconds): a later request
 # for then or after needs no drain of its own.
 DRAIN_AT = "securesend:mail:drain-at"
+
+
+@dataclass(frozen=True, slots=True)
+class _Drain:
+    """One channel's drain: its task and its two Redis keys."""
+
+    task: str
+    flag: str
+    at: str
+
+
+DRAINS = {
+    Channel.EMAIL: _Drain(DRAIN_TASK, DRAIN_FLAG, DRAIN_AT),
+    Channel.WEBHOOK: _Drain(
+        WEBHOOK_DRAIN_TASK, "securesend:webhooks:drain-pending", "securesend:webhooks:drain-at"
+    ),
+}
 _BOOK_COUNTDOWN = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -49,66 +72,70 @@ def _holder() -> str:
     return worker_id() or "-"
 
 
-def request_drain(runtime: Runtime, *, countdown: float | None = None) -> None:
-    """Make sure a drain is on its way: now (after the batch window), unless one is
-    pending or running already; or after `countdown` seconds, unless one is already
-    asked for by then."""
+def request_drain(
+    runtime: Runtime, *, countdown: float | None = None, channel: Channel = Channel.EMAIL
+) -> None:
+    """Make sure a drain of `channel` is on its way: now (after the batch window), unless
+    one is pending or running already; or after `countdown` seconds, unless one is
+    already asked for by then."""
+    drain = DRAINS[channel]
     if countdown is None:
-        if not _take_flag(runtime):
+        if not _take_flag(runtime, drain):
             return
         countdown = runtime.settings.mail_batch_window_seconds or None
-    elif not _book_countdown(runtime, countdown):
+    elif not _book_countdown(runtime, countdown, drain):
         return
     try:
-        runtime.celery.send_task(DRAIN_TASK, queue=MAIL_QUEUE, countdown=countdown)
+        runtime.celery.send_task(drain.task, queue=MAIL_QUEUE, countdown=countdown)
     except Exception:  # noqa: BLE001 - the outbox row is the record; the sweep asks again
-        release(runtime)
+        release(runtime, channel)
         logger.warning("could not queue an outbox drain; the sweep will")
 
 
-def _book_countdown(runtime: Runtime, countdown: float) -> bool:
+def _book_countdown(runtime: Runtime, countdown: float, drain: _Drain) -> bool:
     """Whether a drain must be scheduled `countdown` seconds from now: not when one is
     already scheduled by then (every drain asks for the next: without this, each would
     start a chain of its own, and paced drains would pile up sharing the same slots)."""
     if runtime.redis is None:
         return True
     try:
-        return bool(runtime.redis.eval(_BOOK_COUNTDOWN, 1, DRAIN_AT, countdown))
+        return bool(runtime.redis.eval(_BOOK_COUNTDOWN, 1, drain.at, countdown))
     except redis.RedisError:
         return True
 
 
-def _take_flag(runtime: Runtime) -> bool:
+def _take_flag(runtime: Runtime, drain: _Drain) -> bool:
     if runtime.redis is None:
         return True
     try:
-        return bool(runtime.redis.set(DRAIN_FLAG, _holder(), nx=True, ex=_flag_ttl(runtime)))
+        return bool(runtime.redis.set(drain.flag, _holder(), nx=True, ex=_flag_ttl(runtime)))
     except redis.RedisError:
         return True
 
 
-def hold(runtime: Runtime) -> None:
+def hold(runtime: Runtime, channel: Channel = Channel.EMAIL) -> None:
     """The drain that starts takes the flag over in its worker's name."""
     if runtime.redis is not None:
         try:
-            runtime.redis.set(DRAIN_FLAG, _holder(), xx=True, ex=_flag_ttl(runtime))
+            runtime.redis.set(DRAINS[channel].flag, _holder(), xx=True, ex=_flag_ttl(runtime))
         except redis.RedisError:
             pass
 
 
-def release(runtime: Runtime) -> None:
+def release(runtime: Runtime, channel: Channel = Channel.EMAIL) -> None:
     if runtime.redis is not None:
         try:
-            runtime.redis.delete(DRAIN_FLAG)
+            runtime.redis.delete(DRAINS[channel].flag)
         except redis.RedisError:
             pass  # it expires by itself
 
 
 def release_if_held_by(runtime: Runtime, worker_ids: list[str]) -> None:
-    """Release the flag if a worker of `worker_ids` (dead ones) holds it."""
+    """Release every channel's flag that a worker of `worker_ids` (dead ones) holds."""
     if runtime.redis is not None:
         for dead in worker_ids:
-            runtime.redis.eval(_RELEASE_IF_HELD_BY, 1, DRAIN_FLAG, dead)
+            for drain in DRAINS.values():
+                runtime.redis.eval(_RELEASE_IF_HELD_BY, 1, drain.flag, dead)
 
 
 def run_drain(runtime: Runtime) -> delivery.DeliveryReport:
@@ -130,23 +157,51 @@ def run_drain(runtime: Runtime) -> delivery.DeliveryReport:
         )
     finally:
         release(runtime)
-    sweep(runtime)
+    if report.events:  # the outcomes' webhook events
+        request_drain(runtime, channel=Channel.WEBHOOK)
+    sweep(runtime, Channel.EMAIL)
     return report
 
 
-def sweep(runtime: Runtime) -> bool:
-    """Ask for the next drain: now if an email is due that nobody holds (after a lost
-    task, a failed publish, a crashed mail worker), else when the earliest pending email
-    is due (a retry's backoff, a deferral for the pace: every drain leaves the next one
-    asked for, not only for the emails it deferred itself). Safe anywhere, any number of
-    times; returns whether an email is due now."""
-    wait = runtime.database.run(
-        lambda session: delivery.next_due_in(session, now=clock.now()), write=False
-    )
-    if wait == 0.0:
-        request_drain(runtime)
-    # A countdown task waits unacknowledged in a worker; past the visibility timeout
-    # Redis would hand it to a second worker. Longer waits are left to the next sweep.
-    elif wait is not None and wait < runtime.settings.broker_visibility_timeout_seconds / 2:
-        request_drain(runtime, countdown=wait)
-    return wait == 0.0
+def run_webhook_drain(runtime: Runtime) -> delivery.DeliveryReport:
+    """Deliver the due webhook events, in batches, for up to half the mail task's time
+    limit; then ask for the next drain as `run_drain` does."""
+    settings = runtime.settings
+    hold(runtime, Channel.WEBHOOK)
+    try:
+        report = delivery.drain_webhooks(
+            runtime.database,
+            runtime.webhooks(),
+            keys=runtime.keys,
+            now=clock.now,
+            budget_seconds=settings.mail_task_time_limit_seconds / 2,
+            lease=delivery.claim_lease(settings),
+            claimed_by=worker_id(),
+        )
+    finally:
+        release(runtime, Channel.WEBHOOK)
+    sweep(runtime, Channel.WEBHOOK)
+    return report
+
+
+def _next_due_in(session: Session, *, channel: Channel) -> float | None:
+    return delivery.next_due_in(session, now=clock.now(), channel=channel)
+
+
+def sweep(runtime: Runtime, *channels: Channel) -> bool:
+    """Ask for each channel's next drain (every channel unless named): now if a row is
+    due that nobody holds (after a lost task, a failed publish, a crashed worker), else
+    when the earliest pending one is due (a retry's backoff, a deferral for the pace:
+    every drain leaves the next one asked for, not only for the rows it deferred
+    itself). Safe anywhere, any number of times; returns whether a row is due now."""
+    due_now = False
+    for channel in channels or tuple(Channel):
+        wait = runtime.database.run(partial(_next_due_in, channel=channel), write=False)
+        if wait == 0.0:
+            request_drain(runtime, channel=channel)
+            due_now = True
+        # A countdown task waits unacknowledged in a worker; past the visibility timeout
+        # Redis would hand it to a second worker. Longer waits are left to the next sweep.
+        elif wait is not None and wait < runtime.settings.broker_visibility_timeout_seconds / 2:
+            request_drain(runtime, countdown=wait, channel=channel)
+    return due_now

@@ -130,6 +130,17 @@ class BannedKind(enum.StrEnum):
 class EmailKind(enum.StrEnum):
     NOTIFICATION = "notification"
     INVITATION = "invitation"
+    # Not an email: an event for a webhook endpoint, delivered by the same outbox
+    # (`Channel.WEBHOOK`; worker.domain.webhooks).
+    WEBHOOK = "webhook"
+
+
+class Channel(enum.IntEnum):
+    """How an outbox row goes out: its transport (docs/design.md, "Webhooks"). Stored as
+    its number, the first column of the claim's index: each drain claims one channel."""
+
+    EMAIL = 0  # SMTP
+    WEBHOOK = 1  # an HTTP POST, signed (Standard Webhooks)
 
 
 class EmailStatus(enum.StrEnum):
@@ -219,6 +230,10 @@ class Group(Base):
     # Bumped whenever this group's banned list (or the global list) changes, so a worker
     # rebuilds its compiled matcher only then.
     banned_version: Mapped[int] = mapped_column(Integer, default=0)
+    # The events its enabled webhook endpoints want, comma-separated (empty: none),
+    # kept by worker.domain.webhooks: the send reads it with the group, so a group
+    # without endpoints costs no query.
+    webhook_events: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
 class BannedEntry(Base):
@@ -438,12 +453,13 @@ class OutboxEmail(Base):
     """
 
     __tablename__ = "outbox"
-    # The claim's order (worker.domain.delivery): the pending emails only, interactive
-    # first, then oldest first. Partial, so that a claim walks just what may go, not the
-    # days of sent email that retention keeps.
+    # The claim's order (worker.domain.delivery): one channel's pending rows only,
+    # interactive first, then oldest first. Partial, so that a claim walks just what may
+    # go, not the days of sent email that retention keeps.
     __table_args__ = (
         Index(
-            "ix_outbox_unsent",
+            "ix_outbox_due",
+            "channel",
             "lane",
             "id",
             postgresql_where=text(PENDING_CONDITION),
@@ -484,6 +500,42 @@ class OutboxEmail(Base):
     trace_parent: Mapped[str | None] = mapped_column(String(TRACEPARENT_MAX))
     # The lane of the send that queued it (`Lane`): interactive emails are claimed first.
     lane: Mapped[int] = mapped_column(SmallInteger, default=Lane.BULK, server_default=_BULK)
+    # Its transport (`Channel`): an email, or an event for a webhook endpoint.
+    channel: Mapped[int] = mapped_column(
+        SmallInteger, default=Channel.EMAIL, server_default=str(int(Channel.EMAIL))
+    )
+    # A webhook event: the endpoint it goes to (`recipient` is the endpoint's uid,
+    # `template` the event's type, `message_id_header` its webhook-id).
+    endpoint_id: Mapped[int | None] = mapped_column(
+        ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), index=True
+    )
+    # An email whose sender's group had webhook endpoints when it was queued: its
+    # outcomes (sent, failed, bounced, complained) are events for them.
+    webhook_group_id: Mapped[int | None] = mapped_column(Integer)
+
+
+class WebhookEndpoint(Base):
+    """A URL a sender group's events are posted to, signed per Standard Webhooks with the
+    endpoint's secrets (sealed: `whsec_…` values never sit in a column in plain text).
+    During a rotation the previous secret signs too, until `previous_until`."""
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (UniqueConstraint("group_id", "url"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uid: Mapped[str] = mapped_column(String(40), unique=True)  # ep_…, what operators name
+    group_id: Mapped[int] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"))
+    url: Mapped[str] = mapped_column(Text)
+    events: Mapped[str] = mapped_column(Text)  # comma-separated event types
+    sealed_secret: Mapped[str] = mapped_column(Text)
+    sealed_previous_secret: Mapped[str | None] = mapped_column(Text)
+    previous_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=clock.now)
+    # Failing since its first failure after a success (None: its last delivery went
+    # through); disabled after WEBHOOK_DISABLE_AFTER_DAYS of it, or by a 410 at once.
+    failing_since: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    disabled_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class Suppression(Base):

@@ -16,6 +16,8 @@ ALL_QUEUES = (MAIL_QUEUE, INTERACTIVE_SEND_QUEUE, SEND_QUEUE)
 
 SEND_TASK = "securesend.send_message"
 DRAIN_TASK = "securesend.mail.drain"
+# Delivers webhook events: the outbox's second channel, on the mail queue.
+WEBHOOK_DRAIN_TASK = "securesend.webhooks.drain"
 SWEEP_TASK = "securesend.mail.sweep"
 JOBS_SWEEP_TASK = "securesend.jobs.sweep"
 PRUNE_TASK = "securesend.prune"

@@ -1,7 +1,7 @@
 """One runtime per process: what it holds for its lifetime (settings, the database, the
-keys derived from SECRET_KEY, Redis, the mail relays and their pace, where attachment
-chunks are kept, a Celery publisher), built where the process starts and passed
-explicitly from there (arq's `ctx`).
+keys derived from SECRET_KEY, Redis, the mail relays and their pace, the webhook
+transport, where attachment chunks are kept, a Celery publisher), built where the
+process starts and passed explicitly from there (arq's `ctx`).
 
 - a worker's pool process: `worker_process_init` (worker/celery_app.py), closed at its
   shutdown; its tasks take it with `current()` and pass it on;
@@ -15,6 +15,7 @@ Importing this module builds nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import redis
 from celery import Celery
@@ -23,12 +24,13 @@ from worker.attachment_files import make_chunk_store
 from worker.celery_factory import create_app
 from worker.db import Database
 from worker.domain.attachments import ChunkStore
-from worker.domain.delivery import MailTransport
+from worker.domain.delivery import MailTransport, RetryPolicy, WebhookDelivery
 from worker.domain.pace import Pacing
 from worker.domain.secrets import Keys
 from worker.pacing import make_pace_store
 from worker.settings import Settings
 from worker.transports import make_relays
+from worker.webhook_transport import HttpPoster
 
 
 @dataclass
@@ -41,6 +43,7 @@ class Runtime:
     _relays: list[MailTransport] | None = field(default=None, repr=False)
     _pacing: Pacing | None = field(default=None, repr=False)
     _chunk_store: ChunkStore | None = field(default=None, repr=False)
+    _webhooks: WebhookDelivery | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, settings: Settings, *, celery: Celery | None = None) -> Runtime:
@@ -77,6 +80,18 @@ class Runtime:
             )
         return self._pacing
 
+    def webhooks(self) -> WebhookDelivery:
+        """What the process delivers webhook events with: its HTTP connection pool
+        (opened on first use) and the retry schedule."""
+        if self._webhooks is None:
+            settings = self.settings
+            self._webhooks = WebhookDelivery(
+                HttpPoster(settings),
+                RetryPolicy.for_webhooks(settings),
+                timedelta(days=settings.webhook_disable_after_days),
+            )
+        return self._webhooks
+
     def chunk_store(self) -> ChunkStore:
         """Where attachment chunks are kept: the database, or ATTACHMENTS_DIR."""
         if self._chunk_store is None:
@@ -88,6 +103,9 @@ class Runtime:
         relays, self._relays = self._relays or [], None
         for relay in relays:
             relay.close()
+        if self._webhooks is not None:
+            self._webhooks.poster.close()
+            self._webhooks = None
         self.database.dispose()
         if self.redis is not None:
             self.redis.close()

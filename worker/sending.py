@@ -11,11 +11,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from worker import broker
+from worker import broker, drains
 from worker.db import DATABASE_UNAVAILABLE
 from worker.domain import clock, jobs, recovery
 from worker.domain.errors import SEND_FAILED, ApiError
 from worker.domain.send import SendOutcome, SendRequest, record_job_outcome, send_message
+from worker.models import Channel
 from worker.payloads import SendJobV1, SendResult, SendSecrets, payload_error
 from worker.queues import SEND_QUEUES, SEND_TASK
 from worker.runtime import Runtime
@@ -85,6 +86,8 @@ def run_send_job(runtime: Runtime, payload: dict[str, Any], *, redelivered: bool
             "emails_queued": len(outcome.email_ids),
         },
     )
+    if outcome.webhook_events:  # only a group with webhook endpoints has any
+        drains.request_drain(runtime, channel=Channel.WEBHOOK)
     return SendJobRun(_result(outcome.http_status, outcome.body), outcome)
 
 

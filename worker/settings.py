@@ -88,6 +88,14 @@ class Settings(BaseSettings):
     # address clients call, for the absolute `uploadUri`s PreCreateAttachments answers.
     attachments_dir: Path | None = None
     forwarded_allow_ips: str = ""
+    # Webhooks (SPEC 8, README "Webhooks"): the waits, in seconds, after each failed
+    # attempt (Svix's schedule: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h; one attempt
+    # more than waits); how long an endpoint has to answer; an endpoint failing for this
+    # many days is disabled; private and loopback addresses are refused unless allowed.
+    webhook_retry_schedule: str = "5,300,1800,7200,18000,36000,36000"
+    webhook_timeout_seconds: float = 15.0
+    webhook_disable_after_days: float = 5.0
+    webhook_allow_private_networks: bool = False
     # Jobs, emails and sessions older than this are deleted (hourly; 0 keeps everything).
     retention_days: int = 7
     # Drafts nobody saved or added a file to for this long are deleted with their files
@@ -123,6 +131,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _limits_readable(self) -> Settings:
         self.pace_limits  # noqa: B018 - raises ValueError on a malformed rate
+        self.webhook_retry_delays  # noqa: B018 - raises ValueError on a malformed schedule
         for url in self.smtp_urls:
             if not url.startswith(("smtp://", "smtps://")):
                 raise ValueError(f"SMTP_URL: {url.split('@')[-1]!r} is not smtp://… or smtps://…")
@@ -133,6 +142,16 @@ class Settings(BaseSettings):
         if self.securesend_env == "production" and self.secret_key == DEFAULT_SECRET_KEY:
             raise ValueError("SECRET_KEY must be set when SECURESEND_ENV=production")
         return self
+
+    @property
+    def webhook_retry_delays(self) -> tuple[float, ...]:
+        """WEBHOOK_RETRY_SCHEDULE as seconds (ValueError when malformed)."""
+        delays = tuple(
+            float(part) for part in self.webhook_retry_schedule.split(",") if part.strip()
+        )
+        if any(d < 0 for d in delays):
+            raise ValueError("WEBHOOK_RETRY_SCHEDULE: waits are seconds, not negative")
+        return delays
 
     @property
     def log_format(self) -> str:

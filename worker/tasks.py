@@ -23,6 +23,7 @@ from worker.queues import (
     PRUNE_TASK,
     SEND_TASK,
     SWEEP_TASK,
+    WEBHOOK_DRAIN_TASK,
 )
 from worker.runtime import current
 from worker.settings import get_settings
@@ -95,9 +96,26 @@ def drain_outbox_task() -> dict[str, int]:
     }
 
 
+@app.task(
+    name=WEBHOOK_DRAIN_TASK,
+    acks_late=True,
+    ignore_result=True,
+    time_limit=_mail_time_limit,
+    soft_time_limit=soft_time_limit(_mail_time_limit),
+)
+def drain_webhooks_task() -> dict[str, int]:
+    """Deliver the due webhook events (worker.drains.run_webhook_drain)."""
+    report = drains.run_webhook_drain(current())
+    return {
+        "sent": len(report.sent),
+        "failed": len(report.failed),
+        "retrying": len(report.retry_in),
+    }
+
+
 @app.task(name=SWEEP_TASK, acks_late=True, ignore_result=True)
 def sweep_outbox_task() -> bool:
-    """Ask for a drain if an email is due that nobody holds."""
+    """Ask for a drain of each channel that has a row due that nobody holds."""
     return drains.sweep(current())
 
 

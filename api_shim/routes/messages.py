@@ -107,12 +107,19 @@ async def get_message_deliveries(call: Call[MessageGuidRequest]) -> MessageDeliv
 
 
 async def recall_message(call: Call[RecallMessageRequest]) -> EmptyResponse:
-    dto, now = call.dto, clock.now()
-    await call.write(
+    dto, now, keys = call.dto, clock.now(), call.services.keys
+    events = await call.write(
         lambda session, caller: messages.recall_message(
-            session, caller=caller, guid=dto.message_guid, reason=dto.recall_reason, now=now
+            session,
+            caller=caller,
+            guid=dto.message_guid,
+            reason=dto.recall_reason,
+            now=now,
+            keys=keys,
         )
     )
+    if events:
+        await call.services.webhook_events_queued()
     return EmptyResponse()
 
 

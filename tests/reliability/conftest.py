@@ -179,8 +179,10 @@ def _fault_stack(
     *,
     workers: int = 2,
     database_url: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[Stack]:
-    """A stack on the shipped settings, its workers without beat (nothing needs it)."""
+    """A stack on the shipped settings (and `env`), its workers without beat (nothing
+    needs it)."""
     own_database = database_url is None
     database_url = database_url or create_postgres_database()
     try:
@@ -188,7 +190,7 @@ def _fault_stack(
             name=name,
             database_url=database_url,
             redis_url=redis_url,
-            env={**SHIPPED_ENV, "SMTP_URL": sink.url},
+            env={**SHIPPED_ENV, "SMTP_URL": sink.url, **(env or {})},
         )
         stack = Stack.start(
             config,
@@ -216,11 +218,18 @@ FAULT_REDIS_URL = "redis://127.0.0.1:6379/12"
 
 
 def _on_machine_redis(
-    tmp_path_factory: pytest.TempPathFactory, sink: SmtpSink, name: str, *, workers: int
+    tmp_path_factory: pytest.TempPathFactory,
+    sink: SmtpSink,
+    name: str,
+    *,
+    workers: int,
+    env: dict[str, str] | None = None,
 ) -> Iterator[Fault]:
     flush_redis(FAULT_REDIS_URL)
     try:
-        for stack in _fault_stack(tmp_path_factory, FAULT_REDIS_URL, sink, name, workers=workers):
+        for stack in _fault_stack(
+            tmp_path_factory, FAULT_REDIS_URL, sink, name, workers=workers, env=env
+        ):
             yield Fault(stack, sink)
     finally:
         flush_redis(FAULT_REDIS_URL)
@@ -238,6 +247,21 @@ def lone_worker_fault(
 ) -> Iterator[Fault]:
     """One worker, which a test kills and replaces."""
     yield from _on_machine_redis(tmp_path_factory, fault_sink, "lone-worker", workers=1)
+
+
+@pytest.fixture
+def webhook_fault(
+    tmp_path_factory: pytest.TempPathFactory, fault_sink: SmtpSink
+) -> Iterator[Fault]:
+    """One worker, which a test kills and replaces, allowed to post to the test's own
+    webhook endpoint on 127.0.0.1 (every other setting shipped)."""
+    yield from _on_machine_redis(
+        tmp_path_factory,
+        fault_sink,
+        "webhook-fault",
+        workers=1,
+        env={"WEBHOOK_ALLOW_PRIVATE_NETWORKS": "1"},
+    )
 
 
 @pytest.fixture

@@ -75,3 +75,19 @@ def test_statements_per_send_do_not_grow_with_invitations(stack: Stack, unique: 
     )
 
     assert len(many) == len(one), "\n".join(s[:90] for s in [*one, "-----", *many])
+
+
+def test_a_group_without_webhook_endpoints_runs_no_statement_for_them(
+    stack: Stack, unique: str
+) -> None:
+    """SPEC 8: a group without endpoints costs a send nothing; one with endpoints, one
+    read of them (their events join the send's own writes)."""
+    world = World(stack, unique).setup()
+    reader = world.user("reader")
+    _statements_for(world, [reader])  # warm
+    without = _statements_for(world, [reader])
+    world.hook("https://hooks.example.org/securesend")
+    hooked = _statements_for(world, [reader])
+
+    assert not any("webhook_endpoints" in s for s in without), without
+    assert len(hooked) == len(without) + 1, "\n".join(s[:90] for s in [*without, "--", *hooked])

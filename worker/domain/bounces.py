@@ -23,6 +23,7 @@ from typing import Literal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from worker.domain import webhooks
 from worker.domain.secrets import Keys
 from worker.domain.suppressions import suppress
 from worker.models import EmailStatus, OutboxEmail
@@ -124,6 +125,27 @@ def read_report(raw: bytes) -> Report | None:
     return None
 
 
+def _tell(session: Session, email_id: int, report: Report, *, now: datetime, keys: Keys) -> None:
+    if report.kind == "complaint":
+        event, details = webhooks.EMAIL_COMPLAINED, {"feedbackType": report.status}
+    else:
+        event = webhooks.EMAIL_BOUNCED
+        details = {
+            "bounceType": report.kind,
+            "dsnStatus": report.status,
+            "diagnostic": report.diagnostic,
+        }
+    webhooks.emit_for_email(
+        session.connection(),
+        email_id=email_id,
+        event_type=event,
+        status=EmailStatus.COMPLAINED if report.kind == "complaint" else EmailStatus.BOUNCED,
+        at=now,
+        keys=keys,
+        **details,
+    )
+
+
 def record_report(
     session: Session,
     *,
@@ -132,17 +154,21 @@ def record_report(
     now: datetime,
     suppression_days: int,
     soft_bounces: int,
+    keys: Keys,
 ) -> bool:
     """Record `report` on email `email_id`'s delivery record (bounced or complained, with
     its reason) and suppress its address: a hard bounce for `suppression_days`, a
     complaint until removed, `soft_bounces` soft ones in a row (the address's latest
-    emails) as a hard one. False when there is no such email (pruned, or never sent)."""
+    emails) as a hard one; the email's group's webhook endpoints hear of it in the same
+    transaction. False when there is no such email (pruned, or never sent)."""
     row = session.get(OutboxEmail, email_id, with_for_update=True)
     if row is None or row.status is EmailStatus.SUPPRESSED:
         return False
     row.status = EmailStatus.COMPLAINED if report.kind == "complaint" else EmailStatus.BOUNCED
     row.bounce, row.last_error, row.updated_at = report.kind, report.reason, now
     session.flush()
+    if row.webhook_group_id is not None:  # its group's endpoints hear of it
+        _tell(session, row.id, report, now=now, keys=keys)
     if report.kind == "complaint":
         suppress(session, row.recipient, source="complaint", reason=report.reason, now=now)
     elif report.kind == "hard":

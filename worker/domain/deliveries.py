@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from worker.domain import errors
 from worker.domain.auth import Caller
 from worker.domain.errors import ApiError
-from worker.models import PENDING_EMAIL, EmailKind, EmailStatus, Message, OutboxEmail
+from worker.models import PENDING_EMAIL, Channel, EmailKind, EmailStatus, Message, OutboxEmail
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +59,7 @@ def message_deliveries(session: Session, *, caller: Caller, guid: str) -> list[D
             OutboxEmail.updated_at,
         )
         .join(Message, Message.id == OutboxEmail.message_id)
-        .where(Message.guid == guid)
+        .where(Message.guid == guid, OutboxEmail.channel == Channel.EMAIL)
         .order_by(OutboxEmail.id)
     )
     return [

@@ -28,6 +28,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email import charset as email_charset
@@ -35,12 +36,13 @@ from email.header import Header
 from email.policy import compat32
 from email.utils import format_datetime, formataddr, parseaddr
 from functools import lru_cache, partial
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import (
     Connection,
     Integer,
     Row,
+    SmallInteger,
     String,
     bindparam,
     case,
@@ -58,21 +60,25 @@ from sqlalchemy.sql.elements import BindParameter
 
 from worker import telemetry
 from worker.db import WITHOUT_WAITING_FOR_DISK, Database
-from worker.domain import clock
+from worker.domain import clock, webhooks
 from worker.domain.bounces import return_path
 from worker.domain.pace import DRAIN_SLEEP_SECONDS, Pacing, Wait
 from worker.domain.secrets import Keys
 from worker.models import (
     PENDING_CONDITION,
     PENDING_EMAIL,
+    Channel,
     EmailStatus,
     Message,
     OutboxEmail,
+    WebhookEndpoint,
     table,
 )
 from worker.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
@@ -234,9 +240,14 @@ IS_PENDING = text(PENDING_CONDITION)
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
+    """When a failed attempt is tried again: email backs off exponentially with jitter;
+    webhooks follow a fixed schedule (`schedule`: the waits after each failed attempt,
+    one attempt more than waits)."""
+
     base_seconds: float
     max_seconds: float
     max_attempts: int
+    schedule: tuple[float, ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RetryPolicy:
@@ -246,9 +257,22 @@ class RetryPolicy:
             max_attempts=settings.mail_max_attempts,
         )
 
+    @classmethod
+    def for_webhooks(cls, settings: Settings) -> RetryPolicy:
+        schedule = settings.webhook_retry_delays
+        return cls(
+            base_seconds=schedule[0] if schedule else 0.0,
+            max_seconds=max(schedule, default=0.0),
+            max_attempts=len(schedule) + 1,
+            schedule=schedule,
+        )
+
     def delay(self, attempts: int, *, rng: Callable[[], float] = random.random) -> float:
-        """Exponential backoff with full jitter: uniform in [cap/2, cap], where cap doubles
-        with each attempt from the base up to the maximum."""
+        """After `attempts` failed attempts: the schedule's wait, or exponential backoff
+        with full jitter (uniform in [cap/2, cap], where cap doubles with each attempt
+        from the base up to the maximum)."""
+        if self.schedule:
+            return self.schedule[min(len(self.schedule), max(1, attempts)) - 1]
         cap = min(self.max_seconds, self.base_seconds * 2 ** max(0, attempts - 1))
         return float(cap / 2 + rng() * cap / 2)
 
@@ -264,16 +288,22 @@ class DeliveryReport:
     # back, the drain claims no more.
     slept: float = 0.0
     paced_out: bool = False
+    # Webhook events the outcomes queued (a webhook drain is asked for when there are).
+    events: int = 0
 
 
 _OUTBOX = table(OutboxEmail)
 
 
-def _claimable(now: datetime | BindParameter[datetime]) -> Any:
-    """Due, and held by nobody: never claimed, or its claim has lapsed. Pending in the
-    words of the outbox's partial index (`PENDING_CONDITION`), which the claim walks."""
+def _claimable(
+    now: datetime | BindParameter[datetime], channel: int | BindParameter[int] = Channel.EMAIL
+) -> Any:
+    """One channel's rows that are due and held by nobody: never claimed, or the claim
+    has lapsed. Pending in the words of the outbox's partial index (`PENDING_CONDITION`),
+    which the claim walks."""
     c = _OUTBOX.c
     return (
+        c.channel == channel,
         IS_PENDING,
         c.next_attempt_at <= now,
         or_(c.claimed_until.is_(None), c.claimed_until < now),
@@ -300,7 +330,7 @@ def _claim_statement() -> Any:
     spent = c.attempts >= bindparam("max_attempts", type_=Integer)
     due = (
         select(c.id)
-        .where(*_claimable(now))
+        .where(*_claimable(now, bindparam("claim_channel", type_=SmallInteger)))
         .order_by(c.lane, c.id)
         .limit(DRAIN_BATCH)
         .with_for_update(skip_locked=True)
@@ -335,6 +365,9 @@ def _claim_statement() -> Any:
             c.trace_parent,
             c.first_claimed_at,
             c.lane,
+            c.endpoint_id,
+            c.template,
+            c.webhook_group_id,
         )
     )
 
@@ -349,13 +382,15 @@ def claim(
     max_attempts: int,
     lease: timedelta,
     claimed_by: str | None,
+    channel: Channel = Channel.EMAIL,
+    gave_up: list[Row[Any]] | None = None,
 ) -> list[Row[Any]]:
-    """Claim up to `DRAIN_BATCH` of the due emails nobody holds, those of interactive sends
-    first, then oldest first, each in the name of `claimed_by` (this worker), in one
-    statement (`Database.run_alone`: one round trip on PostgreSQL). An email that has used
-    all its attempts without a recorded result (its workers kept dying while sending it)
-    is failed instead of being tried forever. Returns the claimed rows (`_CLAIM`'s
-    columns) in the order they are to be sent."""
+    """Claim up to `DRAIN_BATCH` of one channel's due rows nobody holds, those of
+    interactive sends first, then oldest first, each in the name of `claimed_by` (this
+    worker), in one statement (`Database.run_alone`: one round trip on PostgreSQL). A row
+    that has used all its attempts without a recorded result (its workers kept dying
+    while sending it) is failed instead of being tried forever (and added to `gave_up`).
+    Returns the claimed rows (`_CLAIM`'s columns) in the order they are to be sent."""
     rows = connection.execute(
         _CLAIM,
         {
@@ -363,8 +398,11 @@ def claim(
             "max_attempts": max_attempts,
             "until": now + lease,
             "claimed_by": claimed_by,
+            "claim_channel": int(channel),
         },
     ).all()
+    if gave_up is not None:
+        gave_up.extend(row for row in rows if row.status is EmailStatus.FAILED)
     return sorted((row for row in rows if row.status is not EmailStatus.FAILED), key=_claim_order)
 
 
@@ -372,20 +410,25 @@ def _claim_order(row: Row[Any]) -> tuple[int, int]:
     return int(row.lane), int(row.id)
 
 
-def any_due(session: Session, *, now: datetime) -> bool:
-    """Whether an email is due that nobody holds (the sweep asks)."""
-    return session.scalar(select(OutboxEmail.id).where(*_claimable(now)).limit(1)) is not None
+def any_due(session: Session, *, now: datetime, channel: Channel = Channel.EMAIL) -> bool:
+    """Whether a row of `channel` is due that nobody holds (the sweep asks)."""
+    found = session.scalar(select(OutboxEmail.id).where(*_claimable(now, channel)).limit(1))
+    return found is not None
 
 
-def next_due_in(session: Session, *, now: datetime) -> float | None:
-    """Seconds until an email nobody holds is due (a retry's backoff, a deferral for the
-    pace): 0.0 when one is due now, None when none is pending."""
-    if any_due(session, now=now):
+def next_due_in(
+    session: Session, *, now: datetime, channel: Channel = Channel.EMAIL
+) -> float | None:
+    """Seconds until a row of `channel` nobody holds is due (a retry's backoff, a
+    deferral for the pace): 0.0 when one is due now, None when none is pending."""
+    if any_due(session, now=now, channel=channel):
         return 0.0
     c = _OUTBOX.c
     earliest = session.scalar(
         select(func.min(c.next_attempt_at)).where(
-            IS_PENDING, or_(c.claimed_until.is_(None), c.claimed_until < now)
+            c.channel == channel,
+            IS_PENDING,
+            or_(c.claimed_until.is_(None), c.claimed_until < now),
         )
     )
     return None if earliest is None else max(0.0, (earliest - now).total_seconds())
@@ -437,6 +480,8 @@ class _Claimed:
     email: OutgoingEmail
     kind: str
     trace_parent: str | None
+    # The sender's group, when its webhook endpoints hear of this email's outcomes.
+    webhook_group_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -463,6 +508,7 @@ def _deliver_batch(
     deadline, or when the relay's pace holds every email for longer than a short sleep,
     the rest of the batch goes back unattempted, due when the pace allows."""
     policy = RetryPolicy.from_settings(settings)
+    gave_up: list[Row[Any]] = []
     claimed = database.run_alone(
         lambda connection: [
             _Claimed(
@@ -471,6 +517,7 @@ def _deliver_batch(
                 _outgoing(row, keys, settings.mail_bounce_address),
                 row.kind.value,
                 row.trace_parent,
+                row.webhook_group_id,
             )
             for row in claim(
                 connection,
@@ -478,9 +525,13 @@ def _deliver_batch(
                 max_attempts=policy.max_attempts,
                 lease=claim_lease(settings),
                 claimed_by=claimed_by,
+                gave_up=gave_up,
             )
         ]
     )
+    for row in gave_up:  # failed by the claim: its workers kept dying while sending it
+        if row.webhook_group_id is not None:
+            report.events += _tell(database, row.id, EmailStatus.FAILED, keys, reason=None)
     held: Counter[str] = Counter()  # deferred in this batch so far, by the key that held them
     for position, item in enumerate(claimed):
         if time.monotonic() >= deadline:
@@ -500,6 +551,7 @@ def _deliver_batch(
                 database,
                 delivery,
                 item,
+                keys=keys,
                 settings=settings,
                 policy=policy,
                 now=now,
@@ -557,6 +609,7 @@ def _deliver_one(
     delivery: Delivery,
     item: _Claimed,
     *,
+    keys: Keys,
     settings: Settings,
     policy: RetryPolicy,
     now: Callable[[], datetime],
@@ -577,7 +630,7 @@ def _deliver_one(
         logger.warning("email %d cannot be written: %s", email_id, e.reply)
         report.failed.append(email_id)
         outcome = {"status": EmailStatus.FAILED, "last_error": e.reply}
-        return _finish(database, email_id, outcome)
+        return _finish(database, item, outcome, keys=keys, report=report)
     unreachable: TransientMailError | None = None
     while (relay := pacing.relay(tried=tried)) is not None:
         wait = _wait_for_slot(pacing, relay, email.recipient, report)
@@ -621,10 +674,10 @@ def _deliver_one(
             pacing.accepted(relay, email.recipient)
             outcome = {"status": EmailStatus.SENT, "sent_at": now(), "last_error": None}
             report.sent.append(email_id)
-        return _finish(database, email_id, outcome, relay=relay)
+        return _finish(database, item, outcome, keys=keys, report=report, relay=relay)
     assert unreachable is not None  # at least one relay was tried
     outcome = _retry_or_fail(email_id, attempts, unreachable, policy=policy, now=now, report=report)
-    return _finish(database, email_id, outcome)
+    return _finish(database, item, outcome, keys=keys, report=report)
 
 
 def _retry_or_fail(
@@ -650,11 +703,63 @@ def _retry_or_fail(
     }
 
 
+# The events an email's recorded outcome raises for its group's webhook endpoints.
+_OUTCOME_EVENTS = {EmailStatus.SENT: webhooks.EMAIL_SENT, EmailStatus.FAILED: webhooks.EMAIL_FAILED}
+
+
 def _finish(
-    database: Database, email_id: int, outcome: dict[str, Any], *, relay: int = 0
+    database: Database,
+    item: _Claimed,
+    outcome: dict[str, Any],
+    *,
+    keys: Keys,
+    report: DeliveryReport,
+    relay: int = 0,
 ) -> _Outcome:
-    _record_through_outage(database, partial(_record, email_id=email_id, **outcome))
-    return _Outcome(EmailStatus(outcome["status"]), relay)
+    """Record an email's outcome; when its group's endpoints hear of it (sent, failed),
+    the event is queued in the same transaction."""
+    status = EmailStatus(outcome["status"])
+
+    def record(connection: Connection) -> None:
+        _record(connection, item.email_id, **outcome)
+
+    if item.webhook_group_id is None or status not in _OUTCOME_EVENTS:
+        _record_through_outage(database, record)
+    else:
+        reason = outcome.get("last_error") if status is EmailStatus.FAILED else None
+
+        def record_and_tell(connection: Connection) -> int:
+            record(connection)
+            return _events_for(connection, item.email_id, status, keys, reason=reason)
+
+        report.events += _record_through_outage(database, record_and_tell, together=True)
+    return _Outcome(status, relay)
+
+
+def _events_for(
+    connection: Connection, email_id: int, status: EmailStatus, keys: Keys, *, reason: str | None
+) -> int:
+    details = {"reason": reason} if status is EmailStatus.FAILED else {}
+    return webhooks.emit_for_email(
+        connection,
+        email_id=email_id,
+        event_type=_OUTCOME_EVENTS[status],
+        status=status.value,
+        at=clock.now(),
+        keys=keys,
+        **details,
+    )
+
+
+def _tell(
+    database: Database, email_id: int, status: EmailStatus, keys: Keys, *, reason: str | None
+) -> int:
+    """Queue the event of an outcome recorded already (the claim failed the email)."""
+    return _record_through_outage(
+        database,
+        lambda connection: _events_for(connection, email_id, status, keys, reason=reason),
+        together=True,
+    )
 
 
 def _defer(
@@ -695,13 +800,18 @@ def _defer(
 RECORD_PATIENCE_SECONDS = 30.0
 
 
-def _record_through_outage(database: Database, record: Callable[[Connection], None]) -> None:
+def _record_through_outage(
+    database: Database, record: Callable[[Connection], T], *, together: bool = False
+) -> T:
+    """`record(connection)`, each statement committed on its own, or all `together` in
+    one transaction; tried again while the database is away, for a while."""
     deadline = time.monotonic() + RECORD_PATIENCE_SECONDS
     pause = 0.5
     while True:
         try:
-            database.run_alone(record)
-            return
+            if together:
+                return database.run(lambda session: record(session.connection()))
+            return database.run_alone(record)
         except (OperationalError, InterfaceError):
             if time.monotonic() + pause > deadline:
                 raise
@@ -715,7 +825,7 @@ def email_statuses(session: Session, *, message_guid: str) -> list[dict[str, Any
     rows = session.scalars(
         select(OutboxEmail)
         .join(Message, Message.id == OutboxEmail.message_id)
-        .where(Message.guid == message_guid)
+        .where(Message.guid == message_guid, OutboxEmail.channel == Channel.EMAIL)
         .order_by(OutboxEmail.id)
     ).all()
     return [
@@ -765,3 +875,215 @@ def drain(
         if not claimed or report.paced_out:
             break
     return report
+
+
+# --- The second transport: webhook events ------------------------------------------------
+
+# The span of one webhook delivery attempt, in the trace of what raised the event.
+WEBHOOK_SPAN = "securesend.webhook.deliver"
+# Attempts a webhook drain makes at once: one slow endpoint (up to its timeout) must not
+# hold the others back.
+WEBHOOK_CONCURRENCY = 8
+
+
+@dataclass(frozen=True, slots=True)
+class _Endpoint:
+    id: int
+    uid: str
+    url: str
+    signing_secrets: tuple[str, ...]  # the current one, then the previous during a rotation
+    disabled: bool
+    failing_since: datetime | None
+
+
+_ENDPOINTS = table(WebhookEndpoint)
+
+
+def _endpoints(
+    connection: Connection, ids: set[int], keys: Keys, now: datetime
+) -> dict[int, _Endpoint]:
+    rows = connection.execute(select(_ENDPOINTS).where(_ENDPOINTS.c.id.in_(sorted(ids)))).all()
+    found = {}
+    for row in rows:
+        signing = [keys.unseal(row.sealed_secret)]
+        if row.sealed_previous_secret and row.previous_until and row.previous_until > now:
+            signing.append(keys.unseal(row.sealed_previous_secret))
+        found[row.id] = _Endpoint(
+            row.id, row.uid, row.url, tuple(signing), row.disabled_at is not None, row.failing_since
+        )
+    return found
+
+
+_RECORD_ENDPOINT = update(_ENDPOINTS).where(_ENDPOINTS.c.id == bindparam("endpoint_id"))
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookDelivery:
+    """What a webhook drain delivers with: the process's HTTP poster (worker.transports)
+    and the policy its settings give."""
+
+    poster: webhooks.WebhookPoster
+    policy: RetryPolicy
+    disable_after: timedelta
+
+
+def drain_webhooks(
+    database: Database,
+    delivery: WebhookDelivery,
+    *,
+    keys: Keys,
+    now: Callable[[], datetime],
+    budget_seconds: float,
+    lease: timedelta,
+    claimed_by: str | None = None,
+) -> DeliveryReport:
+    """Deliver the due webhook events, a batch at a time, `WEBHOOK_CONCURRENCY` at once,
+    until none is left or the time budget is spent; each outcome recorded as an email's
+    is (sent, retrying on the schedule, failed). No transaction is open while an
+    endpoint is called."""
+    report = DeliveryReport()
+    deadline = time.monotonic() + budget_seconds
+    with ThreadPoolExecutor(WEBHOOK_CONCURRENCY, thread_name_prefix="webhook") as pool:
+        while time.monotonic() < deadline:
+            rows = database.run_alone(
+                lambda connection: claim(
+                    connection,
+                    now=now(),
+                    max_attempts=delivery.policy.max_attempts,
+                    lease=lease,
+                    claimed_by=claimed_by,
+                    channel=Channel.WEBHOOK,
+                )
+            )
+            if not rows:
+                break
+            endpoints = database.run_alone(
+                partial(_endpoints, ids={row.endpoint_id for row in rows}, keys=keys, now=now())
+            )
+            attempt = partial(
+                _post_one,
+                database,
+                delivery,
+                endpoints=endpoints,
+                keys=keys,
+                now=now,
+                report=report,
+                deadline=deadline,
+            )
+            list(pool.map(attempt, rows))
+    return report
+
+
+def _post_one(
+    database: Database,
+    delivery: WebhookDelivery,
+    row: Row[Any],
+    *,
+    endpoints: dict[int, _Endpoint],
+    keys: Keys,
+    now: Callable[[], datetime],
+    report: DeliveryReport,
+    deadline: float,
+) -> None:
+    """One attempt to deliver one event to its endpoint, as a span in the trace of what
+    raised it, and its outcome recorded."""
+    endpoint = endpoints.get(row.endpoint_id)
+    if endpoint is None or endpoint.disabled:
+        outcome = {"status": EmailStatus.FAILED, "last_error": "endpoint disabled"}
+        _record_through_outage(database, lambda c: _record(c, row.id, **outcome))
+        report.failed.append(row.id)
+        return
+    if time.monotonic() >= deadline:
+        back = {"email_id": row.id, "attempts": row.attempts - 1, "next_attempt_at": now()}
+        _record_through_outage(database, lambda c: _record_many(c, [back]))
+        report.deferred[row.id] = 0.0
+        return
+    with telemetry.span(
+        WEBHOOK_SPAN,
+        traceparent=row.trace_parent,
+        attributes={
+            "securesend.webhook.delivery": row.id,
+            "securesend.webhook.endpoint": endpoint.uid,
+            "securesend.webhook.event": row.template,
+            "securesend.webhook.attempt": row.attempts,
+        },
+    ) as span:
+        verdict = _attempt(delivery.poster, endpoint, row, keys=keys, at=now())
+        span.set_attribute("securesend.webhook.outcome", verdict.outcome)
+    _record_verdict(database, delivery, endpoint, row, verdict, now=now(), report=report)
+
+
+def _attempt(
+    poster: webhooks.WebhookPoster, endpoint: _Endpoint, row: Row[Any], *, keys: Keys, at: datetime
+) -> webhooks.Verdict:
+    body = keys.unseal(row.sealed_content).encode()
+    headers = webhooks.signed_headers(
+        endpoint.signing_secrets, msg_id=row.message_id_header, at=at, body=body
+    )
+    try:
+        reply = poster.post(endpoint.url, headers=headers, body=body)
+    except webhooks.WebhookRefused as e:
+        return webhooks.Verdict("disable", e.reason)
+    except webhooks.WebhookUnreachable as e:
+        return webhooks.Verdict("retry", e.reason)
+    return webhooks.judge(reply)
+
+
+def _record_verdict(
+    database: Database,
+    delivery: WebhookDelivery,
+    endpoint: _Endpoint,
+    row: Row[Any],
+    verdict: webhooks.Verdict,
+    *,
+    now: datetime,
+    report: DeliveryReport,
+) -> None:
+    """Record an attempt's outcome, and the endpoint's state: healthy again, failing
+    since its first failure, or disabled (a 410, a refused address, failing for
+    `disable_after`), in one transaction."""
+    outcome: dict[str, Any]
+    disable: str | None = None
+    if verdict.outcome == "sent":
+        outcome = {"status": EmailStatus.SENT, "sent_at": now, "last_error": None}
+        report.sent.append(row.id)
+    elif verdict.outcome == "disable":
+        outcome = {"status": EmailStatus.FAILED, "last_error": verdict.reason}
+        disable = verdict.reason
+        report.failed.append(row.id)
+    elif row.attempts >= delivery.policy.max_attempts:
+        outcome = {"status": EmailStatus.FAILED, "last_error": verdict.reason}
+        report.failed.append(row.id)
+    else:
+        wait = delivery.policy.delay(row.attempts)
+        if verdict.retry_after is not None:
+            wait = min(max(verdict.retry_after, 1.0), delivery.policy.max_seconds or wait)
+        outcome = {
+            "status": EmailStatus.RETRYING,
+            "last_error": verdict.reason,
+            "next_attempt_at": now + timedelta(seconds=wait),
+        }
+        report.retry_in[row.id] = wait
+    failing = verdict.outcome != "sent"
+    since = (endpoint.failing_since or now) if failing else None
+    if disable is None and since is not None and now - since >= delivery.disable_after:
+        disable = f"failing since {since.isoformat()}"
+
+    def record(connection: Connection) -> None:
+        _record(connection, row.id, **outcome)
+        if disable is not None:
+            if webhooks.disable_endpoint(connection, endpoint.id, reason=disable, now=now):
+                # The group's operator is told: this line, and /metrics' disabled endpoints.
+                logger.warning(
+                    "webhook endpoint %s (%s) disabled: %s",
+                    endpoint.uid,
+                    webhooks.url_for_logs(endpoint.url),
+                    disable,
+                    extra={"endpoint": endpoint.uid},
+                )
+        elif since != endpoint.failing_since:
+            connection.execute(
+                _RECORD_ENDPOINT, {"endpoint_id": endpoint.id, "failing_since": since}
+            )
+
+    _record_through_outage(database, record, together=True)

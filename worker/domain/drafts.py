@@ -63,6 +63,7 @@ class SenderGroup:
     feature_cra: bool
     feature_send_to_contacts: bool
     banned_version: int
+    webhook_events: str  # what its webhook endpoints want (empty: it has none)
 
 
 @dataclass(frozen=True, slots=True)

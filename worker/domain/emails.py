@@ -18,11 +18,12 @@ from functools import lru_cache
 from typing import Any
 
 from worker import telemetry
+from worker.domain import webhooks
 from worker.domain.attachments import AttachmentInfo
 from worker.domain.drafts import Addressee, Draft, Person, Sender
 from worker.domain.rendering import RenderedEmail, Renderer
 from worker.domain.secrets import Keys
-from worker.models import EmailKind, EmailStatus, FyeoType, Lane
+from worker.models import Channel, EmailKind, EmailStatus, FyeoType, Lane
 from worker.settings import Settings
 
 EXPIRY_FORMAT = "%Y-%m-%d %H:%M UTC"
@@ -99,7 +100,9 @@ class OutboxWriter:
     (worker.domain.send_writes). Each row keeps the trace context of the span current when
     the writer was made (the send task's), when traces are on, so that its delivery
     continues the send's trace, and the send's lane: interactive emails are delivered
-    first."""
+    first. With the group's webhook endpoints (`webhooks`), it queues their events of
+    the send too (message.sent, email.suppressed), and marks each email with the group
+    when an endpoint wants to hear of its outcome."""
 
     renderer: Renderer
     settings: Settings
@@ -110,8 +113,14 @@ class OutboxWriter:
     # Addresses on the suppression list, with the reason: their emails are recorded as
     # `suppressed`, never rendered or sent (worker.domain.suppressions).
     suppressed: dict[str, str] = field(default_factory=dict)
+    webhooks: Sequence[webhooks.Target] = ()
     rows: list[dict[str, Any]] = field(default_factory=list)
     trace_parent: str | None = field(default_factory=telemetry.current_traceparent)
+
+    @property
+    def _tells_outcomes(self) -> bool:
+        """Whether an endpoint of the group wants to hear of an email's outcome."""
+        return any(t.events & webhooks.EMAIL_OUTCOME_EVENTS for t in self.webhooks)
 
     @property
     def notified(self) -> bool:
@@ -160,7 +169,49 @@ class OutboxWriter:
             "next_attempt_at": self.now,
             "trace_parent": self.trace_parent,
             "lane": self.lane,
+            "channel": Channel.EMAIL,
+            "endpoint_id": None,
+            "webhook_group_id": self.sender.group.id if self._tells_outcomes else None,
         }
+
+    def _event(self, event_type: str, data: dict[str, Any], message: Draft) -> None:
+        event = webhooks.Event(
+            event_type,
+            data,
+            self.now,
+            message_id=message.id,
+            trace_parent=self.trace_parent,
+            lane=self.lane,
+        )
+        self.rows.extend(webhooks.rows_for(self.webhooks, event, keys=self.keys))
+
+    def queue_events(self, message: Draft, *, recipients: int) -> None:
+        """The send's events for the group's webhook endpoints: `email.suppressed` for
+        each email not sent to a suppressed address, then `message.sent`."""
+        if not self.webhooks:
+            return
+        emails = [r for r in self.rows if r["channel"] is Channel.EMAIL]
+        suppressed = [r for r in emails if r["status"] is EmailStatus.SUPPRESSED]
+        for row in suppressed:
+            data = webhooks.email_data(
+                message_guid=message.guid,
+                email=row["recipient"],
+                kind=row["kind"].value,
+                message_id=row["message_id_header"],
+                status=EmailStatus.SUPPRESSED.value,
+                at=self.now,
+                reason=row["last_error"],
+            )
+            self._event(webhooks.EMAIL_SUPPRESSED, data, message)
+        sent = webhooks.message_sent(
+            message_guid=message.guid,
+            sender_guid=self.sender.guid,
+            at=self.now,
+            recipients=recipients,
+            emails=len(emails) - len(suppressed),
+            suppressed=len(suppressed),
+        )
+        self._event(webhooks.MESSAGE_SENT, sent, message)
 
     def queue_notifications(
         self,

@@ -9,18 +9,20 @@ when it no longer verifies, so a second load keeps the stored hash.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from worker.domain import webhooks
 from worker.domain.attachments import parse_types
 from worker.domain.auth import normalize_email
-from worker.domain.secrets import hash_password, verify_password
+from worker.domain.secrets import Keys, hash_password, verify_password
 from worker.models import BannedEntry, BannedKind, Contact, Group, User, UserState
 
 
@@ -43,6 +45,31 @@ class GroupFeatures(_Fixture):
     recall: bool | None = None
 
 
+class WebhookFixture(_Fixture):
+    """An endpoint of the group (SPEC 8): its URL, the events it wants (a list, or "*"
+    for all), and its `whsec_` secret. Loading another secret for the same URL rotates
+    it: the previous one signs too for a day."""
+
+    url: str
+    events: list[str] | Literal["*"] = "*"
+    secret: str = Field(repr=False)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        return webhooks.check_url(url)
+
+    @field_validator("events")
+    @classmethod
+    def _events(cls, events: list[str] | str) -> list[str]:
+        return list(webhooks.parse_events(events))
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, secret: str) -> str:
+        return webhooks.check_secret(secret)
+
+
 class GroupFixture(_Fixture):
     name: str = Field(min_length=1, max_length=100)
     daily_messages: int | None = Field(default=None, ge=0)
@@ -56,6 +83,9 @@ class GroupFixture(_Fixture):
     attachment_types: list[str] | None = None
     features: GroupFeatures = Field(default_factory=GroupFeatures)
     banned: BannedLists | None = None
+    # Its webhook endpoints; None leaves those it has alone (they are added, not replaced:
+    # `securesend webhooks remove` removes one).
+    webhooks: list[WebhookFixture] | None = None
 
 
 class UserFixture(_Fixture):
@@ -165,8 +195,11 @@ def _apply_user(session: Session, fixture: UserFixture, groups: dict[str, Group]
         session.add_all(Contact(owner_id=user.id, email=c) for c in sorted(wanted))
 
 
-def load_fixtures(session: Session, fixtures: FixtureFile) -> dict[str, int]:
-    """Create or update everything in `fixtures`; returns counts of what it touched."""
+def load_fixtures(
+    session: Session, fixtures: FixtureFile, *, keys: Keys, now: datetime
+) -> dict[str, int]:
+    """Create or update everything in `fixtures`; returns counts of what it touched.
+    Webhook secrets are sealed with `keys`."""
     default = next((g for g in fixtures.groups if g.name == "default"), None)
     groups: dict[str, Group] = {}
     defaults = (
@@ -181,6 +214,17 @@ def load_fixtures(session: Session, fixtures: FixtureFile) -> dict[str, int]:
     for fixture in fixtures.groups:
         if fixture.name != "default":
             groups[fixture.name] = _apply_group(session, fixture, defaults)
+    for fixture in fixtures.groups:
+        for hook in fixture.webhooks or ():
+            webhooks.add_endpoint(
+                session,
+                group=fixture.name,
+                url=hook.url,
+                events=hook.events,
+                secret=hook.secret,
+                keys=keys,
+                now=now,
+            )
     if fixtures.banned is not None:
         _replace_banned(session, None, fixtures.banned)
     for user in fixtures.users:
@@ -188,6 +232,8 @@ def load_fixtures(session: Session, fixtures: FixtureFile) -> dict[str, int]:
     return {"groups": len(fixtures.groups), "users": len(fixtures.users)}
 
 
-def load_fixture_dict(session: Session, data: dict[str, Any]) -> dict[str, int]:
+def load_fixture_dict(
+    session: Session, data: dict[str, Any], *, keys: Keys, now: datetime
+) -> dict[str, int]:
     """`load_fixtures` for data already parsed (tests, the benchmark)."""
-    return load_fixtures(session, FixtureFile.model_validate(data))
+    return load_fixtures(session, FixtureFile.model_validate(data), keys=keys, now=now)

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session, selectinload
 
-from worker.domain import errors
+from worker.domain import errors, webhooks
 from worker.domain.attachments import AttachmentInfo, copy_for_forward, info_of
 from worker.domain.auth import Caller, normalize_email
 from worker.domain.errors import ApiError
@@ -20,6 +20,7 @@ from worker.domain.rules import (
     check_reply_all_allowed,
     check_reply_allowed,
 )
+from worker.domain.secrets import Keys
 from worker.models import (
     BodyFormat,
     Delivery,
@@ -330,16 +331,32 @@ def get_message(
 
 
 def recall_message(
-    session: Session, *, caller: Caller, guid: str, reason: str | None, now: datetime
-) -> None:
-    """Recall a message (sent or draft) of the caller's. Idempotent: recalling again keeps
-    the first recall. Errors: 929 (not the caller's), 921 (the group lacks Recall)."""
+    session: Session, *, caller: Caller, guid: str, reason: str | None, now: datetime, keys: Keys
+) -> int:
+    """Recall a message (sent or draft) of the caller's, and tell the group's webhook
+    endpoints that want `message.recalled` (returns how many deliveries that queued).
+    Idempotent: recalling again keeps the first recall and tells nobody again. Errors:
+    929 (not the caller's), 921 (the group lacks Recall)."""
     message = _own_message(session, caller, guid)
-    if not _caller_user(session, caller).group.feature_recall:
+    sender = _caller_user(session, caller)
+    if not sender.group.feature_recall:
         raise ApiError(errors.NO_RECALL_FEATURE)
     if message.status is MessageStatus.RECALLED:
-        return
+        return 0
+    was_sent = message.status is MessageStatus.SENT
     message.status = MessageStatus.RECALLED
     message.recall_date = now
     message.recall_reason = reason
     session.execute(update(Delivery).where(Delivery.message_id == message.id).values(recalled=True))
+    if not was_sent or webhooks.MESSAGE_RECALLED not in sender.group.webhook_events.split(","):
+        return 0
+    session.flush()
+    return webhooks.emit_recalled(
+        session.connection(),
+        message_id=message.id,
+        message_guid=message.guid,
+        sender_guid=sender.guid,
+        group_id=sender.group.id,
+        now=now,
+        keys=keys,
+    )

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from worker.domain import clock, errors
+from worker.domain import clock, errors, webhooks
 from worker.domain.attachments import attachments_of
 from worker.domain.auth import normalize_email
 from worker.domain.drafts import Draft, load_addressees, load_draft_for_update
@@ -34,6 +34,7 @@ from worker.domain.send_writes import (
 )
 from worker.domain.suppressions import suppressed_among
 from worker.models import (
+    Channel,
     FyeoType,
     JobStatus,
     Lane,
@@ -70,6 +71,7 @@ class SendOutcome:
     # Emails this send put in the outbox: delivery is queued once the transaction commits.
     email_ids: tuple[int, ...] = ()
     recipients: int = 0  # the distinct addresses a successful send delivered to
+    webhook_events: int = 0  # deliveries of webhook events it queued (in `email_ids` too)
 
     @property
     def result_code(self) -> str:
@@ -171,6 +173,12 @@ def _send_draft(
         now=now,
         lane=request.lane,
         suppressed=suppressed_among(session, (a.email for a in ctx.addresses), now=now),
+        # A group without webhook endpoints costs no query here (SPEC 8).
+        webhooks=(
+            webhooks.targets_of(session.connection(), sender.group.id)
+            if sender.group.webhook_events
+            else ()
+        ),
     )
     invited = invite_new_users(ctx, outbox=outbox)
     ctx.users_by_email.update(invited)
@@ -199,6 +207,7 @@ def _send_draft(
         )
         # False when every recipient's address is on the suppression list (SPEC 8).
         body["notificationSent"] = outbox.notified
+    outbox.queue_events(message, recipients=len(ctx.addresses))
     unique_password = message.fyeo_type is FyeoType.UNIQUE_PASSWORD
     return SendWrites(
         message=SentMessage(
@@ -234,6 +243,7 @@ def _write(session: Session, *, request: SendRequest, writes: SendWrites) -> Sen
         body=writes.message.send_response,
         email_ids=written.email_ids,
         recipients=len(writes.deliveries),
+        webhook_events=sum(1 for row in writes.emails if row["channel"] is Channel.WEBHOOK),
     )
 
 

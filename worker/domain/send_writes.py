@@ -122,14 +122,19 @@ WITH claimed AS (
 ), emailed AS (
     INSERT INTO outbox (message_id, kind, recipient, message_id_header, template,
                         sealed_content, status, last_error, attempts, created_at,
-                        next_attempt_at, trace_parent, lane)
+                        next_attempt_at, trace_parent, lane, channel, endpoint_id,
+                        webhook_group_id)
     SELECT %(message_id)s, e.kind, e.recipient, e.header, e.template, e.sealed,
-           e.status, e.reason, 0, %(sent_at)s, %(sent_at)s, e.trace_parent, %(lane)s
+           e.status, e.reason, 0, %(sent_at)s, %(sent_at)s, e.trace_parent, %(lane)s,
+           e.channel, e.endpoint_id, e.group_id
     FROM unnest(%(email_kinds)s::text[], %(email_recipients)s::text[],
                 %(email_headers)s::text[], %(email_templates)s::text[],
                 %(email_sealed)s::text[], %(email_statuses)s::text[],
-                %(email_reasons)s::text[], %(email_trace_parents)s::text[])
-         AS e(kind, recipient, header, template, sealed, status, reason, trace_parent)
+                %(email_reasons)s::text[], %(email_trace_parents)s::text[],
+                %(email_channels)s::smallint[], %(email_endpoints)s::integer[],
+                %(email_groups)s::integer[])
+         AS e(kind, recipient, header, template, sealed, status, reason, trace_parent,
+              channel, endpoint_id, group_id)
     WHERE EXISTS (SELECT 1 FROM go)
     RETURNING id
 ), job AS (
@@ -185,6 +190,10 @@ def _write_in_one_statement(session: Session, writes: SendWrites) -> Written:
         "email_statuses": [row["status"].value for row in emails],
         "email_reasons": [row["last_error"] for row in emails],
         "email_trace_parents": [row["trace_parent"] for row in emails],
+        # an email, or a webhook event for an endpoint (worker.domain.webhooks)
+        "email_channels": [int(row["channel"]) for row in emails],
+        "email_endpoints": [row["endpoint_id"] for row in emails],
+        "email_groups": [row["webhook_group_id"] for row in emails],
         "lane": int(lane),
         "job_id": writes.job_id,
         "job_status": job["status"].value,
