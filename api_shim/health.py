@@ -98,7 +98,7 @@ class _Collector:
         yield backlog
         yield CounterMetricFamily(
             "securesend_email_retries",
-            "Delivery attempts beyond the first",
+            "Email delivery attempts beyond the first (webhook deliveries are not emails)",
             value=snap.email_retries,
         )
         yield CounterMetricFamily(
@@ -112,6 +112,8 @@ class _Collector:
         for kind in ("jobs", "emails"):
             takeovers.add_metric([kind], snap.takeovers.get(kind, 0))
         yield takeovers
+        yield from _reputation_metrics(snap)
+        yield from _webhook_metrics(snap)
         yield GaugeMetricFamily(
             "securesend_workers_alive",
             "Workers whose heartbeat is recent",
@@ -129,6 +131,59 @@ class _Collector:
             except redis.RedisError:
                 logger.warning("metrics: Redis unavailable for queue lengths")
             yield depth
+
+
+def _reputation_metrics(snap: metrics.Snapshot) -> Iterator[Metric]:
+    """What comes back of the emails sent (bounce and complaint reports) and the list of
+    addresses no email goes to because of them. Gauges, as securesend_outbox_emails: an
+    email's count moves from one kind to another when a later report says otherwise."""
+    bounces = GaugeMetricFamily(
+        "securesend_email_bounces",
+        "Emails a bounce or complaint report came back for, by what the latest report said "
+        "(hard, soft, complaint)",
+        labels=["kind"],
+    )
+    for kind, count in snap.email_bounces.items():
+        bounces.add_metric([kind], count)
+    yield bounces
+    suppressed = GaugeMetricFamily(
+        "securesend_suppressions",
+        "Addresses on the suppression list now, by how they got there (manual, bounce, "
+        "complaint); expired and removed entries are not counted",
+        labels=["source"],
+    )
+    for source, count in snap.suppressions.items():
+        suppressed.add_metric([source], count)
+    yield suppressed
+
+
+def _webhook_metrics(snap: metrics.Snapshot) -> Iterator[Metric]:
+    """Webhook deliveries and endpoints. An endpoint is named by its uid (ep_…), never by
+    its URL, whose path or query may carry a token; there are few, so the label is
+    bounded."""
+    deliveries = GaugeMetricFamily(
+        "securesend_webhook_deliveries",
+        "Webhook deliveries by endpoint (its ep_… id) and outcome (queued, retrying, sent, "
+        "failed), of the endpoints that exist",
+        labels=["endpoint", "outcome"],
+    )
+    for (endpoint, outcome), count in snap.webhook_deliveries.items():
+        deliveries.add_metric([endpoint, outcome], count)
+    yield deliveries
+    yield GaugeMetricFamily(
+        "securesend_webhook_backlog",
+        "Webhook deliveries waiting: queued, or waiting for a retry",
+        value=snap.webhook_backlog,
+    )
+    endpoints = GaugeMetricFamily(
+        "securesend_webhook_endpoints",
+        "Webhook endpoints by state: enabled, or disabled (a 410, a refused address, or "
+        "failing for WEBHOOK_DISABLE_AFTER_DAYS) until an operator adds it again",
+        labels=["state"],
+    )
+    for state in ("enabled", "disabled"):
+        endpoints.add_metric([state], snap.webhook_endpoints.get(state, 0))
+    yield endpoints
 
 
 def _pace_metrics(services: Services) -> Iterator[Metric]:

@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from tests.factories import World
 from tests.support import Stack
 from worker.domain.metrics import WAIT_BUCKETS
+from worker.models import EmailStatus
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -66,8 +67,25 @@ PACE_METRICS = {
 }
 # ...and only where a limit is set or a relay throttled (tests/test_pace.py scrapes them).
 PACE_METRICS_WHEN_LIMITED = {"securesend_mail_pace", "securesend_mail_domain_emails_total"}
+# Issue 27, bounces, suppressions and webhooks: always on /metrics (every label value
+# the queries select, at 0 when there is none)...
+REPUTATION_AND_WEBHOOK_METRICS = {
+    "securesend_email_bounces",
+    "securesend_suppressions",
+    "securesend_webhook_backlog",
+    "securesend_webhook_endpoints",
+}
+# ...and, one series per endpoint and outcome, only where a webhook endpoint exists
+# (tests/worker/test_metrics.py reads them).
+WEBHOOK_METRICS_WITH_ENDPOINTS = {"securesend_webhook_deliveries"}
+# On /metrics only in some states: the scrape test does not ask for them.
+METRICS_NOT_ALWAYS_THERE = PACE_METRICS_WHEN_LIMITED | WEBHOOK_METRICS_WITH_ENDPOINTS
 DEPLOY_METRICS = (
-    METRICS_ON_METRICS_TODAY | ADDED_BY_ISSUE_18_PART_2 | PACE_METRICS | PACE_METRICS_WHEN_LIMITED
+    METRICS_ON_METRICS_TODAY
+    | ADDED_BY_ISSUE_18_PART_2
+    | PACE_METRICS
+    | REPUTATION_AND_WEBHOOK_METRICS
+    | METRICS_NOT_ALWAYS_THERE
 )
 
 REQUIRED_ALERTS = {
@@ -76,6 +94,8 @@ REQUIRED_ALERTS = {
     "SecuresendQueueWaitHigh",
     "SecuresendEmailFailuresRising",
     "SecuresendJobsStuck",
+    "SecuresendBounceRateHigh",
+    "SecuresendWebhookEndpointDisabled",
 }
 # Services that run once and exit; the others run for good and need a healthcheck.
 ONE_SHOT_SERVICES = {"migrate"}
@@ -226,6 +246,11 @@ def test_dashboard_has_the_panels_operations_needs() -> None:
         "securesend_email_failures_total",
         "securesend_workers_alive",
         "securesend_takeovers_total",
+        "securesend_email_bounces",  # bounces by kind
+        "securesend_suppressions",
+        "securesend_webhook_deliveries",  # by endpoint and outcome
+        "securesend_webhook_backlog",
+        'securesend_webhook_endpoints{state="disabled"}',
     ):
         assert what in queries, what
     for panel in panels:
@@ -383,7 +408,7 @@ def _problems(text: str) -> list[str]:
     histogram's type, and the label values the queries select."""
     samples = _samples(text)
     names = {name for name, _ in samples}
-    missing = sorted(DEPLOY_METRICS - PACE_METRICS_WHEN_LIMITED - names)
+    missing = sorted(DEPLOY_METRICS - METRICS_NOT_ALWAYS_THERE - names)
     problems = [
         f"{name}: expected, added by issue 18 part 2 (the securesend_queue_wait_seconds "
         "histogram), not on /metrics yet"
@@ -426,8 +451,8 @@ def _exposition(
     Counter("securesend_sends", "", ["code"], registry=registry).labels("OK").inc()
     Gauge("securesend_jobs_unfinished", "", registry=registry)
     outbox = Gauge("securesend_outbox_emails", "", ["status"], registry=registry)
-    for status in ("queued", "sent", "retrying", "failed", "deferred"):
-        outbox.labels(status)
+    for status in EmailStatus:
+        outbox.labels(status.value)
     Counter("securesend_email_retries", "", registry=registry)
     Counter("securesend_email_failures", "", registry=registry)
     takeovers = Counter("securesend_takeovers", "", ["kind"], registry=registry)
@@ -441,6 +466,15 @@ def _exposition(
     ).inc()
     Gauge("securesend_mail_relay_up", "", relay, registry=registry).labels("0", "smtp:25")
     Gauge("securesend_mail_active_relay", "", registry=registry)
+    for name, label, label_values in (
+        ("securesend_email_bounces", "kind", ("hard", "soft", "complaint")),
+        ("securesend_suppressions", "source", ("manual", "bounce", "complaint")),
+        ("securesend_webhook_endpoints", "state", ("enabled", "disabled")),
+    ):
+        gauge = Gauge(name, "", [label], registry=registry)
+        for value in label_values:
+            gauge.labels(value)
+    Gauge("securesend_webhook_backlog", "", registry=registry)
     if queue_wait == "histogram":
         labels = ["queue", "lane"] if lanes else ["queue"]
         series = [(q, lane) for q in queues for lane in lanes] if lanes else [(q,) for q in queues]

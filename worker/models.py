@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import uuid
 from datetime import UTC, date, datetime
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from sqlalchemy import (
     JSON,
@@ -135,6 +135,10 @@ class EmailKind(enum.StrEnum):
     WEBHOOK = "webhook"
 
 
+# What a report said of an email (`outbox.bounce`; worker.domain.bounces reads reports).
+ReportKind = Literal["hard", "soft", "complaint"]
+
+
 class Channel(enum.IntEnum):
     """How an outbox row goes out: its transport (docs/design.md, "Webhooks"). Stored as
     its number, the first column of the claim's index: each drain claims one channel."""
@@ -187,6 +191,9 @@ _BULK = str(Lane.BULK.value)
 # plan too.
 PENDING_EMAIL = (EmailStatus.QUEUED, EmailStatus.RETRYING, EmailStatus.DEFERRED)
 PENDING_CONDITION = "status IN ({})".format(", ".join(f"'{s}'" for s in PENDING_EMAIL))
+# The same as a condition, in the words of the outbox's partial index `ix_outbox_due`: a
+# statement that says it so can walk that index.
+IS_PENDING = text(PENDING_CONDITION)
 
 
 class JobStatus(enum.StrEnum):
@@ -621,7 +628,9 @@ class MetricTotal(Base):
 
 
 class MetricCheckpoint(Base):
-    """The one row saying up to which creation time jobs and emails are in the totals."""
+    """Up to which creation time rows are in /metrics' totals: row 1 for jobs and emails,
+    row 2 for webhook deliveries (an endpoint that keeps failing holds back only its
+    own figures; worker.domain.metrics)."""
 
     __tablename__ = "metric_checkpoint"
 

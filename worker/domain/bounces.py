@@ -18,20 +18,17 @@ import hmac
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import Message
-from typing import Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from worker.domain import webhooks
+from worker.domain import metrics, webhooks
 from worker.domain.secrets import Keys
 from worker.domain.suppressions import suppress
-from worker.models import EmailStatus, OutboxEmail
+from worker.models import EmailStatus, OutboxEmail, ReportKind
 
 MAX_EMAIL_ID_DIGITS = 10
 MAX_EMAIL_ID = 2**31 - 1  # outbox.id is an integer column
-
-ReportKind = Literal["hard", "soft", "complaint"]
 
 
 def return_path(bounce_address: str, email_id: int, keys: Keys) -> str:
@@ -164,7 +161,10 @@ def record_report(
     row = session.get(OutboxEmail, email_id, with_for_update=True)
     if row is None or row.status is EmailStatus.SUPPRESSED:
         return False
-    row.status = EmailStatus.COMPLAINED if report.kind == "complaint" else EmailStatus.BOUNCED
+    status = EmailStatus.COMPLAINED if report.kind == "complaint" else EmailStatus.BOUNCED
+    # /metrics' totals may have counted it as it was: they move with it.
+    metrics.count_report(session, row, status=status, bounce=report.kind)
+    row.status = status
     row.bounce, row.last_error, row.updated_at = report.kind, report.reason, now
     session.flush()
     if row.webhook_group_id is not None:  # its group's endpoints hear of it

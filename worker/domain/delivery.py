@@ -51,7 +51,6 @@ from sqlalchemy import (
     literal,
     or_,
     select,
-    text,
     update,
 )
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -65,7 +64,7 @@ from worker.domain.bounces import return_path
 from worker.domain.pace import DRAIN_SLEEP_SECONDS, Pacing, Wait
 from worker.domain.secrets import Keys
 from worker.models import (
-    PENDING_CONDITION,
+    IS_PENDING,
     PENDING_EMAIL,
     Channel,
     EmailStatus,
@@ -233,9 +232,6 @@ class MailTransport(Protocol):
 
 
 PENDING = PENDING_EMAIL
-# The same as a condition, in the words of the outbox's partial index `ix_outbox_unsent`
-# (worker.models.PENDING_CONDITION): a statement that says it so can walk that index.
-IS_PENDING = text(PENDING_CONDITION)
 
 
 @dataclass(frozen=True, slots=True)

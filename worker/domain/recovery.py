@@ -16,8 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from worker.domain.delivery import IS_PENDING
-from worker.models import Lease, MetricTotal, OutboxEmail, WorkerHeartbeat, table
+from worker.models import IS_PENDING, Lease, MetricTotal, OutboxEmail, WorkerHeartbeat, table
 
 # metric_totals.name of the takeover counters; labels "jobs" and "emails".
 TAKEOVERS = "takeovers"
