@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from tests.factories import World
 from tests.support import Stack, run_cli
 from tests.webhook_receiver import Receiver, running_receiver
 from worker.domain import clock, suppressions, webhooks
+from worker.domain.delivery import RetryPolicy
 from worker.models import Channel, EmailStatus, Message, OutboxEmail, WebhookEndpoint
 from worker.settings import Settings
 from worker.webhook_transport import HttpPoster
@@ -245,3 +248,61 @@ def test_the_transport_refuses_private_addresses_unless_allowed(receiver: Receiv
     finally:
         strict.close()
         allowed.close()
+
+
+def test_an_endpoint_failing_for_five_days_is_disabled(
+    stack: Stack, unique: str, receiver: Receiver, wait_until: Any
+) -> None:
+    """WEBHOOK_DISABLE_AFTER_DAYS as shipped (5): the endpoint's failures began six days
+    ago (set in its row), and the next failure disables it."""
+    world = World(stack, unique).setup()
+    path = f"/failing/{unique}"
+    receiver.script[path] = [500]
+    world.hook(receiver.url(path), events=["message.sent"])
+    with stack.database.write_session() as session:
+        session.execute(
+            update(WebhookEndpoint)
+            .where(WebhookEndpoint.url == receiver.url(path))
+            .values(failing_since=clock.now() - timedelta(days=6))
+        )
+    world.sent_message([world.user("reader")])
+
+    assert wait_until(lambda: _endpoint(stack, world.group).disabled_at is not None)
+    assert str(_endpoint(stack, world.group).disabled_reason).startswith("failing since ")
+    assert _settled(stack, _uid(stack, world), wait_until) == [
+        ("message.sent", EmailStatus.FAILED, 1)
+    ]
+    assert len(receiver.at(path)) == 1
+
+
+def test_a_fixture_with_a_bad_secret_is_refused_without_echoing_it(
+    stack: Stack, unique: str, tmp_path: Path
+) -> None:
+    leaked = f"whsec_short{unique}"
+    fixture = tmp_path / "hooks.json"
+    hook = {"url": "https://hooks.example.org/x", "events": ["email.sent"], "secret": leaked}
+    fixture.write_text(json.dumps({"groups": [{"name": f"g-{unique}", "webhooks": [hook]}]}))
+    loaded = run_cli("load", str(fixture), env=stack.env)
+    assert loaded.returncode == 2
+    assert "webhooks.0.secret" in loaded.stderr and leaked not in loaded.stderr + loaded.stdout
+    hook["events"] = ["email.opened"]
+    hook["secret"] = webhooks.new_secret()
+    fixture.write_text(json.dumps({"groups": [{"name": f"g-{unique}", "webhooks": [hook]}]}))
+    loaded = run_cli("load", str(fixture), env=stack.env)
+    assert loaded.returncode == 2 and "unknown webhook events ['email.opened']" in loaded.stderr
+
+
+def test_the_schedule_and_what_a_reply_means() -> None:
+    policy = RetryPolicy.for_webhooks(Settings())
+    assert policy.schedule == (5, 300, 1800, 7200, 18000, 36000, 36000)
+    assert policy.max_attempts == 8  # the first attempt, then one after each wait
+    assert [policy.delay(n) for n in (1, 2, 7)] == [5, 300, 36000]
+    assert webhooks.judge(webhooks.WebhookReply(204)).outcome == "sent"
+    assert webhooks.judge(webhooks.WebhookReply(410)).outcome == "disable"
+    for status in (301, 400, 404, 429, 500, 503):
+        assert webhooks.judge(webhooks.WebhookReply(status, 7.0)) == webhooks.Verdict(
+            "retry", webhooks.judge(webhooks.WebhookReply(status)).reason, 7.0
+        )
+    with pytest.raises(ValueError, match="WEBHOOK_RETRY_SCHEDULE") as refused:
+        Settings(webhook_retry_schedule="5,soon", secret_key="Sentinel-key-in-settings")
+    assert "Sentinel-key-in-settings" not in str(refused.value)  # no setting's value echoed

@@ -22,7 +22,11 @@ DEFAULT_SECRET_KEY = "change-me-development-only"
 class Settings(BaseSettings):
     """Everything configurable, with embedded defaults that need no server installed."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+    # A setting refused at start says which and why, never the values it was given: they
+    # hold SECRET_KEY and the passwords in DATABASE_URL, REDIS_URL and SMTP_URL.
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", populate_by_name=True, hide_input_in_errors=True
+    )
 
     securesend_env: Literal["development", "production"] = "development"
     var_dir: Path = Field(default=Path("var"), description="where embedded-mode state lives")
@@ -146,11 +150,16 @@ class Settings(BaseSettings):
     @property
     def webhook_retry_delays(self) -> tuple[float, ...]:
         """WEBHOOK_RETRY_SCHEDULE as seconds (ValueError when malformed)."""
-        delays = tuple(
-            float(part) for part in self.webhook_retry_schedule.split(",") if part.strip()
-        )
+        try:
+            delays = tuple(
+                float(part) for part in self.webhook_retry_schedule.split(",") if part.strip()
+            )
+        except ValueError:
+            delays = (-1.0,)
         if any(d < 0 for d in delays):
-            raise ValueError("WEBHOOK_RETRY_SCHEDULE: waits are seconds, not negative")
+            raise ValueError(
+                "WEBHOOK_RETRY_SCHEDULE: seconds before each retry, comma-separated (5,300,…)"
+            )
         return delays
 
     @property
