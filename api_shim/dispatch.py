@@ -44,7 +44,12 @@ class RedisResultListener:
     """One shared pub/sub connection dispatching result notifications to waiting futures."""
 
     def __init__(self, redis_url: str) -> None:
-        self._client = aioredis.Redis.from_url(redis_url)
+        # A cut network shows as an error (and a reconnect) in seconds: connecting gives
+        # up after 5 s, the idle connection is probed (TCP keepalive, and a PING every
+        # 15 s). Meanwhile waiting requests read their answers from the database.
+        self._client = aioredis.Redis.from_url(
+            redis_url, socket_connect_timeout=5, socket_keepalive=True, health_check_interval=15
+        )
         self._pubsub = self._client.pubsub()
         self._waiting: dict[str, tuple[asyncio.Event, asyncio.Future[Any]]] = {}
         self._reader: asyncio.Task[None] | None = None

@@ -33,12 +33,24 @@ def soft_time_limit(hard_limit: float) -> float:
     return max(1.0, hard_limit * 0.8)
 
 
+# Every Redis connection Celery opens gives up on a silent network within seconds
+# (docs/reliability.md, "A cut network"): connecting after 5 s, a reply after 10 s (above
+# the broker's 1 s BRPOP), with TCP keepalive, and a PING on a connection idle for 15 s.
+REDIS_SOCKET_OPTIONS: dict[str, Any] = {
+    "socket_connect_timeout": 5,
+    "socket_timeout": 10,
+    "socket_keepalive": True,
+    "health_check_interval": 15,
+}
+
+
 def _transport_options(settings: Settings) -> dict[str, Any]:
     if settings.uses_redis:
         return {
             "visibility_timeout": settings.broker_visibility_timeout_seconds,
             # A drain, then interactive sends, then bulk, never starved (worker.lanes).
             "queue_order_strategy": lanes.REDIS_CYCLE,
+            **REDIS_SOCKET_OPTIONS,
         }
     return embedded_broker.transport_options(
         settings.embedded_broker_dir, poll_seconds=settings.embedded_broker_poll_seconds
@@ -87,6 +99,10 @@ def create_app(settings: Settings, *, results: bool = True) -> Celery:
             if settings.uses_redis
             else {}
         ),
+        redis_socket_connect_timeout=REDIS_SOCKET_OPTIONS["socket_connect_timeout"],
+        redis_socket_timeout=REDIS_SOCKET_OPTIONS["socket_timeout"],
+        redis_socket_keepalive=True,
+        redis_backend_health_check_interval=REDIS_SOCKET_OPTIONS["health_check_interval"],
         worker_soft_shutdown_timeout=settings.worker_soft_shutdown_seconds,
         worker_enable_soft_shutdown_on_idle=True,
         result_expires=settings.result_ttl_seconds,

@@ -38,6 +38,25 @@ logger = logging.getLogger(__name__)
 MAX_OVERFLOW = 20  # connections beyond the pool while busy (Settings.database_pool_size)
 
 
+# A network that stops answering shows as an error in seconds, not a hang of minutes
+# (docs/reliability.md, "A cut network"): connecting gives up after 5 s; a connection
+# that is idle is probed after 5 s of silence, every 2 s, and given up after 3 missed
+# probes; data the server does not acknowledge within 10 s fails the call (libpq's
+# keepalive and TCP_USER_TIMEOUT parameters). A statement that merely runs long is not
+# cut off: the server answers it.
+POSTGRES_CONNECT_ARGS = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+}
+
+
+IDLE_IN_TRANSACTION_MS = 10_000
+
+
 def _make_engine(url: str, *, immediate: bool, pool_size: int) -> Engine:
     if not url.startswith("sqlite"):
         engine = create_engine(
@@ -46,6 +65,7 @@ def _make_engine(url: str, *, immediate: bool, pool_size: int) -> Engine:
             max_overflow=MAX_OVERFLOW,
             pool_recycle=POOL_RECYCLE_SECONDS,
             hide_parameters=True,
+            connect_args=POSTGRES_CONNECT_ARGS,
         )
 
         @event.listens_for(engine, "connect")
@@ -56,6 +76,14 @@ def _make_engine(url: str, *, immediate: bool, pool_size: int) -> Engine:
             # would refuse.)
             with dbapi_connection.cursor() as cursor:
                 cursor.execute("SET jit = off")
+                # A process frozen (or cut off) inside a transaction must not hold its row
+                # locks for as long as it is away: the server ends such a session after
+                # 10 s idle in a transaction, past WORKER_DEAD_AFTER_SECONDS, so the send
+                # the others took over goes on (docs/reliability.md, "Fencing"). No
+                # transaction here waits on anything but its own statements.
+                cursor.execute(
+                    f"SET idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION_MS}"
+                )
             dbapi_connection.commit()
 
         return engine

@@ -5,8 +5,8 @@ A thread in each worker's main (Celery consumer) process, every `HEARTBEAT_SECON
 
 1. writes the worker's heartbeat with the ids of the tasks it holds (received or running);
 2. under the sweep lease (one worker at a time, whichever finds it free), once its own
-   heartbeats have gone through for `WORKER_DEAD_AFTER_SECONDS` (so that after a database
-   outage nobody is taken for dead before everyone could beat again):
+   heartbeats have gone through for three intervals (so that after a database outage
+   nobody is taken for dead before everyone could beat again):
    - gives back to its queue every broker message that no live worker holds and that
      was delivered more than `WORKER_DEAD_AFTER_SECONDS` ago (Redis keeps unacknowledged
      messages aside until its visibility timeout, 300 s; these are a dead worker's);
@@ -49,6 +49,10 @@ from worker.runtime import Runtime
 logger = logging.getLogger(__name__)
 PRUNE_INTERVAL_SECONDS = 3600
 DELIVERY_MARGIN = timedelta(seconds=2)
+# A worker leads the takeover only once its own heartbeats have gone through for this
+# many intervals: after a database outage every live worker's lifeline, retrying once an
+# interval, has beaten again by then, so nobody is taken for dead for the outage.
+LEADER_AFTER_BEATS = 3
 
 
 def held_task_ids() -> list[str]:
@@ -112,17 +116,27 @@ class Lifeline(threading.Thread):
 
     def _beat(self) -> None:
         held = held_task_ids()
-        self.database.run(
+        buried = self.database.run(
             lambda session: recovery.beat(
                 session, worker_id=self.worker_id, held=held, now=clock.now()
             )
         )
+        if buried is not None:
+            logger.warning(
+                "worker %s: taken for dead at %s while it was away (frozen or cut off); what "
+                "it held was taken over: the emails and webhook events it had claimed are "
+                "dropped as it reaches them, its send tasks end harmlessly (a send happens "
+                "once)",
+                self.worker_id,
+                buried.isoformat(),
+                extra={"buried_at": buried.isoformat()},
+            )
         if self._beating_since is None:
             self._beating_since = time.monotonic()
 
     def _sweep_if_leader(self) -> None:
         assert self._beating_since is not None
-        if time.monotonic() - self._beating_since < self.dead_after.total_seconds():
+        if time.monotonic() - self._beating_since < LEADER_AFTER_BEATS * self.interval:
             return
         now = clock.now()
         leader = self.database.run(
@@ -178,7 +192,7 @@ class Lifeline(threading.Thread):
             return
         dead_ids = [w.worker_id for w in dead]
         emails = self.database.run(
-            lambda session: recovery.take_back_emails(session, worker_ids=dead_ids)
+            lambda session: recovery.take_back_emails(session, worker_ids=dead_ids, now=now)
         )
         email_ids = [email_id for ids in emails.values() for email_id in ids]
         jobs = [r.task_id for r in restored if r.task_name == SEND_TASK]

@@ -516,6 +516,10 @@ class OutboxEmail(Base):
     endpoint_id: Mapped[int | None] = mapped_column(
         ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), index=True
     )
+    # When its holder handed it to the relay (the SMTP data's final dot about to go; NULL
+    # again once the reply is recorded): a takeover leaves it to its holder, and a lapsed
+    # claim takes it as sent rather than sending it twice (worker.domain.delivery).
+    handed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     # An email whose sender's group had webhook endpoints when it was queued: its
     # outcomes (sent, failed, bounced, complained) are events for them.
     webhook_group_id: Mapped[int | None] = mapped_column(Integer)

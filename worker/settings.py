@@ -76,13 +76,13 @@ class Settings(BaseSettings):
     send_task_time_limit_seconds: int = 45
     mail_task_time_limit_seconds: int = 120
     worker_soft_shutdown_seconds: float = 20.0
-    sweep_interval_seconds: float = 10.0
-    job_republish_after_seconds: float = 20.0
+    sweep_interval_seconds: float = 5.0
+    job_republish_after_seconds: float = 10.0
     max_send_attempts: int = 3
     # Every worker writes a heartbeat this often; one silent for WORKER_DEAD_AFTER is
     # dead, and any live worker takes back what it held (worker/lifeline.py).
-    heartbeat_seconds: float = 5.0
-    worker_dead_after_seconds: float = 15.0
+    heartbeat_seconds: float = 1.0
+    worker_dead_after_seconds: float = 5.0
     # How long Redis keeps a task's result for `result.get()` by direct enqueuers; the job
     # row keeps the answer for RETENTION_DAYS. A send's result is a few KB (docs/reliability.md).
     result_ttl_seconds: int = 3600

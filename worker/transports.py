@@ -13,13 +13,16 @@ import logging
 import os
 import re
 import smtplib
+import socket
 import ssl
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from worker.domain.delivery import (
+    EmailNotHeld,
     MailError,
     MailTransport,
     Mime,
@@ -100,16 +103,27 @@ class SmtpTransport:
                 connection.starttls(context=context)
         if target.username:
             connection.login(target.username, target.password or "")
+        # The data's final dot is written on its own after the hand-over (`_sendmail`):
+        # without this, Nagle's algorithm holds it for the server's delayed ACK (40 ms).
+        if connection.sock is not None:
+            connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         logger.info("SMTP connection to %s opened", target.address)
         return connection
 
-    def send(self, message: Mime, *, recipient: str) -> None:
-        """Send to exactly `recipient` (never to addresses found in the headers)."""
+    def send(
+        self, message: Mime, *, recipient: str, hand_over: Callable[[], bool] = lambda: True
+    ) -> None:
+        """Send to exactly `recipient` (never to addresses found in the headers), asking
+        `hand_over()` just before the data's final dot: without it the server discards the
+        email when the connection closes (RFC 5321 4.1.1.4)."""
         for attempt in (1, 2):
             try:
                 if self._connection is None:
                     self._connection = self._connect()
-                refused = self._connection.sendmail(message.sender, [recipient], message.data)
+                refused = _sendmail(self._connection, message, recipient, hand_over)
+            except EmailNotHeld:
+                self._drop()  # the server discards the unfinished data
+                raise
             except smtplib.SMTPServerDisconnected as e:
                 # A reused connection the server closed while idle: reconnect once.
                 self._drop()
@@ -165,7 +179,9 @@ class EmlDirectoryTransport:
     def __init__(self, folder: Path) -> None:
         self._folder = folder
 
-    def send(self, message: Mime, *, recipient: str) -> None:
+    def send(
+        self, message: Mime, *, recipient: str, hand_over: Callable[[], bool] = lambda: True
+    ) -> None:
         self._folder.mkdir(parents=True, exist_ok=True)
         name = re.sub(r"[^A-Za-z0-9._-]", "_", message.message_id.strip("<>"))
         # Written to a temporary file and renamed: a reader never sees half an email, and
@@ -173,10 +189,47 @@ class EmlDirectoryTransport:
         fd, tmp = tempfile.mkstemp(dir=self._folder, suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             f.write(message.data)
+        if not hand_over():
+            os.unlink(tmp)
+            raise EmailNotHeld
         os.replace(tmp, self._folder / f"{name}.eml")
 
     def close(self) -> None:
         return None
+
+
+def _sendmail(
+    connection: smtplib.SMTP, message: Mime, recipient: str, hand_over: Callable[[], bool]
+) -> dict[str, tuple[int, bytes]]:
+    """`smtplib.SMTP.sendmail` for one recipient, the data's final dot held back until
+    `hand_over()` says the email is still this worker's: the last moment it can be taken
+    back. Raises as `sendmail` does, and `EmailNotHeld`."""
+    connection.ehlo_or_helo_if_needed()
+    options = [f"size={len(message.data)}"] if connection.has_extn("size") else []
+    code, reply = connection.mail(message.sender, options)
+    if code != 250:
+        connection.rset()
+        raise smtplib.SMTPSenderRefused(code, reply, message.sender)
+    code, reply = connection.rcpt(recipient)
+    if code not in (250, 251):
+        connection.rset()
+        raise smtplib.SMTPRecipientsRefused({recipient: (code, reply)})
+    code, reply = connection.docmd("data")
+    if code != 354:
+        connection.rset()
+        raise smtplib.SMTPDataError(code, reply)
+    data = smtplib._quote_periods(message.data)  # type: ignore[attr-defined]  # noqa: SLF001
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    connection.send(data)
+    if not hand_over():
+        raise EmailNotHeld
+    connection.send(b".\r\n")
+    code, reply = connection.getreply()
+    if code != 250:
+        connection.rset()
+        raise smtplib.SMTPDataError(code, reply)
+    return {}
 
 
 def make_relays(settings: Settings) -> list[MailTransport]:

@@ -31,6 +31,9 @@ from worker.queues import SEND_TASK
 SENDS = 300
 # Issue 15: every send final and every email delivered within a minute of a worker's death.
 RECOVERY_LIMIT_SECONDS = 60
+# Issue 28 aims at 10 s for a lone worker replaced a second later (measured 7.9 s, and
+# printed by the test); the bound has room for a machine busy with the rest of the suite.
+LONE_RECOVERY_BOUND_SECONDS = 30
 
 
 def _burst(fault: Fault, tag: str, *, break_at: int, action: Any) -> dict[str, Any]:
@@ -111,7 +114,7 @@ def test_kill_9_of_the_only_worker_replaced_a_second_later(
 ) -> None:
     """The issue's case: a worker host lost a third of the way in; a replacement starts a
     second later and takes over what the dead one held, well before Redis's visibility
-    timeout (300 s) would have given it back."""
+    timeout (300 s) would have given it back: 5 s after its last heartbeat."""
     fault = lone_worker_fault
 
     def kill_and_replace() -> float:
@@ -132,7 +135,8 @@ def test_kill_9_of_the_only_worker_replaced_a_second_later(
     metrics = httpx.get(fault.stack.url("/metrics"), timeout=10).text
     alive = re.search(r"^securesend_workers_alive (\S+)$", metrics, re.M)
     assert alive is not None and float(alive.group(1)) == 1, alive  # the replacement
-    assert figures["seconds_from_break_to_all_final_and_delivered"] <= RECOVERY_LIMIT_SECONDS
+    recovered = figures["seconds_from_break_to_all_final_and_delivered"]
+    assert recovered <= LONE_RECOVERY_BOUND_SECONDS
     # Each of the dead worker's two pool processes can lose the record of one email it had
     # just handed to the server: at-least-once, recognisable by Message-ID. Goal 0.
     assert figures["duplicate_emails"] <= 2

@@ -21,7 +21,7 @@ from tests.smtp_sink import SmtpSink
 from tests.support import Stack, run_cli
 from tests.worker import rows
 from worker.db import Database
-from worker.domain import clock, delivery
+from worker.domain import clock, delivery, recovery
 from worker.domain.delivery import (
     OutgoingEmail,
     RetryPolicy,
@@ -331,3 +331,92 @@ def test_an_address_beyond_ascii_fails_its_email_and_the_drain_goes_on(
         assert failed is not None and failed.status is EmailStatus.FAILED
         assert failed.last_error == "the recipient's address is not ASCII (SMTPUTF8)"
     assert len(list((tmp_path / "outbox").glob("*.eml"))) == 1
+
+
+def test_a_worker_that_lost_its_claim_neither_sends_nor_records_and_a_handover_is_kept(
+    own_database: Database,
+) -> None:
+    """Fencing (docs/reliability.md, "A frozen worker"), on both databases: worker A's
+    claim is taken over (released, claimed again by B: another attempt counted), so A's
+    hand-over and record find nothing; B's go through. An email B handed to the relay
+    stays B's through a takeover, and once its lease lapses it is taken as sent, never
+    claimed to be sent again."""
+    now = clock.now()
+    lease = timedelta(minutes=10)
+    with own_database.write_session() as session:
+        first, second = (
+            rows.email(now, EmailStatus.QUEUED, 0),
+            rows.email(now, EmailStatus.QUEUED, 0),
+        )
+        for email in (first, second):
+            email.next_attempt_at = now
+        session.add_all([first, second])
+        session.flush()
+        ids = [first.id, second.id]
+
+    def claim_as(worker: str, at: datetime) -> list[Any]:
+        with own_database.write_session() as session:
+            return delivery.claim(
+                session.connection(), now=at, max_attempts=5, lease=lease, claimed_by=worker
+            )
+
+    held_by_a = {
+        row.id: delivery.Fence("worker-a", row.attempts) for row in claim_as("worker-a", now)
+    }
+    with own_database.write_session() as session:  # worker-a taken for dead
+        recovery.take_back_emails(session, worker_ids=["worker-a"], now=now)
+    held_by_b = {
+        row.id: delivery.Fence("worker-b", row.attempts) for row in claim_as("worker-b", now)
+    }
+    assert held_by_b[ids[0]].attempt == 2
+
+    assert delivery.hand_over(own_database, ids[0], held_by_a[ids[0]]) is False
+    own_database.run_alone(
+        lambda c: delivery._record(c, ids[0], held_by_a[ids[0]], status=EmailStatus.SENT)  # noqa: SLF001
+    )
+    assert rows.outbox_rows(own_database, ids)[ids[0]].claimed_by == "worker-b"  # untouched
+    assert delivery.hand_over(own_database, ids[0], held_by_b[ids[0]]) is True
+    assert delivery.hand_over(own_database, ids[1], held_by_b[ids[1]]) is True
+    own_database.run_alone(
+        lambda c: delivery._record(c, ids[1], held_by_b[ids[1]], status=EmailStatus.SENT)  # noqa: SLF001
+    )
+
+    # worker-b dies after handing ids[0] over: the takeover takes it as sent, not again.
+    with own_database.write_session() as session:
+        taken = recovery.take_back_emails(session, worker_ids=["worker-b"], now=now)
+    assert taken == {"worker-b": [ids[0]]}
+    assert claim_as("worker-c", now) == []
+    after = rows.outbox_rows(own_database, ids)
+    assert after[ids[0]].status is EmailStatus.SENT
+    assert after[ids[0]].last_error == recovery.TAKEN_AS_SENT
+    assert after[ids[1]].status is EmailStatus.SENT and after[ids[1]].handed_at is None
+
+
+def test_an_email_handed_over_whose_lease_lapsed_is_taken_as_sent(
+    own_database: Database,
+) -> None:
+    """A holder that still beats but never recorded (its pool process lost): once the
+    lease lapses, the claim takes a handed-over email as sent rather than send it again."""
+    now = clock.now()
+    lease = timedelta(minutes=10)
+    with own_database.write_session() as session:
+        email = rows.email(now, EmailStatus.QUEUED, 0)
+        email.next_attempt_at = now
+        session.add(email)
+        session.flush()
+        email_id = email.id
+    with own_database.write_session() as session:
+        (row,) = delivery.claim(
+            session.connection(), now=now, max_attempts=5, lease=lease, claimed_by="worker-a"
+        )
+    assert delivery.hand_over(own_database, email_id, delivery.Fence("worker-a", row.attempts))
+    with own_database.write_session() as session:
+        later = now + lease + timedelta(seconds=1)
+        assert (
+            delivery.claim(
+                session.connection(), now=later, max_attempts=5, lease=lease, claimed_by="b"
+            )
+            == []
+        )
+    after = rows.outbox_rows(own_database, [email_id])[email_id]
+    assert (after.status, after.last_error) == (EmailStatus.SENT, recovery.TAKEN_AS_SENT)

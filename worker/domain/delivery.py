@@ -62,6 +62,7 @@ from worker.db import WITHOUT_WAITING_FOR_DISK, Database
 from worker.domain import clock, webhooks
 from worker.domain.bounces import return_path
 from worker.domain.pace import DRAIN_SLEEP_SECONDS, Pacing, Wait
+from worker.domain.recovery import TAKEN_AS_SENT
 from worker.domain.secrets import Keys
 from worker.models import (
     IS_PENDING,
@@ -227,8 +228,21 @@ class UnreachableMailError(TransientMailError):
 
 
 class MailTransport(Protocol):
-    def send(self, message: Mime, *, recipient: str) -> None: ...
+    def send(
+        self, message: Mime, *, recipient: str, hand_over: Callable[[], bool] = lambda: True
+    ) -> None:
+        """Send `message` to exactly `recipient`. `hand_over()` is called at the last moment
+        the email can still be taken back (before SMTP's final dot, before the `.eml`
+        file's rename): False means this worker no longer holds it, and the transport
+        abandons it (raising `EmailNotHeld`)."""
+        ...
+
     def close(self) -> None: ...
+
+
+class EmailNotHeld(Exception):  # noqa: N818 - what happened, not an error of the email
+    """The email was taken back from this worker (it was frozen, or its claim lapsed)
+    before it could be handed to the relay: not sent, not recorded."""
 
 
 PENDING = PENDING_EMAIL
@@ -316,14 +330,17 @@ DRAIN_BATCH = 50
 
 
 def _claim_statement() -> Any:
-    """`claim`'s one statement: lock up to `DRAIN_BATCH` claimable emails, interactive
-    first, then oldest first (the order of the partial index `ix_outbox_unsent`, which
-    the claim walks until it has its batch), skipping those another worker is locking;
-    and, in the same UPDATE, claim each, or fail it when its attempts are spent; every SET
-    reads the row as it was."""
+    """`claim`'s one statement: lock up to `DRAIN_BATCH` claimable rows of one channel,
+    interactive first, then oldest first (the order of the partial index `ix_outbox_due`,
+    which the claim walks until it has its batch), skipping those another worker is
+    locking; and, in the same UPDATE, claim each; or take it as sent when its lapsed
+    holder had handed it to the relay (it may be there: never sent twice); or fail it
+    when its attempts are spent. Every SET reads the row as it was."""
     c = _OUTBOX.c
     now = bindparam("now", type_=c.next_attempt_at.type)
+    handed = c.handed_at.is_not(None)
     spent = c.attempts >= bindparam("max_attempts", type_=Integer)
+    settled = or_(handed, spent)
     due = (
         select(c.id)
         .where(*_claimable(now, bindparam("claim_channel", type_=SmallInteger)))
@@ -336,18 +353,23 @@ def _claim_statement() -> Any:
         update(_OUTBOX)
         .where(c.id.in_(due))
         .values(
-            status=case((spent, literal(EmailStatus.FAILED, c.status.type)), else_=c.status),
-            last_error=case((spent, gave_up), else_=c.last_error),
+            status=case(
+                (handed, literal(EmailStatus.SENT, c.status.type)),
+                (spent, literal(EmailStatus.FAILED, c.status.type)),
+                else_=c.status,
+            ),
+            last_error=case((handed, literal(TAKEN_AS_SENT)), (spent, gave_up), else_=c.last_error),
+            sent_at=case((handed, c.handed_at), else_=c.sent_at),
             claimed_until=case(
-                (spent, c.claimed_until), else_=bindparam("until", type_=c.claimed_until.type)
+                (settled, c.claimed_until), else_=bindparam("until", type_=c.claimed_until.type)
             ),
             claimed_by=case(
-                (spent, c.claimed_by), else_=bindparam("claimed_by", type_=c.claimed_by.type)
+                (settled, c.claimed_by), else_=bindparam("claimed_by", type_=c.claimed_by.type)
             ),
-            attempts=case((spent, c.attempts), else_=c.attempts + 1),
+            attempts=case((settled, c.attempts), else_=c.attempts + 1),
             # The end of its wait in the queue (/metrics), the first time it is claimed.
             first_claimed_at=case(
-                (spent, c.first_claimed_at), else_=func.coalesce(c.first_claimed_at, now)
+                (settled, c.first_claimed_at), else_=func.coalesce(c.first_claimed_at, now)
             ),
         )
         .returning(
@@ -399,7 +421,10 @@ def claim(
     ).all()
     if gave_up is not None:
         gave_up.extend(row for row in rows if row.status is EmailStatus.FAILED)
-    return sorted((row for row in rows if row.status is not EmailStatus.FAILED), key=_claim_order)
+    for row in rows:
+        if row.status is EmailStatus.SENT:
+            logger.warning("outbox row %d: %s", row.id, TAKEN_AS_SENT)
+    return sorted((row for row in rows if row.status in PENDING_EMAIL), key=_claim_order)
 
 
 def _claim_order(row: Row[Any]) -> tuple[int, int]:
@@ -445,24 +470,105 @@ def _outgoing(row: Row[Any], keys: Keys, bounce_address: str) -> OutgoingEmail:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """What a worker holds a claimed row by: its name in `claimed_by` and the attempt the
+    claim counted. A takeover releases the claim (`claimed_by` NULL) and a new claim
+    counts another attempt, so a worker that was frozen meanwhile finds its fence gone:
+    it neither sends (`hand_over`) nor records (`_record`) what it no longer holds."""
+
+    holder: str
+    attempt: int
+
+    def params(self) -> dict[str, Any]:
+        return {"held_by": self.holder, "held_attempt": self.attempt}
+
+
+_HELD = (
+    func.coalesce(_OUTBOX.c.claimed_by, "") == bindparam("held_by"),
+    _OUTBOX.c.attempts == bindparam("held_attempt"),
+)
 # Built once, through Core: one per email delivered, committed on its own without waiting
-# for the disk (lost only with the database server: the email is then sent again).
+# for the disk (lost only with the database server: the email is then sent again). Only
+# while the worker still holds the row: a row taken over meanwhile is the new holder's.
 _RECORD_EMAIL = update(_OUTBOX).where(
-    _OUTBOX.c.id == bindparam("email_id"), WITHOUT_WAITING_FOR_DISK
+    _OUTBOX.c.id == bindparam("email_id"), *_HELD, WITHOUT_WAITING_FOR_DISK
 )
 
 
 def _released(**values: Any) -> dict[str, Any]:
     """An outcome's columns: the claim released, the time of the change."""
-    return {"claimed_until": None, "claimed_by": None, "updated_at": clock.now(), **values}
+    return {
+        "claimed_until": None,
+        "claimed_by": None,
+        "handed_at": None,
+        "updated_at": clock.now(),
+        **values,
+    }
 
 
-def _record(connection: Connection, email_id: int, **values: Any) -> None:
-    connection.execute(_RECORD_EMAIL, _released(email_id=email_id, **values))
+def _record(connection: Connection, email_id: int, fence: Fence, **values: Any) -> None:
+    recorded = connection.execute(
+        _RECORD_EMAIL, _released(email_id=email_id, **fence.params(), **values)
+    ).rowcount
+    if not recorded:
+        _log_dropped(email_id, fence, "its outcome not recorded")
 
 
 def _record_many(connection: Connection, outcomes: list[dict[str, Any]]) -> None:
     connection.execute(_RECORD_EMAIL, [_released(**o) for o in outcomes])
+
+
+def _log_dropped(row_id: int, fence: Fence, what: str) -> None:
+    logger.warning(
+        "outbox row %d: no longer held by %s (attempt %d; taken over while this worker was "
+        "away): dropped, %s",
+        row_id,
+        fence.holder or "-",
+        fence.attempt,
+        what,
+        extra={"outbox_id": row_id, "dropped": what},
+    )
+
+
+# The hand-over (`Fence`): the last statement before an email goes to the relay marks it
+# handed over, if and only if this worker still holds it. A handed-over email is never
+# sent again: a takeover (worker.domain.recovery) or a lapsed lease (`_claim_statement`)
+# takes it as sent; its holder, if it was only frozen, sends the final dot when it wakes
+# and finds the record no longer its own.
+_HAND_OVER = (
+    update(_OUTBOX)
+    .where(_OUTBOX.c.id == bindparam("email_id"), *_HELD, IS_PENDING, WITHOUT_WAITING_FOR_DISK)
+    .values(handed_at=bindparam("handed"))
+    .returning(_OUTBOX.c.id)
+)
+
+
+def hand_over(database: Database, email_id: int, fence: Fence) -> bool:
+    """Mark email `email_id` handed to the relay if this worker still holds it (one round
+    trip); False, and a log line, if it was taken over."""
+    held = database.run_alone(
+        lambda connection: connection.execute(
+            _HAND_OVER, {"email_id": email_id, "handed": clock.now(), **fence.params()}
+        ).first()
+    )
+    if held is None:
+        _log_dropped(email_id, fence, "not sent")
+    return held is not None
+
+
+def still_held(database: Database, row_id: int, fence: Fence) -> bool:
+    """Whether this worker still holds outbox row `row_id` (a webhook delivery, checked
+    before it is posted)."""
+    held = database.run_alone(
+        lambda connection: connection.execute(
+            select(_OUTBOX.c.id).where(_OUTBOX.c.id == row_id, *_HELD, IS_PENDING),
+            fence.params(),
+        ).first()
+    )
+    if held is None:
+        _log_dropped(row_id, fence, "not posted")
+    return held is not None
 
 
 # The span of one delivery (worker.telemetry): ids, kind, attempt and status only.
@@ -478,6 +584,7 @@ class _Claimed:
     trace_parent: str | None
     # The sender's group, when its webhook endpoints hear of this email's outcomes.
     webhook_group_id: int | None = None
+    fence: Fence = Fence("", 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -514,6 +621,7 @@ def _deliver_batch(
                 row.kind.value,
                 row.trace_parent,
                 row.webhook_group_id,
+                Fence(claimed_by or "", row.attempts),
             )
             for row in claim(
                 connection,
@@ -641,7 +749,13 @@ def _deliver_one(
             holds_every_email = wait.reason == "relay"
             return _Outcome(EmailStatus.DEFERRED, relay, due_in, holds_every_email, spacing, reason)
         try:
-            delivery.relays[relay].send(mime, recipient=email.recipient)
+            delivery.relays[relay].send(
+                mime,
+                recipient=email.recipient,
+                hand_over=partial(hand_over, database, email_id, item.fence),
+            )
+        except EmailNotHeld:
+            return _Outcome(EmailStatus.QUEUED, relay, reason="taken over")
         except UnreachableMailError as e:
             logger.warning("relay %d unreachable: %s", relay, e.reply)
             pacing.relay_failed(relay)
@@ -717,7 +831,7 @@ def _finish(
     status = EmailStatus(outcome["status"])
 
     def record(connection: Connection) -> None:
-        _record(connection, item.email_id, **outcome)
+        _record(connection, item.email_id, item.fence, **outcome)
 
     if item.webhook_group_id is None or status not in _OUTCOME_EVENTS:
         _record_through_outage(database, record)
@@ -781,6 +895,7 @@ def _defer(
         outcomes.append(
             {
                 "email_id": item.email_id,
+                **item.fence.params(),
                 "attempts": item.attempts - 1,
                 "next_attempt_at": start + timedelta(seconds=seconds),
                 **held,
@@ -965,6 +1080,7 @@ def drain_webhooks(
                 now=now,
                 report=report,
                 deadline=deadline,
+                holder=claimed_by or "",
             )
             list(pool.map(attempt, rows))
     return report
@@ -980,19 +1096,28 @@ def _post_one(
     now: Callable[[], datetime],
     report: DeliveryReport,
     deadline: float,
+    holder: str,
 ) -> None:
     """One attempt to deliver one event to its endpoint, as a span in the trace of what
-    raised it, and its outcome recorded."""
+    raised it, and its outcome recorded; nothing if the row was taken over meanwhile."""
+    fence = Fence(holder, row.attempts)
     endpoint = endpoints.get(row.endpoint_id)
     if endpoint is None or endpoint.disabled:
         outcome = {"status": EmailStatus.FAILED, "last_error": "endpoint disabled"}
-        _record_through_outage(database, lambda c: _record(c, row.id, **outcome))
+        _record_through_outage(database, lambda c: _record(c, row.id, fence, **outcome))
         report.failed.append(row.id)
         return
     if time.monotonic() >= deadline:
-        back = {"email_id": row.id, "attempts": row.attempts - 1, "next_attempt_at": now()}
+        back = {
+            "email_id": row.id,
+            **fence.params(),
+            "attempts": row.attempts - 1,
+            "next_attempt_at": now(),
+        }
         _record_through_outage(database, lambda c: _record_many(c, [back]))
         report.deferred[row.id] = 0.0
+        return
+    if not still_held(database, row.id, fence):
         return
     with telemetry.span(
         WEBHOOK_SPAN,
@@ -1006,7 +1131,9 @@ def _post_one(
     ) as span:
         verdict = _attempt(delivery.poster, endpoint, row, keys=keys, at=now())
         span.set_attribute("securesend.webhook.outcome", verdict.outcome)
-    _record_verdict(database, delivery, endpoint, row, verdict, now=now(), report=report)
+    _record_verdict(
+        database, delivery, endpoint, row, verdict, fence=fence, now=now(), report=report
+    )
 
 
 def _attempt(
@@ -1032,6 +1159,7 @@ def _record_verdict(
     row: Row[Any],
     verdict: webhooks.Verdict,
     *,
+    fence: Fence,
     now: datetime,
     report: DeliveryReport,
 ) -> None:
@@ -1066,7 +1194,7 @@ def _record_verdict(
         disable = f"failing since {since.isoformat()}"
 
     def record(connection: Connection) -> None:
-        _record(connection, row.id, **outcome)
+        _record(connection, row.id, fence, **outcome)
         if disable is not None:
             if webhooks.disable_endpoint(connection, endpoint.id, reason=disable, now=now):
                 # The group's operator is told: this line, and /metrics' disabled endpoints.

@@ -16,7 +16,15 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from worker.models import IS_PENDING, Lease, MetricTotal, OutboxEmail, WorkerHeartbeat, table
+from worker.models import (
+    IS_PENDING,
+    EmailStatus,
+    Lease,
+    MetricTotal,
+    OutboxEmail,
+    WorkerHeartbeat,
+    table,
+)
 
 # metric_totals.name of the takeover counters; labels "jobs" and "emails".
 TAKEOVERS = "takeovers"
@@ -31,23 +39,25 @@ class DeadWorker:
     held: frozenset[str]
 
 
-def beat(session: Session, *, worker_id: str, held: list[str], now: datetime) -> None:
-    """Record that the worker is alive and holds the tasks `held`."""
-    updated = (
-        session.connection()
-        .execute(
-            update(WorkerHeartbeat)
-            .where(WorkerHeartbeat.id == worker_id)
-            .values(heartbeat_at=now, held=held)
-        )
-        .rowcount
+def beat(session: Session, *, worker_id: str, held: list[str], now: datetime) -> datetime | None:
+    """Record that the worker is alive and holds the tasks `held`. Returns when it was
+    buried, if the others took it for dead meanwhile (it was frozen or cut off): it is
+    alive again from now on, and what they took over is theirs."""
+    beating = update(WorkerHeartbeat).values(heartbeat_at=now, held=held)
+    connection = session.connection()
+    alive = WorkerHeartbeat.id == worker_id, WorkerHeartbeat.buried_at.is_(None)
+    if connection.execute(beating.where(*alive)).rowcount:
+        return None
+    buried = session.scalar(
+        select(WorkerHeartbeat.buried_at).where(WorkerHeartbeat.id == worker_id)
     )
-    if not updated:
-        session.execute(
-            insert(WorkerHeartbeat).values(
-                id=worker_id, started_at=now, heartbeat_at=now, held=held
-            )
-        )
+    if buried is not None:
+        connection.execute(beating.where(WorkerHeartbeat.id == worker_id).values(buried_at=None))
+        return buried
+    session.execute(
+        insert(WorkerHeartbeat).values(id=worker_id, started_at=now, heartbeat_at=now, held=held)
+    )
+    return None
 
 
 def stop(session: Session, *, worker_id: str, now: datetime) -> None:
@@ -118,24 +128,51 @@ def dead_workers(session: Session, *, now: datetime, dead_after: timedelta) -> l
     return [DeadWorker(w, at, frozenset(held or ())) for w, at, held in rows]
 
 
-def take_back_emails(session: Session, *, worker_ids: list[str]) -> dict[str, list[int]]:
+# What the record of an email says when the worker that handed it to the relay was lost
+# before it recorded the reply (here, or by the claim once a lease lapsed).
+TAKEN_AS_SENT = "handed to the relay by a worker lost before it recorded the reply; taken as sent"
+
+
+def take_back_emails(
+    session: Session, *, worker_ids: list[str], now: datetime
+) -> dict[str, list[int]]:
     """Release the claims that `worker_ids` hold on emails not yet delivered, so that
     they can be claimed again now rather than when the claim lapses; their ids by the
-    worker that held them."""
+    worker that held them. An email one of them had handed to the relay (worker.domain.
+    delivery's hand-over: its data's final dot about to go) is taken as sent instead: it
+    is most likely at the relay, and sending it again would double it."""
     if not worker_ids:
         return {}
-    claimed = and_(OutboxEmail.claimed_by.in_(worker_ids), IS_PENDING)
+    held = and_(OutboxEmail.claimed_by.in_(worker_ids), IS_PENDING)
     rows = session.execute(
-        select(OutboxEmail.id, OutboxEmail.claimed_by).where(claimed).with_for_update()
+        select(OutboxEmail.id, OutboxEmail.claimed_by, OutboxEmail.handed_at)
+        .where(held)
+        .with_for_update()
     ).all()
-    if rows:
+    handed = [email_id for email_id, _, handed_at in rows if handed_at is not None]
+    released = [email_id for email_id, _, handed_at in rows if handed_at is None]
+    if released:
         session.execute(
             update(OutboxEmail)
-            .where(OutboxEmail.id.in_([email_id for email_id, _ in rows]), claimed)
-            .values(claimed_until=None, claimed_by=None)
+            .where(OutboxEmail.id.in_(released), held)
+            .values(claimed_until=None, claimed_by=None, updated_at=now)
+        )
+    if handed:
+        session.execute(
+            update(OutboxEmail)
+            .where(OutboxEmail.id.in_(handed), held)
+            .values(
+                status=EmailStatus.SENT,
+                sent_at=OutboxEmail.handed_at,
+                last_error=TAKEN_AS_SENT,
+                claimed_until=None,
+                claimed_by=None,
+                handed_at=None,
+                updated_at=now,
+            )
         )
     by_worker: dict[str, list[int]] = {}
-    for email_id, holder in rows:
+    for email_id, holder, _ in rows:
         by_worker.setdefault(str(holder), []).append(email_id)
     return by_worker
 

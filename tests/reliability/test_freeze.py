@@ -1,0 +1,107 @@
+"""A worker frozen (SIGSTOP) for 30 s mid-burst, past WORKER_DEAD_AFTER_SECONDS, with
+the shipped settings: the other worker takes over what it held, and when it wakes
+(SIGCONT) it finds its holdings gone and drops them: no send twice, no email twice,
+nothing lost. What a VM migration, a long GC pause or a stopped container does."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from tests.reliability.conftest import (
+    Fault,
+    answered,
+    descendants,
+    emails_out,
+    send_all,
+    sent_exactly_once,
+)
+from worker import broker
+from worker.celery_factory import create_app
+from worker.models import IS_PENDING, OutboxEmail, WorkerHeartbeat
+from worker.queues import SEND_TASK
+
+SENDS = 300
+FROZEN_SECONDS = 30
+
+
+def _worker_id(fault: Fault, name: str) -> str:
+    """The id the worker `name` beats under (host.pid.random, pid its Celery process's)."""
+    pids = {str(pid) for pid in descendants(fault.stack.processes[name].pid)}
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with fault.stack.database.read_session() as session:
+            for worker_id in session.scalars(select(WorkerHeartbeat.id)):
+                if worker_id.split(".")[-2] in pids:
+                    return worker_id
+        time.sleep(0.2)
+    raise AssertionError(f"no heartbeat from {name}")
+
+
+def _holds(fault: Fault, worker_id: str, what: str) -> bool:
+    if what == "emails":
+        with fault.stack.database.read_session() as session:
+            claimed = session.scalar(
+                select(func.count())
+                .select_from(OutboxEmail)
+                .where(OutboxEmail.claimed_by == worker_id, IS_PENDING)
+            )
+        return bool(claimed)
+    app = create_app(fault.stack.settings)
+    return any(d.task_name == SEND_TASK for d in broker.delivered(app))
+
+
+def _freeze_while_it_holds(fault: Fault, name: str, what: str) -> float:
+    """SIGSTOP worker `name` at a moment it holds `what` (claimed emails, or a send it has
+    not acknowledged), SIGCONT after FROZEN_SECONDS; returns when it froze."""
+    worker_id = _worker_id(fault, name)
+    deadline = time.monotonic() + 20
+    while True:
+        fault.signal_worker(name, signal.SIGSTOP)
+        if _holds(fault, worker_id, what):
+            break
+        fault.signal_worker(name, signal.SIGCONT)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{name} held no {what} for 20 s")
+        time.sleep(0.003)
+    threading.Timer(FROZEN_SECONDS, fault.signal_worker, args=(name, signal.SIGCONT)).start()
+    return time.monotonic()
+
+
+@pytest.mark.parametrize("held", ["emails", "sends"])
+def test_a_worker_frozen_for_30_s_and_woken_loses_and_doubles_nothing(
+    worker_fault: Fault, unique: str, held: str
+) -> None:
+    fault = worker_fault
+    world = fault.world(unique)
+    reader = world.user("reader")
+    guids = fault.drafts(world, reader, SENDS)
+    frozen: list[float] = []
+    once = threading.Lock()
+
+    def progress(n: int) -> None:
+        with once:
+            if n < SENDS // 3 or frozen:
+                return
+            frozen.append(0.0)
+        frozen[0] = _freeze_while_it_holds(fault, "worker1", held)
+
+    responses = send_all(fault, world.token, guids, on_progress=progress)
+    figures: dict[str, Any] = answered(fault, world.token, responses)
+    sent_exactly_once(fault, world.sender, guids)
+    emails_out(fault, guids, reader)
+    figures["seconds_from_freeze_to_all_delivered"] = round(time.monotonic() - frozen[0], 1)
+    # Everything went out without it; now it wakes, and must not send anything again.
+    time.sleep(max(0.0, frozen[0] + FROZEN_SECONDS + 5 - time.monotonic()))
+    figures["duplicate_emails"] = emails_out(fault, guids, reader)
+    sent_exactly_once(fault, world.sender, guids)
+    fault.report(f"freeze-30s-holding-{held}", figures)
+    assert figures["duplicate_emails"] == 0
+    log = fault.stack.log("worker1")
+    assert "taken for dead at" in log  # it knows, and says, that it was taken over
+    assert fault.stack.processes["worker1"].poll() is None  # and it goes on serving
