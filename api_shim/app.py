@@ -57,9 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     runtime = Runtime.build(settings)
     if traced:
         telemetry.instrument_engines(runtime.database.engine, runtime.database.read_engine)
-    dispatcher = SendDispatcher(
-        celery=runtime.celery, database=runtime.database, redis_url=settings.redis_url
-    )
+    dispatcher = SendDispatcher(celery=runtime.celery, database=runtime.database, settings=settings)
     services = Services(runtime=runtime, dispatcher=dispatcher)
 
     @asynccontextmanager

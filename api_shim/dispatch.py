@@ -17,8 +17,6 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import redis
-import redis.asyncio as aioredis
 from celery import Celery
 from redis.backoff import ConstantBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -31,6 +29,8 @@ from worker.db import DATABASE_UNAVAILABLE, Database
 from worker.domain.jobs import JobView, find_job
 from worker.payloads import SendJobV1, SendResult
 from worker.queues import SEND_TASK
+from worker.redis_clients import async_redis_client, redis_client
+from worker.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -43,12 +43,13 @@ IDLE_CHANNEL = "securesend:listener"
 class RedisResultListener:
     """One shared pub/sub connection dispatching result notifications to waiting futures."""
 
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, settings: Settings) -> None:
         # A cut network shows as an error (and a reconnect) in seconds: connecting gives
         # up after 5 s, the idle connection is probed (TCP keepalive, and a PING every
-        # 15 s). Meanwhile waiting requests read their answers from the database.
-        self._client = aioredis.Redis.from_url(
-            redis_url, socket_connect_timeout=5, socket_keepalive=True, health_check_interval=15
+        # 15 s). Meanwhile waiting requests read their answers from the database. Behind
+        # Sentinel, each reconnect asks for the master (worker.redis_clients).
+        self._client = async_redis_client(
+            settings, socket_connect_timeout=5, socket_keepalive=True, health_check_interval=15
         )
         self._pubsub = self._client.pubsub()
         self._waiting: dict[str, tuple[asyncio.Event, asyncio.Future[Any]]] = {}
@@ -184,23 +185,23 @@ class SendDispatcher:
     FIRST_CHECK_SECONDS = 1.0
     MAX_CHECK_SECONDS = 8.0
 
-    def __init__(self, *, celery: Celery, database: Database, redis_url: str) -> None:
+    def __init__(self, *, celery: Celery, database: Database, settings: Settings) -> None:
         self._celery = celery
         self._database = database
         self._poller = DatabasePoller(database)
         self._waiter: RedisResultListener | DatabasePoller = (
-            RedisResultListener(redis_url) if redis_url else self._poller
+            RedisResultListener(settings) if settings.uses_redis else self._poller
         )
         # Publishes on a Redis broker (`broker.publish_on_redis`), giving up after about
         # as long as Celery's default publish retry policy (three tries, 0.2 s apart).
         self._redis = (
-            redis.Redis.from_url(
-                redis_url,
+            redis_client(
+                settings,
                 socket_timeout=2,
                 socket_connect_timeout=2,
                 retry=Retry(ConstantBackoff(0.2), 3),
             )
-            if redis_url
+            if settings.uses_redis
             else None
         )
 

@@ -35,7 +35,7 @@ WAIT_SECONDS = 60.0
 def create_app() -> FastAPI:
     redis_url = os.environ["REDIS_URL"]
     celery = create_celery(Settings(redis_url=redis_url), results=False)
-    listener = RedisResultListener(redis_url)
+    listener = RedisResultListener(Settings(redis_url=redis_url))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -270,7 +270,7 @@ async def measure_noop_http(noop_url: str, count: int, concurrency: int) -> Run:
 
 async def measure_ping(stack: Stack, count: int, concurrency: int) -> Run:
     celery = create_app(stack.settings, results=False)  # publishes as the API does
-    listener = RedisResultListener(stack.config.redis_url)
+    listener = RedisResultListener(stack.settings)
     await listener.start()
     loop = asyncio.get_running_loop()
     publisher = ThreadPoolExecutor(max_workers=8)

@@ -292,6 +292,7 @@ class Stack:
             var_dir=var_dir,
             database_url=config.database_url,
             redis_url=config.redis_url,
+            redis_sentinel_master=config.env.get("REDIS_SENTINEL_MASTER", ""),
             public_base_url="https://securesend.test",
             smtp_url=config.env.get("SMTP_URL", ""),
         )

@@ -45,6 +45,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "worker.client",
         "worker.transports",
         "worker.webhook_transport",
+        "worker.redis_clients",
         "worker.broker",
         "worker.migrate",
         "worker.migrations",

@@ -104,7 +104,7 @@ def publish_on_redis(
 
 
 def _uses_redis(app: Celery) -> bool:
-    return str(app.conf.broker_url).startswith(("redis://", "rediss://"))
+    return str(app.conf.broker_url).startswith(("redis://", "rediss://", "sentinel://"))
 
 
 @contextmanager

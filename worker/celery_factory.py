@@ -25,6 +25,7 @@ from worker.queues import (
     SEND_TASK,
     SWEEP_TASK,
 )
+from worker.redis_clients import sentinel_kwargs
 from worker.settings import Settings
 
 
@@ -44,9 +45,21 @@ REDIS_SOCKET_OPTIONS: dict[str, Any] = {
 }
 
 
+def _sentinel_options(settings: Settings) -> dict[str, Any]:
+    """Where Sentinel names the master: the same for the broker and the result backend,
+    which reads them from its own transport options (not the broker's)."""
+    if not settings.uses_sentinel:
+        return {}
+    return {
+        "master_name": settings.redis_sentinel_master,
+        "sentinel_kwargs": sentinel_kwargs(settings),
+    }
+
+
 def _transport_options(settings: Settings) -> dict[str, Any]:
     if settings.uses_redis:
         return {
+            **_sentinel_options(settings),
             "visibility_timeout": settings.broker_visibility_timeout_seconds,
             # A drain, then interactive sends, then bulk, never starved (worker.lanes).
             "queue_order_strategy": lanes.REDIS_CYCLE,
@@ -95,7 +108,10 @@ def create_app(settings: Settings, *, results: bool = True) -> Celery:
         task_soft_time_limit=soft_time_limit(settings.send_task_time_limit_seconds),
         broker_transport_options=_transport_options(settings),
         result_backend_transport_options=(
-            {"visibility_timeout": settings.broker_visibility_timeout_seconds}
+            {
+                "visibility_timeout": settings.broker_visibility_timeout_seconds,
+                **_sentinel_options(settings),
+            }
             if settings.uses_redis
             else {}
         ),

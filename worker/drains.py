@@ -60,8 +60,40 @@ if booked and booked > now and booked <= due then return 0 end
 redis.call('set', KEYS[1], tostring(due), 'PX', math.floor((due - now) * 1000) + 1000)
 return 1
 """
+# The flag's value: `<worker> asked <t>` when a drain was asked for, `<worker> running
+# <t>` once one started (t: Redis's clock, seconds).
+_TAKE = """
+local t = redis.call('TIME')
+if redis.call('set', KEYS[1], ARGV[1] .. ' asked ' .. t[1], 'NX', 'EX', ARGV[2]) then return 1 end
+return 0
+"""
+_HOLD = """
+local t = redis.call('TIME')
+redis.call('set', KEYS[1], ARGV[1] .. ' running ' .. t[1], 'XX', 'EX', ARGV[2])
+return 1
+"""
 # Delete the flag only if it still names the worker (a newer drain may hold it).
-_RELEASE_IF_HELD_BY = "if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('del', KEYS[1]) end"
+_RELEASE_IF_HELD_BY = """
+local v = redis.call('get', KEYS[1])
+if v and string.sub(v, 1, string.len(ARGV[1]) + 1) == ARGV[1] .. ' ' then
+  redis.call('del', KEYS[1])
+end
+"""
+# Delete a flag asked for more than ARGV[1] seconds ago whose drain never started: its
+# message was lost (a Redis failover or restart after the flag was written).
+_CLEAR_IF_LOST = """
+local v = redis.call('get', KEYS[1])
+if not v then return 0 end
+local state, at = string.match(v, ' (%a+) (%d+)$')
+local t = redis.call('TIME')
+if state == 'asked' and tonumber(t[1]) - tonumber(at) > tonumber(ARGV[1]) then
+  redis.call('del', KEYS[1])
+  return 1
+end
+return 0
+"""
+# A drain asked for this long ago that has not started is taken for lost.
+DRAIN_LOST_AFTER_SECONDS = 10
 
 
 def _flag_ttl(runtime: Runtime) -> int:
@@ -108,7 +140,7 @@ def _take_flag(runtime: Runtime, drain: _Drain) -> bool:
     if runtime.redis is None:
         return True
     try:
-        return bool(runtime.redis.set(drain.flag, _holder(), nx=True, ex=_flag_ttl(runtime)))
+        return bool(runtime.redis.eval(_TAKE, 1, drain.flag, _holder(), _flag_ttl(runtime)))
     except redis.RedisError:
         return True
 
@@ -117,7 +149,7 @@ def hold(runtime: Runtime, channel: Channel = Channel.EMAIL) -> None:
     """The drain that starts takes the flag over in its worker's name."""
     if runtime.redis is not None:
         try:
-            runtime.redis.set(DRAINS[channel].flag, _holder(), xx=True, ex=_flag_ttl(runtime))
+            runtime.redis.eval(_HOLD, 1, DRAINS[channel].flag, _holder(), _flag_ttl(runtime))
         except redis.RedisError:
             pass
 
@@ -184,6 +216,19 @@ def run_webhook_drain(runtime: Runtime) -> delivery.DeliveryReport:
     return report
 
 
+def _clear_if_lost(runtime: Runtime, drain: _Drain) -> None:
+    """Rows are due: if the flag says a drain was asked for long ago and never started,
+    its message was lost with Redis (a failover, a restart), and the flag must not hold
+    back the next drain until it expires."""
+    if runtime.redis is None:
+        return
+    try:
+        if runtime.redis.eval(_CLEAR_IF_LOST, 1, drain.flag, DRAIN_LOST_AFTER_SECONDS):
+            logger.warning("the drain asked for as %s never started: asking again", drain.flag)
+    except redis.RedisError:
+        pass
+
+
 def _next_due_in(session: Session, *, channel: Channel) -> float | None:
     return delivery.next_due_in(session, now=clock.now(), channel=channel)
 
@@ -198,6 +243,7 @@ def sweep(runtime: Runtime, *channels: Channel) -> bool:
     for channel in channels or tuple(Channel):
         wait = runtime.database.run(partial(_next_due_in, channel=channel), write=False)
         if wait == 0.0:
+            _clear_if_lost(runtime, DRAINS[channel])
             request_drain(runtime, channel=channel)
             due_now = True
         # A countdown task waits unacknowledged in a worker; past the visibility timeout

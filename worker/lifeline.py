@@ -104,9 +104,14 @@ class Lifeline(threading.Thread):
                 )
 
     def stop(self) -> None:
-        """A clean stop: the heartbeat row says so, and nobody takes this worker over."""
+        """A clean stop: the heartbeat row says so, and nobody takes this worker over; so
+        it gives back the drain flags it holds itself (its drains end with it)."""
         self._stopping.set()
         self.join(timeout=self.interval + 5)
+        try:
+            drains.release_if_held_by(self.runtime, [self.worker_id])
+        except RedisError:
+            logger.warning("worker %s: could not release its drain flags", self.worker_id)
         try:
             self.database.run(
                 lambda session: recovery.stop(session, worker_id=self.worker_id, now=clock.now())

@@ -28,6 +28,7 @@ from worker.domain.delivery import MailTransport, RetryPolicy, WebhookDelivery
 from worker.domain.pace import Pacing
 from worker.domain.secrets import Keys
 from worker.pacing import make_pace_store
+from worker.redis_clients import redis_client
 from worker.settings import Settings
 from worker.transports import make_relays
 from worker.webhook_transport import HttpPoster
@@ -57,7 +58,7 @@ class Runtime:
             keys=Keys(settings.secret_key),
             celery=celery or create_app(settings, results=False),
             redis=(
-                redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+                redis_client(settings, socket_timeout=2, socket_connect_timeout=2)
                 if settings.redis_url
                 else None
             ),

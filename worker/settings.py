@@ -32,6 +32,12 @@ class Settings(BaseSettings):
     var_dir: Path = Field(default=Path("var"), description="where embedded-mode state lives")
     database_url: str = ""
     redis_url: str = ""
+    # Redis behind Sentinel (docs/reliability.md, "Redis failover"): REDIS_URL lists the
+    # sentinels in kombu's form, `sentinel://h1:26379/0;sentinel://h2:26379/0`, the
+    # master's password (if any) in the first (`sentinel://:pw@h1:26379/0`); these name
+    # the master and the sentinels' own password.
+    redis_sentinel_master: str = ""
+    redis_sentinel_password: str = ""
     smtp_url: str = ""
     mail_from: str = "securesend <no-reply@securesend.local>"
     # Bounces (worker.domain.bounces): every email's return path is this address tagged
@@ -126,6 +132,18 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _sentinel_master_named(self) -> Settings:
+        if self.uses_sentinel and not self.redis_sentinel_master:
+            raise ValueError(
+                "REDIS_URL lists sentinels: REDIS_SENTINEL_MASTER must name the master"
+            )
+        if self.redis_url and not self.redis_url.startswith(
+            ("redis://", "rediss://", "sentinel://")
+        ):
+            raise ValueError("REDIS_URL must be redis://…, rediss://… or sentinel://…;sentinel://…")
+        return self
+
+    @model_validator(mode="after")
     def _bounce_address_readable(self) -> Settings:
         local, at, domain = self.mail_bounce_address.rpartition("@")
         if self.mail_bounce_address and not (at and local and domain and "+" not in local):
@@ -195,6 +213,10 @@ class Settings(BaseSettings):
     @property
     def uses_redis(self) -> bool:
         return bool(self.redis_url)
+
+    @property
+    def uses_sentinel(self) -> bool:
+        return self.redis_url.startswith("sentinel://")
 
     @property
     def broker_url(self) -> str:

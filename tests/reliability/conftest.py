@@ -119,6 +119,86 @@ class RedisServer:
             self.process = None
 
 
+def _redis_binary() -> str:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        unavailable("redis-server", FileNotFoundError("not on PATH"))
+    assert binary is not None
+    return binary
+
+
+class SentinelCluster:
+    """A Redis master, one replica and three sentinels (`redis-server --sentinel`), all on
+    127.0.0.1 in the test's folder; the sentinels take a master silent for a second for
+    down (their own setting: Sentinel's default is 30 s), two of three agreeing."""
+
+    MASTER = "securesend-master"
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.master, self.replica = RedisServer(folder / "master"), RedisServer(folder / "replica")
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        self.sentinels: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def url(self) -> str:
+        return ";".join(f"sentinel://127.0.0.1:{port}/0" for port in self.sentinel_ports)
+
+    def start(self) -> None:
+        for server in (self.master, self.replica):
+            server.folder.mkdir(parents=True, exist_ok=True)
+        self.master.start()
+        self.replica.start()
+        redis.Redis(port=self.replica.port).replicaof("127.0.0.1", self.master.port)
+        for number, port in enumerate(self.sentinel_ports):
+            config = self.folder / f"sentinel-{number}.conf"
+            config.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {self.folder}\n"
+                f"sentinel monitor {self.MASTER} 127.0.0.1 {self.master.port} 2\n"
+                f"sentinel down-after-milliseconds {self.MASTER} 1000\n"
+                f"sentinel failover-timeout {self.MASTER} 5000\n"
+                f"sentinel parallel-syncs {self.MASTER} 1\n"
+            )
+            self.sentinels.append(
+                subprocess.Popen(
+                    [_redis_binary(), str(config), "--sentinel"],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                known = [
+                    redis.Redis(port=port, socket_timeout=0.5).sentinel_slaves(self.MASTER)
+                    for port in self.sentinel_ports
+                ]
+                if (
+                    all(known)
+                    and redis.Redis(port=self.replica.port).info("replication")[
+                        "master_link_status"
+                    ]
+                    == "up"
+                ):
+                    return
+            except redis.RedisError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("the sentinels did not see the replica")
+
+    def master_port(self) -> int:
+        sentinel = redis.Redis(port=self.sentinel_ports[0])
+        address: Any = sentinel.sentinel_get_master_addr_by_name(self.MASTER)
+        return int(address[1])
+
+    def stop(self) -> None:
+        for process in self.sentinels:
+            process.kill()
+            process.wait()
+        self.master.kill()
+        self.replica.kill()
+
+
 @dataclass
 class Fault:
     stack: Stack
@@ -262,6 +342,27 @@ def webhook_fault(
         workers=1,
         env={"WEBHOOK_ALLOW_PRIVATE_NETWORKS": "1"},
     )
+
+
+@pytest.fixture
+def sentinel_fault(
+    tmp_path_factory: pytest.TempPathFactory, fault_sink: SmtpSink
+) -> Iterator[tuple[Fault, SentinelCluster]]:
+    """Two workers and the API on Redis behind Sentinel (REDIS_URL lists the three
+    sentinels), every setting of securesend's shipped."""
+    cluster = SentinelCluster(tmp_path_factory.mktemp("sentinel"))
+    try:
+        cluster.start()
+        for stack in _fault_stack(
+            tmp_path_factory,
+            cluster.url,
+            fault_sink,
+            "sentinel-fault",
+            env={"REDIS_SENTINEL_MASTER": cluster.MASTER},
+        ):
+            yield Fault(stack, fault_sink), cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture

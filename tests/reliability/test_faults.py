@@ -18,6 +18,7 @@ from sqlalchemy import select
 from tests.reliability.conftest import (
     Fault,
     RedisServer,
+    SentinelCluster,
     answered,
     emails_out,
     send_all,
@@ -190,3 +191,28 @@ def test_redis_restart_mid_run_recovers_by_itself(
     fault.report("redis-restart", figures)
     assert figures["seconds_from_break_to_all_final_and_delivered"] <= 2 * RECOVERY_LIMIT_SECONDS
     assert figures["duplicate_emails"] <= 2
+
+
+def test_a_sentinel_failover_mid_run_is_followed_by_every_process(
+    sentinel_fault: tuple[Fault, SentinelCluster], unique: str
+) -> None:
+    """Issue 28: the Redis master killed with kill -9 a third of the way into 300 sends
+    with notification; the sentinels promote the replica, and the API, the workers, the
+    result listener, the drain flags and the pace follow it without a restart. What the
+    old master had not replicated is recovered from the database: the job rows (the jobs
+    sweep) and the outbox."""
+    fault, cluster = sentinel_fault
+    old_master = cluster.master.port
+
+    def kill_master() -> float:
+        cluster.master.kill()
+        return time.monotonic()
+
+    figures = _burst(fault, unique, break_at=SENDS // 3, action=kill_master)
+    figures["new_master_port"] = cluster.master_port()
+    fault.report("sentinel-failover", figures)
+    assert figures["new_master_port"] != old_master
+    assert figures["seconds_from_break_to_all_final_and_delivered"] <= RECOVERY_LIMIT_SECONDS
+    assert figures["duplicate_emails"] == 0
+    health = httpx.get(fault.stack.url("/readyz"), timeout=10)
+    assert health.status_code == 200, health.text
