@@ -7,7 +7,8 @@ email; the mechanism is the same.
 Sends arrive faster than emails need a task each: with the flag, a burst of sends costs
 one drain that delivers everything due in batches over one connection. The flag names
 the worker that holds it (the one that asked, then the one that runs the drain), so that
-the lifeline releases it when that worker dies; it also expires on its own. Without
+the lifeline releases it when that worker dies; it also expires on its own (15 s,
+renewed by its drain before each batch). Without
 Redis (the embedded broker) every request publishes a drain. A drain asked for later (a
 retry's backoff) does not take the flag: it must not hold back the drains new sends ask
 for, and two drains at once claim different emails.
@@ -96,8 +97,11 @@ return 0
 DRAIN_LOST_AFTER_SECONDS = 10
 
 
-def _flag_ttl(runtime: Runtime) -> int:
-    return int(runtime.settings.mail_task_time_limit_seconds * 1.5)
+# The flag lives this long unless its drain renews it (before each batch): a drain that
+# died, or whose release was lost with Redis (a failover), holds back the next one for
+# this long at most. A batch that takes longer lets a second drain start meanwhile,
+# which is harmless: two drains claim different rows.
+DRAIN_FLAG_TTL_SECONDS = 15
 
 
 def _holder() -> str:
@@ -140,7 +144,7 @@ def _take_flag(runtime: Runtime, drain: _Drain) -> bool:
     if runtime.redis is None:
         return True
     try:
-        return bool(runtime.redis.eval(_TAKE, 1, drain.flag, _holder(), _flag_ttl(runtime)))
+        return bool(runtime.redis.eval(_TAKE, 1, drain.flag, _holder(), DRAIN_FLAG_TTL_SECONDS))
     except redis.RedisError:
         return True
 
@@ -149,7 +153,7 @@ def hold(runtime: Runtime, channel: Channel = Channel.EMAIL) -> None:
     """The drain that starts takes the flag over in its worker's name."""
     if runtime.redis is not None:
         try:
-            runtime.redis.eval(_HOLD, 1, DRAINS[channel].flag, _holder(), _flag_ttl(runtime))
+            runtime.redis.eval(_HOLD, 1, DRAINS[channel].flag, _holder(), DRAIN_FLAG_TTL_SECONDS)
         except redis.RedisError:
             pass
 
@@ -186,6 +190,7 @@ def run_drain(runtime: Runtime) -> delivery.DeliveryReport:
             now=clock.now,
             budget_seconds=settings.mail_task_time_limit_seconds / 2,
             claimed_by=worker_id(),
+            between_batches=lambda: hold(runtime),
         )
     finally:
         release(runtime)
@@ -209,6 +214,7 @@ def run_webhook_drain(runtime: Runtime) -> delivery.DeliveryReport:
             budget_seconds=settings.mail_task_time_limit_seconds / 2,
             lease=delivery.claim_lease(settings),
             claimed_by=worker_id(),
+            between_batches=lambda: hold(runtime, Channel.WEBHOOK),
         )
     finally:
         release(runtime, Channel.WEBHOOK)

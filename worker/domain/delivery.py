@@ -963,16 +963,19 @@ def drain(
     now: Callable[[], datetime],
     budget_seconds: float,
     claimed_by: str | None = None,
+    between_batches: Callable[[], None] = lambda: None,
 ) -> DeliveryReport:
     """Deliver the due emails, a batch at a time, until none is left or the time budget is
-    spent; each recorded as it goes. No transaction is open while the transport talks to
-    the server. Transient failures are recorded as `retrying` with the time of the next
-    attempt (in the report's `retry_in`), permanent ones and the last allowed attempt as
-    `failed` with the server's reply; emails the pace held (worker.domain.pace) go back
-    unattempted as `deferred` (in `deferred`)."""
+    spent; each recorded as it goes (`between_batches()` before each batch). No
+    transaction is open while the transport talks to the server. Transient failures are
+    recorded as `retrying` with the time of the next attempt (in the report's
+    `retry_in`), permanent ones and the last allowed attempt as `failed` with the
+    server's reply; emails the pace held (worker.domain.pace) go back unattempted as
+    `deferred` (in `deferred`)."""
     report = DeliveryReport()
     deadline = time.monotonic() + budget_seconds
     while time.monotonic() < deadline:
+        between_batches()
         claimed = _deliver_batch(
             database,
             delivery,
@@ -1047,15 +1050,17 @@ def drain_webhooks(
     budget_seconds: float,
     lease: timedelta,
     claimed_by: str | None = None,
+    between_batches: Callable[[], None] = lambda: None,
 ) -> DeliveryReport:
     """Deliver the due webhook events, a batch at a time, `WEBHOOK_CONCURRENCY` at once,
     until none is left or the time budget is spent; each outcome recorded as an email's
-    is (sent, retrying on the schedule, failed). No transaction is open while an
-    endpoint is called."""
+    is (sent, retrying on the schedule, failed); `between_batches()` before each batch.
+    No transaction is open while an endpoint is called."""
     report = DeliveryReport()
     deadline = time.monotonic() + budget_seconds
     with ThreadPoolExecutor(WEBHOOK_CONCURRENCY, thread_name_prefix="webhook") as pool:
         while time.monotonic() < deadline:
+            between_batches()
             rows = database.run_alone(
                 lambda connection: claim(
                     connection,
