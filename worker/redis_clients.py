@@ -43,15 +43,19 @@ def sentinel_kwargs(settings: Settings) -> dict[str, Any]:
     return found
 
 
+def _master(settings: Settings, sentinel_class: Any, options: dict[str, Any]) -> Any:
+    """The client of the master REDIS_URL's sentinels name, through `sentinel_class`
+    (redis-py's, or its asyncio twin)."""
+    hosts, db, password = sentinel_parts(settings.redis_url)
+    sentinel = sentinel_class(hosts, sentinel_kwargs=sentinel_kwargs(settings))
+    return sentinel.master_for(settings.redis_sentinel_master, db=db, password=password, **options)
+
+
 def redis_client(settings: Settings, **options: Any) -> redis.Redis:
     """A client of REDIS_URL's server, or of the master behind its sentinels."""
     if not settings.uses_sentinel:
         return redis.Redis.from_url(settings.redis_url, **options)
-    hosts, db, password = sentinel_parts(settings.redis_url)
-    sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_kwargs(settings))
-    master: redis.Redis = sentinel.master_for(
-        settings.redis_sentinel_master, db=db, password=password, **options
-    )
+    master: redis.Redis = _master(settings, Sentinel, options)
     return master
 
 
@@ -59,9 +63,5 @@ def async_redis_client(settings: Settings, **options: Any) -> aioredis.Redis:
     """`redis_client` for asyncio (the API's result listener)."""
     if not settings.uses_sentinel:
         return aioredis.Redis.from_url(settings.redis_url, **options)
-    hosts, db, password = sentinel_parts(settings.redis_url)
-    sentinel = AsyncSentinel(hosts, sentinel_kwargs=sentinel_kwargs(settings))
-    master: aioredis.Redis = sentinel.master_for(
-        settings.redis_sentinel_master, db=db, password=password, **options
-    )
+    master: aioredis.Redis = _master(settings, AsyncSentinel, options)
     return master

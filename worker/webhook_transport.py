@@ -116,8 +116,7 @@ class HttpPoster:
         )
 
     def post(self, url: str, *, headers: dict[str, str], body: bytes) -> WebhookReply:
-        timeouts = {"connect": self.timeout, "read": self.timeout, "write": self.timeout}
-        timeouts["pool"] = self.timeout
+        timeouts = dict.fromkeys(("connect", "read", "write", "pool"), self.timeout)
         sent = [(name.encode(), value.encode()) for name, value in headers.items()]
         sent.append((b"user-agent", USER_AGENT.encode()))
         try:
