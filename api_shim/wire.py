@@ -360,20 +360,28 @@ def client_base_url(request: Request, forwarded_allow_ips: str) -> str:
 REPEATED_SLASHES = re.compile(r"//+")
 
 
+def _fold(path: str) -> str:
+    folded = REPEATED_SLASHES.sub("/", path)
+    return folded.rstrip("/") or "/"
+
+
 class FoldSlashes:
     """ASGI middleware: repeated slashes in a path fold into one before routing
-    (`/api//login` is `/api/login`: the vendor's PHP SDK joins base URL and route so)."""
+    (`/api//login` is `/api/login`: the vendor's PHP SDK joins base URL and route so),
+    and a trailing slash is dropped (`/api/v1/jobs/x/` is `/api/v1/jobs/x`, as
+    ServiceStack routes it), so that no path is answered with a bodiless redirect."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and "//" in scope["path"]:
-            raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        path: str = scope.get("path", "")
+        if scope["type"] == "http" and _fold(path) != path:
+            raw_path: bytes = scope.get("raw_path") or path.encode()
             scope = dict(
                 scope,
-                path=REPEATED_SLASHES.sub("/", scope["path"]),
-                raw_path=re.sub(rb"//+", b"/", raw_path),
+                path=_fold(path),
+                raw_path=re.sub(rb"//+", b"/", raw_path).rstrip(b"/") or b"/",
             )
         await self.app(scope, receive, send)
 

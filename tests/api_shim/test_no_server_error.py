@@ -260,12 +260,10 @@ def test_no_input_gets_a_server_error(
     body = data.draw(_bodies(op), label="body")
     method, template = op.routes[0]
     real = {"messageGuid": world.draft(), "jobId": uuid.uuid4().hex, "attachmentGuid": attachment}
-    # A parameter that ends the path is never empty: a path ending in `/` is redirected
-    # to the one without (Starlette), an answer of no contract.
     path_values = {
         name: data.draw(
-            st.sampled_from([value] * 3 + [uuid.uuid4().hex])
-            | st.text(min_size=int(template.endswith("{" + name + "}")), max_size=40),
+            st.sampled_from([value] * 3 + [uuid.uuid4().hex, "", "0/", "%2F"])
+            | st.text(max_size=40),
             label=name,
         )
         for name, value in real.items()

@@ -73,6 +73,23 @@ def test_repeated_slashes_fold_into_one(sqlite_stack: Stack, unique: str) -> Non
     assert ping.status_code == 200
 
 
+def test_a_trailing_slash_is_routed_as_without_never_redirected(
+    sqlite_stack: Stack, unique: str
+) -> None:
+    email, password = sqlite_stack.make_user(unique)
+    with sqlite_stack.client() as client:
+        token = client.post("/api/login/", json={"username": email, "password": password}).json()[
+            "sessionToken"
+        ]
+        settings = client.get("/api/v1/user/settings/", headers={SESSION: token})
+        job = client.get("/api/v1/jobs/0%2F", headers={SESSION: token})
+        ping = client.get("/api/public/ping/")
+    assert settings.status_code == 200 and settings.json()["emailAddress"] == email.casefold()
+    assert ping.status_code == 200
+    assert job.status_code == 400  # "0" is no job id: answered, not redirected
+    assert job.json()["responseStatus"]["errorCode"] == "ValidationException"
+
+
 def test_null_for_any_property_means_not_given(stack: Stack, unique: str) -> None:
     world = World(stack, unique).setup()
     reader = world.user("reader")
