@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -320,14 +320,23 @@ class Stack:
             raise
         return stack
 
-    def _spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self,
+        name: str,
+        *args: str,
+        launcher: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+    ) -> subprocess.Popen[bytes]:
+        """`securesend <args>` as process `name`, logging to var/<name>.log; `launcher`
+        runs it (`ip netns exec <ns>`: the exec'd process is securesend's), `env` changes
+        its environment."""
         running = self.processes.get(name)
         if running is not None and running.poll() is None:
             raise RuntimeError(f"{name} is running already: a second would outlive the test")
         log = open(self.var_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives with the process
         process = subprocess.Popen(
-            [sys.executable, "-m", "worker.cli", *args],
-            env=self.env,
+            [*launcher, sys.executable, "-m", "worker.cli", *args],
+            env={**self.env, **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: a test can kill it whole
@@ -344,8 +353,14 @@ class Stack:
         self.processes[name] = process
         return process
 
-    def start_worker(self, name: str, *extra: str) -> subprocess.Popen[bytes]:
-        return self._spawn(name, "worker", "--concurrency", "2", *extra)
+    def start_worker(
+        self,
+        name: str,
+        *extra: str,
+        launcher: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+    ) -> subprocess.Popen[bytes]:
+        return self._spawn(name, "worker", "--concurrency", "2", *extra, launcher=launcher, env=env)
 
     def log(self, name: str) -> str:
         path = self.var_dir / f"{name}.log"

@@ -125,16 +125,19 @@ _lifeline: list[Any] = []  # the main process's one Lifeline, while it runs
 
 
 @worker_ready.connect
-def _start_lifeline(**_: Any) -> None:
+def _start_lifeline(sender: Any = None, **_: Any) -> None:
     # Whatever a previous worker left behind goes out now, with or without beat; from
-    # now on the lifeline keeps this worker's heartbeat and takes over dead ones.
-    from worker.lifeline import Lifeline
+    # now on the lifeline keeps this worker's heartbeat and takes over dead ones, and the
+    # intake (in this, the consumer's thread) stops taking tasks while it cannot beat.
+    from worker.lifeline import Intake, Lifeline
 
     app.send_task(SWEEP_TASK, queue=MAIL_QUEUE)
     app.send_task(JOBS_SWEEP_TASK, queue=INTERACTIVE_SEND_QUEUE)
     lifeline = Lifeline(runtimes.Runtime.build(get_settings(), celery=app))
     lifeline.start()
     _lifeline.append(lifeline)
+    if sender is not None:
+        Intake(sender, lifeline).start()
 
 
 @worker_shutdown.connect

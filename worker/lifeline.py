@@ -16,6 +16,10 @@ A thread in each worker's main (Celery consumer) process, every `HEARTBEAT_SECON
    - every `SWEEP_INTERVAL_SECONDS`, publishes the outbox and jobs sweeps, and once an
      hour (a lease of its own) the retention.
 
+Beside it, in the consumer's own thread, the `Intake` stops taking new tasks while the
+heartbeat cannot be written (a worker cut off from the database is about to be taken for
+dead: what it took now would only be taken back) and takes them again once it can.
+
 Taking over twice is harmless: a restored message is restored once (a Redis transaction
 watching the unacked set), a claim is released only while the dead worker holds it, a
 send is idempotent (rule 4) and an email claimed twice is sent by one worker.
@@ -26,7 +30,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 from redis.exceptions import RedisError
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -80,6 +86,7 @@ class Lifeline(threading.Thread):
         self.dead_after = timedelta(seconds=self.settings.worker_dead_after_seconds)
         self._stopping = threading.Event()
         self._beating_since: float | None = None
+        self.last_beat = time.monotonic()  # of the last heartbeat written
         self._last_sweeps = 0.0
 
     def run(self) -> None:
@@ -136,8 +143,9 @@ class Lifeline(threading.Thread):
                 buried.isoformat(),
                 extra={"buried_at": buried.isoformat()},
             )
+        self.last_beat = time.monotonic()
         if self._beating_since is None:
-            self._beating_since = time.monotonic()
+            self._beating_since = self.last_beat
 
     def _sweep_if_leader(self) -> None:
         assert self._beating_since is not None
@@ -225,6 +233,52 @@ class Lifeline(threading.Thread):
             email_ids,
             extra={"dead_workers": buried, "jobs": len(jobs), "emails": len(email_ids)},
         )
+
+
+class Intake:
+    """Whether the worker takes new tasks from its queues. It stops once its heartbeat has
+    not been written for half of WORKER_DEAD_AFTER_SECONDS (cut off from the database or
+    frozen: the others are about to take it for dead and take back what it holds, and a
+    task it took now would wait for that) and takes them again at its next heartbeat.
+    What it holds already goes on. `check` runs in the consumer's own thread, on its
+    timer, as Celery's cancel_consumer and add_consumer commands do."""
+
+    def __init__(self, consumer: Any, lifeline: Lifeline) -> None:
+        self.consumer = consumer
+        self.lifeline = lifeline
+        self.stale_after = lifeline.dead_after.total_seconds() / 2
+        self.paused: list[str] = []
+
+    def start(self) -> None:
+        self.consumer.timer.call_repeatedly(self.lifeline.interval / 2, self.check)
+
+    def check(self) -> None:
+        silent = time.monotonic() - self.lifeline.last_beat
+        if silent > self.stale_after and not self.paused:
+            self.paused = sorted(self.consumer.app.amqp.queues.consume_from)
+            logger.warning(
+                "worker %s: no heartbeat written for %.1fs: takes no new tasks from %s",
+                self.lifeline.worker_id,
+                silent,
+                self.paused,
+            )
+            self._each(self.consumer.cancel_task_queue, self.paused)
+        elif silent <= self.stale_after and self.paused:
+            logger.warning(
+                "worker %s: heartbeat written again: takes new tasks from %s",
+                self.lifeline.worker_id,
+                self.paused,
+            )
+            resumed, self.paused = self.paused, []
+            self._each(self.consumer.add_task_queue, resumed)
+
+    def _each(self, act: Callable[[str], object], queues: list[str]) -> None:
+        for queue in queues:
+            try:
+                act(queue)
+            except Exception as e:  # noqa: BLE001 - the broker connection is restarting:
+                # the queue selection is changed already and the new connection follows it
+                logger.warning("queue %s: %s (%s)", queue, act.__name__, type(e).__name__)
 
 
 def _bury_and_count(

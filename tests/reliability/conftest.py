@@ -28,6 +28,7 @@ import redis
 from sqlalchemy import func, select
 
 from tests.factories import World
+from tests.reliability.partition import Partition
 from tests.smtp_sink import SmtpSink
 from tests.support import (
     Stack,
@@ -294,7 +295,7 @@ def fault_sink() -> Iterator[SmtpSink]:
         yield sink
 
 
-FAULT_REDIS_URL = "redis://127.0.0.1:6379/12"
+FAULT_REDIS_URL = os.environ.get("FAULT_REDIS_URL", "redis://127.0.0.1:6379/12")
 
 
 def _on_machine_redis(
@@ -304,11 +305,18 @@ def _on_machine_redis(
     *,
     workers: int,
     env: dict[str, str] | None = None,
+    database_url: str | None = None,
 ) -> Iterator[Fault]:
     flush_redis(FAULT_REDIS_URL)
     try:
         for stack in _fault_stack(
-            tmp_path_factory, FAULT_REDIS_URL, sink, name, workers=workers, env=env
+            tmp_path_factory,
+            FAULT_REDIS_URL,
+            sink,
+            name,
+            workers=workers,
+            env=env,
+            database_url=database_url,
         ):
             yield Fault(stack, sink)
     finally:
@@ -548,3 +556,38 @@ def database_fault(
     finally:
         server.destroy()
         flush_redis(FAULT_REDIS_URL)
+
+
+@pytest.fixture
+def partition_fault(
+    tmp_path_factory: pytest.TempPathFactory, fault_sink: SmtpSink
+) -> Iterator[tuple[Fault, Partition]]:
+    """Two workers on the machine's PostgreSQL and Redis: `worker` on this host, `cutoff`
+    on a host of its own (a network namespace) whose network the test cuts and heals,
+    reaching PostgreSQL, Redis and the SMTP sink through it; every setting shipped."""
+    database_url = create_postgres_database()
+    redis_port = int(FAULT_REDIS_URL.split(":")[2].split("/")[0])
+    postgres_port = int(database_url.split("@", 1)[1].split("/")[0].rsplit(":", 1)[1])
+    try:
+        with Partition.running([postgres_port, redis_port, fault_sink.port]) as partition:
+            for fault in _on_machine_redis(
+                tmp_path_factory,
+                fault_sink,
+                "partition-fault",
+                workers=1,
+                database_url=database_url,
+            ):
+                far = partition.host_address
+                fault.stack.start_worker(
+                    "cutoff",
+                    launcher=partition.launcher,
+                    env={
+                        "DATABASE_URL": database_url.replace("127.0.0.1", far),
+                        "REDIS_URL": FAULT_REDIS_URL.replace("127.0.0.1", far),
+                        "SMTP_URL": fault_sink.url.replace("127.0.0.1", far),
+                    },
+                )
+                fault.stack.wait_for_log("cutoff", "ready.")
+                yield fault, partition
+    finally:
+        drop_postgres_database(database_url)
