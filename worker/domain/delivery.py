@@ -546,11 +546,14 @@ _HAND_OVER = (
 
 def hand_over(database: Database, email_id: int, fence: Fence) -> bool:
     """Mark email `email_id` handed to the relay if this worker still holds it (one round
-    trip); False, and a log line, if it was taken over."""
-    held = database.run_alone(
+    trip); False, and a log line, if it was taken over. A database outage is waited out
+    as a record's is (the relay waits for the final dot meanwhile): a drain that gave up
+    here would leave its batch claimed until the lease lapsed."""
+    held = _record_through_outage(
+        database,
         lambda connection: connection.execute(
             _HAND_OVER, {"email_id": email_id, "handed": clock.now(), **fence.params()}
-        ).first()
+        ).first(),
     )
     if held is None:
         _log_dropped(email_id, fence, "not sent")
@@ -559,12 +562,13 @@ def hand_over(database: Database, email_id: int, fence: Fence) -> bool:
 
 def still_held(database: Database, row_id: int, fence: Fence) -> bool:
     """Whether this worker still holds outbox row `row_id` (a webhook delivery, checked
-    before it is posted)."""
-    held = database.run_alone(
+    before it is posted); a database outage is waited out, as for `hand_over`."""
+    held = _record_through_outage(
+        database,
         lambda connection: connection.execute(
             select(_OUTBOX.c.id).where(_OUTBOX.c.id == row_id, *_HELD, IS_PENDING),
             fence.params(),
-        ).first()
+        ).first(),
     )
     if held is None:
         _log_dropped(row_id, fence, "not posted")
@@ -926,7 +930,7 @@ def _record_through_outage(
         except (OperationalError, InterfaceError):
             if time.monotonic() + pause > deadline:
                 raise
-            logger.warning("database unavailable; recording an email's outcome again")
+            logger.warning("database unavailable; trying an email's statement again")
             time.sleep(pause)
             pause = min(pause * 2, 5.0)
 
