@@ -78,14 +78,20 @@ def upgrade_to_head(settings: Settings) -> None:
 
 
 def create_index_without_blocking(
-    name: str, table: str, columns: list[str], *, where: str | None = None
+    name: str,
+    table: str,
+    columns: list[str],
+    *,
+    where: str | None = None,
+    postgresql: dict[str, Any] | None = None,
 ) -> None:
     """Create an index; on PostgreSQL CONCURRENTLY, outside the migration's transaction
     (which commits what came before it), so that sends and deliveries go on while a large
     table is indexed. Call it first in a migration, so that a run interrupted after it runs
     the migration again cleanly. Idempotent: a concurrent build that failed or was
     interrupted leaves an INVALID index, which IF NOT EXISTS would keep; it is dropped and
-    built again. `where` makes it a partial index (SQL, the same on both databases)."""
+    built again. `where` makes it a partial index (SQL, the same on both databases);
+    `postgresql` holds PostgreSQL's own options (`postgresql_using`, `postgresql_ops`)."""
     partial: dict[str, Any] = (
         {"postgresql_where": text(where), "sqlite_where": text(where)} if where else {}
     )
@@ -100,7 +106,13 @@ def create_index_without_blocking(
         if valid is False:
             op.drop_index(name, table_name=table, postgresql_concurrently=True)
         op.create_index(
-            name, table, columns, postgresql_concurrently=True, if_not_exists=True, **partial
+            name,
+            table,
+            columns,
+            postgresql_concurrently=True,
+            if_not_exists=True,
+            **partial,
+            **(postgresql or {}),
         )
 
 

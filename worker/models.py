@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import uuid
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any, Literal, cast
 
@@ -41,6 +42,22 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+# An index's `info` key naming the one database it exists on (a PostgreSQL GIN index);
+# schema comparisons on another database leave it out (`included_on`).
+ONLY_ON = "only_on"
+
+
+def included_on(dialect: str) -> Callable[[object, str | None, str, bool, object], bool]:
+    """Alembic's `include_object` for a database of `dialect`: every object but the
+    models' indexes meant for another database."""
+
+    def include(obj: object, name: str | None, type_: str, reflected: bool, other: object) -> bool:
+        if type_ != "index" or reflected:
+            return True
+        return bool(getattr(obj, "info", {}).get(ONLY_ON, dialect) == dialect)
+
+    return include
 
 
 def new_guid() -> str:
@@ -311,8 +328,29 @@ class Contact(Base):
 
 class Message(Base):
     __tablename__ = "messages"
-    # The sender's Sent folder, newest first (SearchMessages); also every lookup by sender.
-    __table_args__ = (Index("ix_messages_sender_sent", "sender_id", "sent_at"),)
+    __table_args__ = (
+        # The sender's Sent folder, newest first (SearchMessages); every lookup by sender.
+        Index("ix_messages_sender_sent", "sender_id", "sent_at"),
+        # Messages without search text (drafts, and sent before the send wrote it),
+        # matched the slow way beside the trigram index's matches.
+        Index(
+            "ix_messages_unwritten",
+            "sender_id",
+            postgresql_where=text("search_text IS NULL"),
+            sqlite_where=text("search_text IS NULL"),
+        ),
+        # Text search without reading the folder (pg_trgm; migration 0020).
+        *(
+            Index(
+                f"ix_messages_{column}_trgm",
+                column,
+                postgresql_using="gin",
+                postgresql_ops={column: "gin_trgm_ops"},
+                info={ONLY_ON: "postgresql"},
+            )
+            for column in ("search_text", "search_bcc")
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     guid: Mapped[str] = mapped_column(String(32), unique=True, default=new_guid)
@@ -418,9 +456,16 @@ class Delivery(Base):
     __tablename__ = "deliveries"
     __table_args__ = (
         UniqueConstraint("message_id", "user_id"),
-        # The Inbox, counted and paged from the index alone (SearchMessages).
+        # The Inbox, counted and paged from the index alone (SearchMessages), with or
+        # without the messages one sent oneself (which "all folders" lists as Sent).
         Index(
-            "ix_deliveries_inbox", "user_id", "recalled", "created_at", "message_id", "expires_at"
+            "ix_deliveries_listing",
+            "user_id",
+            "recalled",
+            "created_at",
+            "message_id",
+            "expires_at",
+            "from_self",
         ),
     )
 
@@ -435,6 +480,8 @@ class Delivery(Base):
     # (fixed once sent) and whether it was recalled (RecallMessage sets both).
     expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     recalled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The recipient is the message's sender (a message sent to oneself).
+    from_self: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Invitation(Base):

@@ -74,6 +74,22 @@ def test_folders(mailboxes: Mailboxes) -> None:
     assert m.guids(m.reader_token, "filter={types:[Sent,Draft]}") == []
 
 
+def test_a_message_sent_to_oneself_is_listed_once_in_all_folders(mailboxes: Mailboxes) -> None:
+    m, sender = mailboxes, mailboxes.world.token
+    to_self = m.world.draft(to=[m.world.sender, m.reader], subject="note to self")
+    assert m.world.send(to_self).status_code == 200
+    assert m.guids(sender, "filter={types:[Inbox]}") == [to_self]
+    assert m.guids(sender, "filter={types:[Sent]}") == [to_self, m.recalled, m.beta, m.alpha]
+    everything = m.search(sender, "filter={types:[Inbox,Sent,Draft]}&pageSize=2")
+    assert [r["guid"] for r in everything["results"]] == [to_self, m.draft]
+    assert everything["totalItems"] == 5  # the draft, four sent, none twice
+    found = m.search(sender, "filter={types:[Inbox,Sent],searchCriteria:'to self'}")
+    assert [r["guid"] for r in found["results"]] == [to_self]
+    assert found["totalItems"] == 1
+    # Its reader sees it in the Inbox alone.
+    assert m.guids(m.reader_token, "")[0] == to_self
+
+
 def _assert_found_by_text(m: Mailboxes) -> None:
     sender = m.world.token
     reader_name = m.reader.split("@")[0].upper()

@@ -3,16 +3,20 @@
 One search is the same few statements whatever the mailbox's size: the count and the page
 of ids (with text, one statement: the page and a window counting every match), then the
 page's messages with their people, and which of them the caller has read. Without text,
-the Inbox and Sent folders are counted and paged from one index each
-(`ix_deliveries_inbox`, which carries recall and expiry; `ix_messages_sender_sent`); text
-is matched against the one column the send wrote (`messages.search_text`), message by
-message, so it costs in proportion to the folder.
+each folder is counted and paged from one index (`ix_deliveries_listing`, which carries
+recall, expiry and whether one sent it to oneself; `ix_messages_sender_sent` for Sent and
+Drafts), and several folders are merged in the indexes' order. Text is matched against
+the one column the send wrote (`messages.search_text`): on PostgreSQL through a trigram
+index (pg_trgm), so a rare word costs what its matches cost; on SQLite, and for words of
+fewer than three characters, message by message, in proportion to the folder.
 """
 
 from __future__ import annotations
 
 import enum
+import functools
 import math
+import operator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -149,9 +153,12 @@ def _matches(criteria: str, *, caller_id: int, folder: Folder) -> ColumnElement[
     return or_(by_text, unwritten)
 
 
-def _folder(folder: Folder, *, caller_id: int, criteria: str, now: datetime) -> Select[Any] | None:
+def _folder(
+    folder: Folder, *, caller_id: int, criteria: str, now: datetime, with_sent: bool = False
+) -> Select[Any] | None:
     """The folder's (message id, date) rows that `criteria` finds (all without it). The
-    Inbox and Sent folders without criteria are read from their index alone."""
+    Inbox and Sent folders without criteria are read from their index alone. `with_sent`:
+    the Sent folder is listed too, so the Inbox leaves out what one sent oneself."""
     m, d = _messages, _deliveries
     if folder is Folder.INBOX:
         rows = select(d.c.message_id.label("id"), d.c.created_at.label("date")).where(
@@ -159,6 +166,8 @@ def _folder(folder: Folder, *, caller_id: int, criteria: str, now: datetime) -> 
             d.c.recalled == false(),  # "IS FALSE" could not use the index
             or_(d.c.expires_at.is_(None), d.c.expires_at > now),
         )
+        if with_sent:
+            rows = rows.where(d.c.from_self == false())
         if criteria:
             rows = rows.join(m, m.c.id == d.c.message_id)
     elif folder is Folder.SENT:
@@ -168,7 +177,9 @@ def _folder(folder: Folder, *, caller_id: int, criteria: str, now: datetime) -> 
         )
     elif folder is Folder.DRAFT:
         rows = select(m.c.id, func.coalesce(m.c.saved_at, m.c.created_at).label("date")).where(
-            m.c.sender_id == caller_id, m.c.status == MessageStatus.DRAFT.value
+            m.c.sender_id == caller_id,
+            m.c.sent_at.is_(None),  # (true of every draft) the Sent folder's index
+            m.c.status == MessageStatus.DRAFT.value,
         )
     else:
         return None  # Trash
@@ -183,24 +194,26 @@ def search_messages(
     """A page of the caller's messages in `search.folders`, without bodies (the vendor's
     `SearchMessagesPagedResponse`). A message in several of the folders (sent to oneself)
     is listed once."""
+    with_sent = Folder.SENT in search.folders
     parts = [
         part
         for folder in sorted(search.folders)
-        if (part := _folder(folder, caller_id=caller.user_id, criteria=search.criteria, now=now))
+        if (
+            part := _folder(
+                folder,
+                caller_id=caller.user_id,
+                criteria=search.criteria,
+                now=now,
+                with_sent=with_sent,
+            )
+        )
         is not None
     ]
     if not parts:
         return _page(search, total=0, messages=())
-    if len(parts) == 1:
-        candidates = parts[0].subquery()
-    elif {Folder.INBOX, Folder.SENT} <= search.folders:
-        # Only a message sent to oneself is in two folders (a draft is in no Inbox).
-        both = union_all(*parts).subquery()
-        candidates = (
-            select(both.c.id, func.max(both.c.date).label("date")).group_by(both.c.id).subquery()
-        )
-    else:
-        candidates = union_all(*parts).subquery()
+    # The folders do not overlap: a draft is in no Inbox, and with the Sent folder the
+    # Inbox leaves out what one sent oneself.
+    candidates = (parts[0] if len(parts) == 1 else union_all(*parts)).subquery()
     connection = session.connection()
     order = (candidates.c.date.asc(), candidates.c.id.asc())
     if not search.ascending:
@@ -213,8 +226,11 @@ def search_messages(
     )
     counted = select(func.count()).select_from(candidates)
     if not search.criteria:
-        # Two reads of an index: the count, and the page in the index's order.
-        total = connection.scalar(counted) or 0
+        # Reads of an index: each folder's count, and the page in the indexes' order.
+        counts = [
+            select(func.count()).select_from(part.subquery()).scalar_subquery() for part in parts
+        ]
+        total = connection.scalar(select(functools.reduce(operator.add, counts))) or 0
         ids = list(connection.scalars(paged))
     else:
         # Text is matched once: the page with a window counting every match.

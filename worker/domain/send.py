@@ -212,6 +212,7 @@ def _send_draft(
     return SendWrites(
         message=SentMessage(
             message_id=message.id,
+            sender_id=message.sender.id,
             sent_at=now,
             send_response=body,
             search_text=search_text,

@@ -40,6 +40,7 @@ class SentMessage:
     """The message's columns once sent (`password_hash` only for a UniquePassword send)."""
 
     message_id: int
+    sender_id: int  # a delivery to the sender is `from_self`
     sent_at: datetime
     send_response: dict[str, Any]
     search_text: str | None
@@ -115,8 +116,10 @@ WITH claimed AS (
     FROM unnest(%(recipient_ids)s::bigint[], %(recipient_user_ids)s::bigint[]) AS b(id, user_id)
     WHERE r.id = b.id AND EXISTS (SELECT 1 FROM go)
 ), delivered AS (
-    INSERT INTO deliveries (message_id, user_id, kind, created_at, expires_at, recalled)
-    SELECT %(message_id)s, d.user_id, d.kind, %(sent_at)s, %(expires_at)s, false
+    INSERT INTO deliveries (message_id, user_id, kind, created_at, expires_at, recalled,
+                            from_self)
+    SELECT %(message_id)s, d.user_id, d.kind, %(sent_at)s, %(expires_at)s, false,
+           d.user_id = %(sender_id)s
     FROM unnest(%(delivery_user_ids)s::bigint[], %(delivery_kinds)s::text[]) AS d(user_id, kind)
     WHERE EXISTS (SELECT 1 FROM go)
 ), emailed AS (
@@ -170,6 +173,7 @@ def _write_in_one_statement(session: Session, writes: SendWrites) -> Written:
             raise ValueError("an email of this send with another message, time or lane")
     params = {
         "message_id": message.message_id,
+        "sender_id": message.sender_id,
         "status": MessageStatus.SENT.value,
         "sent_at": message.sent_at,
         "send_response": json.dumps(message.send_response),
@@ -254,6 +258,7 @@ def _write_table_by_table(session: Session, writes: SendWrites) -> Written:
                 "created_at": message.sent_at,
                 "expires_at": message.expires_at,
                 "recalled": False,
+                "from_self": user_id == message.sender_id,
             }
             for user_id, kind in writes.deliveries
         ],

@@ -6,7 +6,7 @@ from __future__ import annotations
 from alembic import context
 
 from worker.db import Database
-from worker.models import Base
+from worker.models import Base, included_on
 from worker.settings import Settings
 
 config = context.config
@@ -31,6 +31,7 @@ def _run(connection: object) -> None:
         target_metadata=Base.metadata,
         render_as_batch=True,  # SQLite cannot ALTER most things; batch mode copies tables
         compare_type=True,
+        include_object=included_on(connection.dialect.name),  # type: ignore[attr-defined]
     )
     with context.begin_transaction():
         context.run_migrations()
