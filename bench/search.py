@@ -37,7 +37,10 @@ SEARCHES = {
     "inbox, page 2,000 (offset 49,975)": "filter={types:[Inbox]}&page=2000",
     "inbox, text in 0.1% of subjects": "filter={types:[Inbox],searchCriteria:needle}",
     "inbox, text in no message": "filter={types:[Inbox],searchCriteria:nowhere}",
+    "sent (sender), first page": "filter={types:[Sent]}",
     "all folders (sender), first page": "",
+    "all folders (sender), page 2,000": "page=2000",
+    "all folders (sender), text in 0.1%": "filter={searchCriteria:needle}",
 }
 
 
@@ -76,9 +79,12 @@ def seed_mailbox(stack: Stack, *, messages: int = MAILBOX) -> tuple[str, str]:
             _sent_messages(
                 session, messages, sender_id=ids[sender], reader_id=ids[reader], reader=reader
             )
-    with stack.database.engine.connect() as connection:
-        connection.execute(text("ANALYZE"))
-        connection.commit()
+    # What autovacuum does to tables that grew this much: statistics, and the visibility
+    # map that lets a count read an index alone.
+    with stack.database.engine.connect().execution_options(
+        isolation_level="AUTOCOMMIT"
+    ) as connection:
+        connection.execute(text("VACUUM ANALYZE"))
     return _email("mailbox-sender"), _email("mailbox-reader")
 
 
@@ -158,7 +164,7 @@ def measure_search(stack: Stack, *, messages: int = MAILBOX) -> dict[str, Any]:
         "searches": {},
     }
     for name, query in SEARCHES.items():
-        token = tokens[sender if name.startswith("all folders") else reader]
+        token = tokens[sender if "(sender)" in name else reader]
         path = "/api/v1/messages/search?" + quote(query, safe="=&")
         figures = _figures(asyncio.run(_timed(stack, token, path, REQUESTS)))
         figures["ratio_p50_to_baseline"] = round(figures["p50_ms"] / baseline["p50_ms"], 2)

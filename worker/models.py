@@ -329,8 +329,9 @@ class Contact(Base):
 class Message(Base):
     __tablename__ = "messages"
     __table_args__ = (
-        # The sender's Sent folder, newest first (SearchMessages); every lookup by sender.
-        Index("ix_messages_sender_sent", "sender_id", "sent_at"),
+        # The sender's Sent folder and drafts in their listing's order (SearchMessages);
+        # every lookup by sender.
+        Index("ix_messages_sender_listing", "sender_id", "sent_at", "id"),
         # Messages without search text (drafts, and sent before the send wrote it),
         # matched the slow way beside the trigram index's matches.
         Index(

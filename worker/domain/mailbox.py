@@ -4,7 +4,7 @@ One search is the same few statements whatever the mailbox's size: the count and
 of ids (with text, one statement: the page and a window counting every match), then the
 page's messages with their people, and which of them the caller has read. Without text,
 each folder is counted and paged from one index (`ix_deliveries_listing`, which carries
-recall, expiry and whether one sent it to oneself; `ix_messages_sender_sent` for Sent and
+recall, expiry and whether one sent it to oneself; `ix_messages_sender_listing` for Sent and
 Drafts), and several folders are merged in the indexes' order. Text is matched against
 the one column the send wrote (`messages.search_text`): on PostgreSQL through a trigram
 index (pg_trgm), so a rare word costs what its matches cost; on SQLite, and for words of
@@ -215,13 +215,22 @@ def search_messages(
     # Inbox leaves out what one sent oneself.
     candidates = (parts[0] if len(parts) == 1 else union_all(*parts)).subquery()
     connection = session.connection()
-    order = (candidates.c.date.asc(), candidates.c.id.asc())
-    if not search.ascending:
-        order = (candidates.c.date.desc(), candidates.c.id.desc())
+    offset = (search.page - 1) * search.page_size
+    listed = candidates
+    if len(parts) > 1 and not search.criteria:
+        # Each folder's first offset + page_size in its index's order, then those merged:
+        # a page reads its rows from each index, not every folder whole.
+        firsts = [
+            part.order_by(*_in_order(part.selected_columns, search.ascending))
+            .limit(offset + search.page_size)
+            .subquery()
+            for part in parts
+        ]
+        listed = union_all(*(select(first.c.id, first.c.date) for first in firsts)).subquery()
     paged = (
-        select(candidates.c.id)
-        .order_by(*order)
-        .offset((search.page - 1) * search.page_size)
+        select(listed.c.id)
+        .order_by(*_in_order(listed.c, search.ascending))
+        .offset(offset)
         .limit(search.page_size)
     )
     counted = select(func.count()).select_from(candidates)
@@ -243,6 +252,13 @@ def search_messages(
         else:  # past the last page: the count alone
             total = connection.scalar(counted) or 0
     return _page(search, total=total, messages=_views(session, ids, caller_id=caller.user_id))
+
+
+def _in_order(columns: Any, ascending: bool) -> tuple[ColumnElement[Any], ...]:
+    """The listing's order: by date, then id, oldest or newest first."""
+    if ascending:
+        return (columns.date.asc(), columns.id.asc())
+    return (columns.date.desc(), columns.id.desc())
 
 
 def _views(session: Session, ids: list[int], *, caller_id: int) -> tuple[MessageView, ...]:

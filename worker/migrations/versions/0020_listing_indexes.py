@@ -1,4 +1,5 @@
-"""listings that stay instant at 100,000 messages: the Inbox index carries `from_self`;
+"""listings that stay instant at 100,000 messages: the Inbox index carries `from_self`,
+the Sent folder's the id (its listing's whole order);
 on PostgreSQL, trigram (pg_trgm) GIN indexes on the search text, and the few sent
 messages without search text indexed apart. All built CONCURRENTLY.
 
@@ -54,6 +55,12 @@ def upgrade() -> None:
         "ix_deliveries_listing", "deliveries", [*INBOX_COLUMNS, "from_self"]
     )
     drop_index_without_blocking("ix_deliveries_inbox", "deliveries")
+    # The Sent folder in its listing's order (date, then id): merged with the Inbox's
+    # in index order, a page reads its rows, not the folder.
+    create_index_without_blocking(
+        "ix_messages_sender_listing", "messages", ["sender_id", "sent_at", "id"]
+    )
+    drop_index_without_blocking("ix_messages_sender_sent", "messages")
     create_index_without_blocking(
         "ix_messages_unwritten", "messages", ["sender_id"], where="search_text IS NULL"
     )
@@ -72,5 +79,7 @@ def downgrade() -> None:
     for name in TRIGRAM_INDEXES:
         drop_index_without_blocking(name, "messages")
     drop_index_without_blocking("ix_messages_unwritten", "messages")
+    create_index_without_blocking("ix_messages_sender_sent", "messages", ["sender_id", "sent_at"])
+    drop_index_without_blocking("ix_messages_sender_listing", "messages")
     create_index_without_blocking("ix_deliveries_inbox", "deliveries", INBOX_COLUMNS)
     drop_index_without_blocking("ix_deliveries_listing", "deliveries")
