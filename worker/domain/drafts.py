@@ -16,10 +16,11 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from worker.domain.auth import normalize_email
+from worker.domain.suppressions import suppression_reason
 from worker.models import (
     Attachment,
     FyeoType,
@@ -29,6 +30,7 @@ from worker.models import (
     MessageStatus,
     Recipient,
     RecipientKind,
+    Suppression,
     User,
     UserState,
     table,
@@ -119,6 +121,9 @@ class Draft:
     users: dict[str, Addressee]
     unmatched: tuple[str, ...]
     attachment_count: int  # its files (the send reads them only when it has some)
+    # The recipients' addresses on the suppression list now, read with the draft, each
+    # with its reason (`unmatched` ones aside: worker.domain.suppressions finds theirs).
+    suppressed: dict[str, str]
 
 
 _MESSAGES, _USERS = table(Message), table(User)
@@ -131,7 +136,8 @@ def _columns(view: type[Any], *, besides: tuple[str, ...] = ()) -> tuple[str, ..
 
 
 _DRAFT_COLUMNS = _columns(
-    Draft, besides=("sender", "recipients", "users", "unmatched", "attachment_count")
+    Draft,
+    besides=("sender", "recipients", "users", "unmatched", "attachment_count", "suppressed"),
 )
 _SENDER_COLUMNS = _columns(Sender, besides=("group",))
 _GROUP_COLUMNS = _columns(SenderGroup)
@@ -141,6 +147,22 @@ _ADDRESSEES_ALIAS = _USERS.alias("addressee")
 # An address folded by the database: `normalize_email` where it is ASCII with spaces.
 _FOLDED = func.lower(func.trim(_RECIPIENTS.c.address))
 _ATTACHMENTS = table(Attachment)
+_SUPPRESSIONS = table(Suppression)
+# The recipient's active suppression (the latest, should there be two): its source and
+# reason, as scalar subqueries, so that a recipient is one row whatever the list holds.
+_SUPPRESSION = [
+    select(_SUPPRESSIONS.c[name])
+    .where(
+        _SUPPRESSIONS.c.address == _FOLDED,
+        _SUPPRESSIONS.c.removed_at.is_(None),
+        or_(_SUPPRESSIONS.c.expires_at.is_(None), _SUPPRESSIONS.c.expires_at > bindparam("now")),
+    )
+    .order_by(_SUPPRESSIONS.c.id.desc())
+    .limit(1)
+    .correlate(_RECIPIENTS)
+    .scalar_subquery()
+    for name in ("source", "reason")
+]
 _ATTACHMENT_COUNT = (
     select(func.count())
     .where(_ATTACHMENTS.c.message_id == _MESSAGES.c.id)
@@ -160,6 +182,7 @@ _DRAFT_FOR_UPDATE = (
         _FOLDED,
         *(_ADDRESSEES_ALIAS.c[name] for name in _columns(Addressee)),
         _ATTACHMENT_COUNT,
+        *_SUPPRESSION,
     )
     .join(_USERS, _USERS.c.id == _MESSAGES.c.sender_id)
     .join(_GROUPS, _GROUPS.c.id == _USERS.c.group_id)
@@ -175,12 +198,14 @@ _RECIPIENT_AT = _GROUP_AT + len(_GROUP_COLUMNS)
 _FOLDED_AT = _RECIPIENT_AT + len(_RECIPIENT_COLUMNS)
 _ADDRESSEE_AT = _FOLDED_AT + 1
 _ATTACHMENT_COUNT_AT = _ADDRESSEE_AT + len(_columns(Addressee))
+_SUPPRESSION_AT = _ATTACHMENT_COUNT_AT + 1
 
 
-def load_draft_for_update(session: Session, guid: str) -> Draft | None:
-    """The message `guid` with its sender, the sender's group, its recipients and their
-    users, locked for this transaction; None when there is no such message."""
-    rows = session.connection().execute(_DRAFT_FOR_UPDATE, {"guid": guid}).all()
+def load_draft_for_update(session: Session, guid: str, *, now: datetime) -> Draft | None:
+    """The message `guid` with its sender, the sender's group, its recipients, their users
+    and which of them are suppressed at `now`, locked for this transaction; None when
+    there is no such message."""
+    rows = session.connection().execute(_DRAFT_FOR_UPDATE, {"guid": guid, "now": now}).all()
     if not rows:
         return None
     first = rows[0]
@@ -189,6 +214,7 @@ def load_draft_for_update(session: Session, guid: str) -> Draft | None:
     recipients: list[DraftRecipient] = []
     users: dict[str, Addressee] = {}
     unmatched: list[str] = []
+    suppressed: dict[str, str] = {}
     for row in rows:
         if row[_RECIPIENT_AT] is None:
             continue  # a draft without recipients
@@ -197,8 +223,12 @@ def load_draft_for_update(session: Session, guid: str) -> Draft | None:
         email = normalize_email(recipient.address)
         if row[_FOLDED_AT] != email:
             unmatched.append(email)  # the join may have missed its user
-        elif row[_ADDRESSEE_AT] is not None:
+            continue
+        if row[_ADDRESSEE_AT] is not None:
             users[email] = Addressee(*row[_ADDRESSEE_AT:_ATTACHMENT_COUNT_AT])
+        source, reason = row[_SUPPRESSION_AT:]
+        if source is not None:
+            suppressed[email] = suppression_reason(source, reason)
     return Draft(
         **_named(_DRAFT_COLUMNS, first, 0),
         sender=sender,
@@ -206,6 +236,7 @@ def load_draft_for_update(session: Session, guid: str) -> Draft | None:
         users=users,
         unmatched=tuple(unmatched),
         attachment_count=first[_ATTACHMENT_COUNT_AT],
+        suppressed=suppressed,
     )
 
 

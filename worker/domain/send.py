@@ -106,7 +106,7 @@ def send_message(
     changes nothing (rule 4). A rule failure changes nothing but the job's record.
     """
     try:
-        message = load_draft_for_update(session, request.message_guid)
+        message = load_draft_for_update(session, request.message_guid, now=now)
         if message is None or message.sender.guid != request.sender_guid:
             if not _sender_exists(session, request.sender_guid):
                 raise ApiError(errors.SESSION_INVALID)
@@ -172,7 +172,8 @@ def _send_draft(
         sender=sender,
         now=now,
         lane=request.lane,
-        suppressed=suppressed_among(session, (a.email for a in ctx.addresses), now=now),
+        # Read with the draft; the few addresses the database could not fold, here.
+        suppressed=message.suppressed | suppressed_among(session, message.unmatched, now=now),
         # A group without webhook endpoints costs no query here (SPEC 8).
         webhooks=(
             webhooks.targets_of(session.connection(), sender.group.id)

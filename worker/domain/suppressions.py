@@ -47,9 +47,12 @@ def suppressed_among(session: Session, emails: Iterable[str], *, now: datetime) 
         .where(Suppression.address.in_(wanted), _active(now))
         .order_by(Suppression.id)
     )
-    return {
-        address: f"suppressed ({source}): {reason}".rstrip(": ") for address, source, reason in rows
-    }
+    return {address: suppression_reason(source, reason) for address, source, reason in rows}
+
+
+def suppression_reason(source: str, reason: str) -> str:
+    """What an email's delivery record says of a suppressed address."""
+    return f"suppressed ({source}): {reason}".rstrip(": ")
 
 
 def suppress(
