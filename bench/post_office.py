@@ -54,6 +54,7 @@ from tests.support import (
     drop_postgres_database,
     flush_redis,
     free_port,
+    stop_processes,
     wait_for_http,
 )
 from worker.processes import child_dies_with_parent
@@ -101,15 +102,7 @@ class Peer:
         return path.read_text(errors="replace")[-4000:] if path.exists() else ""
 
     def stop(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes.values():
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_processes(self.processes.values())
 
     def cpu_snapshot(self) -> dict[str, float]:
         """CPU seconds used so far by each part (bench/run.py `_cpu_snapshot`)."""

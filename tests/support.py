@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +45,21 @@ def unavailable(what: str, error: Exception) -> NoReturn:
     if os.environ.get("CI"):
         pytest.fail(f"{reason}; CI needs it", pytrace=False)
     pytest.skip(reason)
+
+
+def stop_processes(processes: Iterable[subprocess.Popen[bytes]], grace: float = 20) -> None:
+    """SIGTERM to each that runs, then wait for all; one still running after `grace`
+    seconds is killed."""
+    processes = list(processes)
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def free_port() -> int:
@@ -383,15 +398,7 @@ class Stack:
             raise RuntimeError(f"api did not start ({e}):\n{self.log('api')}") from None
 
     def stop(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes.values():
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_processes(self.processes.values())
         self.database.dispose()
 
     # --- HTTP ------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from tests.factories import World
 from tests.support import Stack, assert_error
 
 SESSION = "x-sm-session-token"
-MAX_EXAMPLES = int(os.environ.get("PROPERTY_MAX_EXAMPLES", "40"))  # per operation
+MAX_EXAMPLES = int(os.environ.get("PROPERTY_MAX_EXAMPLES", "30"))  # per operation
 
 
 @pytest.fixture(scope="module")
