@@ -47,8 +47,8 @@ from typing import Any, Literal
 
 from bench.http import Connection, HttpError
 from bench.lanes import TimedSink
-from bench.procs import process_tree
-from bench.run import Run, _cpu_seconds, _pids_named
+from bench.procs import cpu_seconds, pids_named, process_tree
+from bench.timing import Run
 from tests.support import (
     create_postgres_database,
     drop_postgres_database,
@@ -108,10 +108,10 @@ class Peer:
         """CPU seconds used so far by each part (bench/run.py `_cpu_snapshot`)."""
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return {
-            "web": _cpu_seconds(process_tree(self.processes["web"].pid)),
-            "worker": _cpu_seconds(process_tree(self.processes["worker"].pid)),
-            "postgres": _cpu_seconds(_pids_named("postgres")),
-            "redis": _cpu_seconds(_pids_named("redis-server")),
+            "web": cpu_seconds(process_tree(self.processes["web"].pid)),
+            "worker": cpu_seconds(process_tree(self.processes["worker"].pid)),
+            "postgres": cpu_seconds(pids_named("postgres")),
+            "redis": cpu_seconds(pids_named("redis-server")),
             "load_generator": usage.ru_utime + usage.ru_stime,
         }
 

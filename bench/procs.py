@@ -3,6 +3,7 @@ figures of the API, the workers and the reference endpoint."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -31,3 +32,31 @@ def status_kb(pid: int, key: str) -> int:
             continue
         total += next((int(line.split()[1]) for line in lines if line.startswith(f"{key}:")), 0)
     return total
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU used by `pids` and by their children that have exited (a PostgreSQL backend
+    whose connection closed is counted in the postmaster's cutime, not lost)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+    return total / _TICKS
+
+
+def pids_named(name: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == name:
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids

@@ -14,7 +14,6 @@ The API is profiled in place with py-spy while the benchmark runs (docs/performa
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import time
@@ -24,6 +23,7 @@ from pyinstrument import Profiler
 from sqlalchemy import event
 
 from bench.seed import seed_rows
+from bench.stack import REDIS_URL
 from tests.support import create_postgres_database, drop_postgres_database, flush_redis
 from worker.domain import clock, delivery, jobs
 from worker.domain.auth import Caller
@@ -36,7 +36,6 @@ from worker.settings import Settings
 from worker.transports import EmlDirectoryTransport
 
 ROOT = Path(__file__).resolve().parent.parent
-REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")
 
 
 def main(argv: list[str] | None = None) -> int:

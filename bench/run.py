@@ -84,10 +84,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -124,16 +123,16 @@ from bench.pace import (
     pace_targets,
     print_pace,
 )
-from bench.procs import process_tree, status_kb
+from bench.post_office import measure_post_office
+from bench.procs import cpu_seconds, pids_named, process_tree, status_kb
 from bench.search import MAILBOX, measure_search, print_search
 from bench.seed import SENDERS, Seed, seed
+from bench.stack import bench_stack
 from bench.standalone import banned_scan_ratio, smtp_reuse_ratio
+from bench.timing import Run
 from tests.smtp_sink import SmtpSink
 from tests.support import (
     Stack,
-    StackConfig,
-    create_postgres_database,
-    drop_postgres_database,
     flush_redis,
     free_port,
     wait_for_http,
@@ -144,7 +143,6 @@ from worker.queues import PING_TASK, SEND_QUEUE
 
 ROOT = Path(__file__).resolve().parent.parent
 
-REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")
 LEVELS = (1, 16, 64)
 KINDS = ("send", "bare", "noop_http", "ping", "api_read")
 EMAIL_LEVEL = 16
@@ -155,35 +153,6 @@ EMAIL_LEVEL = 16
 ROUNDS = 3
 EMAIL_ROUNDS = 2
 EMAILS_DELIVERED_TIMEOUT_SECONDS = 300.0
-
-
-@dataclass
-class Run:
-    """Latencies (seconds) of one load level, and its wall time."""
-
-    latencies: list[float] = field(default_factory=list)
-    errors: int = 0
-    wall: float = 0.0
-
-    @property
-    def rate(self) -> float:
-        """Operations per second of wall time."""
-        return len(self.latencies) / self.wall if self.wall else 0.0
-
-    def figures(self) -> dict[str, float]:
-        ordered = sorted(self.latencies)
-
-        def pct(p: float) -> float:
-            return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000
-
-        return {
-            "requests": len(ordered),
-            "errors": self.errors,
-            "throughput_per_s": round(self.rate, 1),
-            "p50_ms": round(pct(0.50), 2),
-            "p95_ms": round(pct(0.95), 2),
-            "p99_ms": round(pct(0.99), 2),
-        }
 
 
 async def _drive(concurrency: int, count: int, one: Callable[[int, int], Awaitable[bool]]) -> Run:
@@ -305,34 +274,6 @@ def _peak_rss_mb(pid: int) -> float:
     return round(status_kb(pid, "VmHWM") / 1024, 1)
 
 
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_seconds(pids: list[int]) -> float:
-    """CPU used by `pids` and by their children that have exited (a PostgreSQL backend
-    whose connection closed is counted in the postmaster's cutime, not lost)."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
-    return total / _TICKS
-
-
-def _pids_named(name: str) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().strip() == name:
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
-
-
 def _cpu_snapshot(stack: Stack) -> dict[str, float]:
     """CPU seconds used so far by each part: where a send's cost goes on two cores."""
     workers = [p.pid for name, p in stack.processes.items() if name.startswith("worker")]
@@ -340,12 +281,12 @@ def _cpu_snapshot(stack: Stack) -> dict[str, float]:
     noop = stack.processes.get(NOOP_API)
     bare = [p.pid for name, p in stack.processes.items() if name in (BARE_API, BARE_WORKER)]
     return {
-        "api": _cpu_seconds(process_tree(stack.processes["api"].pid)),
-        "noop_api": _cpu_seconds(process_tree(noop.pid)) if noop is not None else 0.0,
-        "bare": _cpu_seconds([pid for b in bare for pid in process_tree(b)]),
-        "workers": _cpu_seconds([pid for w in workers for pid in process_tree(w)]),
-        "postgres": _cpu_seconds(_pids_named("postgres")),
-        "redis": _cpu_seconds(_pids_named("redis-server")),
+        "api": cpu_seconds(process_tree(stack.processes["api"].pid)),
+        "noop_api": cpu_seconds(process_tree(noop.pid)) if noop is not None else 0.0,
+        "bare": cpu_seconds([pid for b in bare for pid in process_tree(b)]),
+        "workers": cpu_seconds([pid for w in workers for pid in process_tree(w)]),
+        "postgres": cpu_seconds(pids_named("postgres")),
+        "redis": cpu_seconds(pids_named("redis-server")),
         "load_generator": usage.ru_utime + usage.ru_stime,
     }
 
@@ -490,33 +431,6 @@ def start_bare(stack: Stack) -> str:
     return url
 
 
-@contextmanager
-def bench_stack(
-    *, smtp_url: str, var_dir: Path, workers: int = 1, env: dict[str, str] | None = None
-) -> Iterator[Stack]:
-    """The API and `workers` workers (concurrency 2 each) on a PostgreSQL database of their own
-    (dropped afterwards) and Redis database 11 (flushed before and after), delivering
-    email to `smtp_url`; `env` adds to (or overrides) the processes' environment."""
-    database_url = create_postgres_database()
-    flush_redis(REDIS_URL)
-    config = StackConfig(
-        name="bench",
-        database_url=database_url,
-        redis_url=REDIS_URL,
-        # Long enough that the 1,000 concurrent sends all wait for their answer.
-        env={"SMTP_URL": smtp_url, "SEND_WAIT_SECONDS": "300", **(env or {})},
-    )
-    try:
-        stack = Stack.start(config, var_dir=var_dir, api_port=free_port(), workers=workers)
-        try:
-            yield stack
-        finally:
-            stack.stop()
-    finally:
-        drop_postgres_database(database_url)
-        flush_redis(REDIS_URL)
-
-
 @dataclass
 class EmailRound:
     """One round of sends with their notification, and the emails it delivered."""
@@ -627,9 +541,7 @@ def run(quick: bool, *, bulk: int | None = None) -> dict[str, Any]:
             )
         results["emails"] = _email_figures(email_rounds, email_bares)
         # The peer on the same machine, the same sends at the same concurrency, while this
-        # stack sits idle. (Imported here: bench.post_office uses this module's Run.)
-        from bench.post_office import measure_post_office
-
+        # stack sits idle.
         results["post_office"] = measure_post_office(EMAIL_ROUNDS * email_sends, EMAIL_LEVEL)
 
         one_recipient = [_send_once(stack, *data.take(1)[0]) for _ in range(15)]

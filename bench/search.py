@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from bench.http import Connection
 from bench.seed import PASSWORD
+from bench.stack import bench_stack
 from tests.support import Stack
 from worker.domain.secrets import hash_password
 
@@ -186,8 +187,6 @@ def print_search(results: dict[str, Any]) -> None:
 
 
 def main() -> int:
-    from bench.run import bench_stack  # the stack, database and Redis the benchmark uses
-
     var_dir = Path(tempfile.mkdtemp(prefix="bench-search-"))
     with bench_stack(smtp_url="", var_dir=var_dir) as stack:
         results = measure_search(stack)
