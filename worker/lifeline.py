@@ -247,15 +247,16 @@ class Intake:
         self.consumer = consumer
         self.lifeline = lifeline
         self.stale_after = lifeline.dead_after.total_seconds() / 2
-        self.paused: list[str] = []
+        self.stopped = False
+        self.paused: list[str] = []  # the queues it stopped taking from
 
     def start(self) -> None:
         self.consumer.timer.call_repeatedly(self.lifeline.interval / 2, self.check)
 
     def check(self) -> None:
         silent = time.monotonic() - self.lifeline.last_beat
-        if silent > self.stale_after and not self.paused:
-            self.paused = sorted(self.consumer.app.amqp.queues.consume_from)
+        if silent > self.stale_after and not self.stopped:
+            self.stopped, self.paused = True, sorted(self.consumer.app.amqp.queues.consume_from)
             logger.warning(
                 "worker %s: no heartbeat written for %.1fs: takes no new tasks from %s",
                 self.lifeline.worker_id,
@@ -263,13 +264,13 @@ class Intake:
                 self.paused,
             )
             self._each(self.consumer.cancel_task_queue, self.paused)
-        elif silent <= self.stale_after and self.paused:
+        elif silent <= self.stale_after and self.stopped:
             logger.warning(
                 "worker %s: heartbeat written again: takes new tasks from %s",
                 self.lifeline.worker_id,
                 self.paused,
             )
-            resumed, self.paused = self.paused, []
+            resumed, self.stopped, self.paused = self.paused, False, []
             self._each(self.consumer.add_task_queue, resumed)
 
     def _each(self, act: Callable[[str], object], queues: list[str]) -> None:
