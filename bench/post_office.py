@@ -47,8 +47,8 @@ from typing import Any, Literal
 
 from bench.http import Connection, HttpError
 from bench.lanes import TimedSink
-from bench.procs import cpu_seconds, pids_named, process_tree
-from bench.timing import Run
+from bench.procs import cpu_seconds, pids_named, process_tree, settle
+from bench.timing import Run, drive_http
 from tests.support import (
     create_postgres_database,
     drop_postgres_database,
@@ -115,17 +115,9 @@ class Peer:
             "load_generator": usage.ru_utime + usage.ru_stime,
         }
 
-    def settle(self, *, idle_share: float = 0.1, timeout: float = 60.0) -> None:
-        """Wait until the peer is idle: below `idle_share` of one core for two samples in a
-        row (bench/run.py `_settle`)."""
-        interval, quiet = 0.3, 0
-        deadline = time.monotonic() + timeout
-        previous = sum(self.cpu_snapshot().values())
-        while quiet < 2 and time.monotonic() < deadline:
-            time.sleep(interval)
-            current = sum(self.cpu_snapshot().values())
-            quiet = quiet + 1 if current - previous < idle_share * interval else 0
-            previous = current
+    def settle(self) -> None:
+        """Wait until the peer is idle (`bench.procs.settle`)."""
+        settle(self.cpu_snapshot)
 
 
 def _web_command(server: Server, port: int, concurrency: int) -> list[str]:
@@ -160,31 +152,19 @@ def _wait_for_file(path: Path, peer: Peer, name: str) -> None:
 async def _drive(
     base_url: str, sends: int, concurrency: int, started_at: dict[str, float], prefix: str = "r"
 ) -> Run:
-    """`sends` POST /send, `concurrency` lanes with a kept-alive connection each (bench/run.py
-    `_drive_http`); when each request started, by recipient, into `started_at`."""
-    run = Run()
-    indices = iter(range(sends))
-    connections = [Connection(base_url) for _ in range(concurrency)]
+    """`sends` POST /send over `concurrency` kept-alive connections (`drive_http`); when
+    each request started, by recipient, into `started_at`."""
 
-    async def lane(connection: Connection) -> None:
-        for i in indices:
-            to = recipient(i, prefix)
-            started = started_at[to] = time.perf_counter()
-            try:
-                answer = await connection.request("POST", "/send", json_body={"to": to})
-                ok = answer.status == 200
-            except HttpError:
-                ok = False
-            run.latencies.append(time.perf_counter() - started)
-            run.errors += 0 if ok else 1
+    async def one(connection: Connection, i: int) -> bool:
+        to = recipient(i, prefix)
+        started_at[to] = time.perf_counter()
+        try:
+            answer = await connection.request("POST", "/send", json_body={"to": to})
+        except HttpError:
+            return False
+        return answer.status == 200
 
-    started = time.perf_counter()
-    try:
-        await asyncio.gather(*(lane(c) for c in connections))
-    finally:
-        await asyncio.gather(*(c.close() for c in connections))
-    run.wall = time.perf_counter() - started
-    return run
+    return await drive_http(base_url, concurrency, sends, one)
 
 
 def _percentile(values: list[float], p: float) -> float | None:

@@ -4,6 +4,8 @@ figures of the API, the workers and the reference endpoint."""
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -60,3 +62,21 @@ def pids_named(name: str) -> list[int]:
             except OSError:
                 continue
     return pids
+
+
+def settle(
+    cpu_snapshot: Callable[[], dict[str, float]],
+    *,
+    idle_share: float = 0.1,
+    timeout: float = 60.0,
+) -> None:
+    """Wait until what `cpu_snapshot` counts is idle: below `idle_share` of one core for
+    two samples in a row (at most `timeout` seconds)."""
+    interval, quiet = 0.3, 0
+    deadline = time.monotonic() + timeout
+    previous = sum(cpu_snapshot().values())
+    while quiet < 2 and time.monotonic() < deadline:
+        time.sleep(interval)
+        current = sum(cpu_snapshot().values())
+        quiet = quiet + 1 if current - previous < idle_share * interval else 0
+        previous = current

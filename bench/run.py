@@ -84,7 +84,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,12 +124,12 @@ from bench.pace import (
     print_pace,
 )
 from bench.post_office import measure_post_office
-from bench.procs import cpu_seconds, pids_named, process_tree, status_kb
+from bench.procs import cpu_seconds, pids_named, process_tree, settle, status_kb
 from bench.search import MAILBOX, measure_search, print_search
 from bench.seed import SENDERS, Seed, seed
 from bench.stack import bench_stack
 from bench.standalone import banned_scan_ratio, smtp_reuse_ratio
-from bench.timing import Run
+from bench.timing import Run, drive, drive_http
 from tests.smtp_sink import SmtpSink
 from tests.support import (
     Stack,
@@ -153,38 +153,6 @@ EMAIL_LEVEL = 16
 ROUNDS = 3
 EMAIL_ROUNDS = 2
 EMAILS_DELIVERED_TIMEOUT_SECONDS = 300.0
-
-
-async def _drive(concurrency: int, count: int, one: Callable[[int, int], Awaitable[bool]]) -> Run:
-    """`count` operations `one(index, lane)`, `concurrency` lanes at a time."""
-    run = Run()
-    next_index = iter(range(count))
-
-    async def lane(number: int) -> None:
-        for i in next_index:
-            started = time.perf_counter()
-            ok = await one(i, number)
-            run.latencies.append(time.perf_counter() - started)
-            run.errors += 0 if ok else 1
-
-    started = time.perf_counter()
-    await asyncio.gather(*(lane(n) for n in range(concurrency)))
-    run.wall = time.perf_counter() - started
-    return run
-
-
-async def _drive_http(
-    base_url: str,
-    concurrency: int,
-    count: int,
-    one: Callable[[Connection, int], Awaitable[bool]],
-) -> Run:
-    """The same over HTTP: one kept-alive connection per lane (bench/http.py)."""
-    connections = [Connection(base_url) for _ in range(concurrency)]
-    try:
-        return await _drive(concurrency, count, lambda i, lane: one(connections[lane], i))
-    finally:
-        await asyncio.gather(*(c.close() for c in connections))
 
 
 # The send-rate targets are for sends without a notification; the email-rate target and
@@ -216,7 +184,7 @@ async def measure_sends(
             json_body=body,
         )
 
-    return await _drive_http(stack.url(""), concurrency, len(work), one)
+    return await drive_http(stack.url(""), concurrency, len(work), one)
 
 
 async def measure_reads(
@@ -231,7 +199,7 @@ async def measure_reads(
             connection, 200, "GET", f"/api/v1/jobs/{job_id}", headers={"x-sm-session-token": token}
         )
 
-    return await _drive_http(stack.url(""), concurrency, count, one)
+    return await drive_http(stack.url(""), concurrency, count, one)
 
 
 async def measure_noop_http(noop_url: str, count: int, concurrency: int) -> Run:
@@ -240,7 +208,7 @@ async def measure_noop_http(noop_url: str, count: int, concurrency: int) -> Run:
     async def one(connection: Connection, _: int) -> bool:
         return await _answered(connection, 200, "PUT", "/noop")
 
-    return await _drive_http(noop_url, concurrency, count, one)
+    return await drive_http(noop_url, concurrency, count, one)
 
 
 async def measure_ping(stack: Stack, count: int, concurrency: int) -> Run:
@@ -263,7 +231,7 @@ async def measure_ping(stack: Stack, count: int, concurrency: int) -> Run:
                 meta = await asyncio.wait_for(done, 60)
             return bool(meta.get("status") == "SUCCESS")
 
-        return await _drive(concurrency, count, one)
+        return await drive(concurrency, count, one)
     finally:
         publisher.shutdown()
         await listener.stop()
@@ -291,18 +259,11 @@ def _cpu_snapshot(stack: Stack) -> dict[str, float]:
     }
 
 
-def _settle(stack: Stack, *, idle_share: float = 0.1, timeout: float = 60.0) -> None:
-    """Wait until the stack is idle: below `idle_share` of one core for two samples in a
-    row. What a measurement leaves running (the outbox drain of its sends' emails,
-    PostgreSQL's autovacuum) is then counted in its own CPU, not in the next one's."""
-    interval, quiet = 0.3, 0
-    deadline = time.monotonic() + timeout
-    previous = sum(_cpu_snapshot(stack).values())
-    while quiet < 2 and time.monotonic() < deadline:
-        time.sleep(interval)
-        current = sum(_cpu_snapshot(stack).values())
-        quiet = quiet + 1 if current - previous < idle_share * interval else 0
-        previous = current
+def _settle(stack: Stack) -> None:
+    """Wait until the stack is idle (`bench.procs.settle`). What a measurement leaves
+    running (the outbox drain of its sends' emails, PostgreSQL's autovacuum) is then
+    counted in its own CPU, not in the next one's."""
+    settle(lambda: _cpu_snapshot(stack))
 
 
 @dataclass
