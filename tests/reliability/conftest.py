@@ -48,6 +48,7 @@ from worker.models import (
     OutboxEmail,
     SendJob,
     User,
+    WorkerHeartbeat,
 )
 from worker.settings import Settings
 
@@ -245,6 +246,19 @@ class Fault:
     def stop_worker(self, name: str) -> None:
         """SIGTERM to the worker's main process only, as `docker stop` or systemd do."""
         self.stack.processes[name].send_signal(signal.SIGTERM)
+
+    def worker_id(self, name: str) -> str:
+        """The id the worker `name` beats under (host.pid.random, pid its Celery
+        process's), once it has beaten (20 s at most)."""
+        pids = {str(pid) for pid in descendants(self.stack.processes[name].pid)}
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with self.stack.database.read_session() as session:
+                for worker_id in session.scalars(select(WorkerHeartbeat.id)):
+                    if worker_id.split(".")[-2] in pids:
+                        return worker_id
+            time.sleep(0.2)
+        raise AssertionError(f"no heartbeat from {name}")
 
     def report(self, name: str, figures: dict[str, Any]) -> None:
         REPORT_DIR.mkdir(parents=True, exist_ok=True)

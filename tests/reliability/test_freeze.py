@@ -15,31 +15,17 @@ from sqlalchemy import func, select
 from tests.reliability.conftest import (
     Fault,
     answered,
-    descendants,
     emails_out,
     send_all,
     sent_exactly_once,
 )
 from worker import broker
 from worker.celery_factory import create_app
-from worker.models import IS_PENDING, OutboxEmail, WorkerHeartbeat
+from worker.models import IS_PENDING, OutboxEmail
 from worker.queues import SEND_TASK
 
 SENDS = 300
 FROZEN_SECONDS = 30
-
-
-def _worker_id(fault: Fault, name: str) -> str:
-    """The id the worker `name` beats under (host.pid.random, pid its Celery process's)."""
-    pids = {str(pid) for pid in descendants(fault.stack.processes[name].pid)}
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        with fault.stack.database.read_session() as session:
-            for worker_id in session.scalars(select(WorkerHeartbeat.id)):
-                if worker_id.split(".")[-2] in pids:
-                    return worker_id
-        time.sleep(0.2)
-    raise AssertionError(f"no heartbeat from {name}")
 
 
 def _holds(fault: Fault, worker_id: str) -> bool:
@@ -59,7 +45,7 @@ def _holds(fault: Fault, worker_id: str) -> bool:
 def _freeze_while_it_holds(fault: Fault, name: str) -> float:
     """SIGSTOP worker `name` at a moment it holds claimed emails and a send, SIGCONT after
     FROZEN_SECONDS; returns when it froze."""
-    worker_id = _worker_id(fault, name)
+    worker_id = fault.worker_id(name)
     deadline = time.monotonic() + 20
     while True:
         fault.signal_worker(name, signal.SIGSTOP)

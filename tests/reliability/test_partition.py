@@ -16,7 +16,6 @@ from sqlalchemy import select
 from tests.reliability.conftest import (
     Fault,
     answered,
-    descendants,
     emails_out,
     send_all,
     sent_exactly_once,
@@ -58,19 +57,15 @@ def _tasks_received(log: str, *, after: float, until: str) -> list[str]:
 
 def _beats_after(fault: Fault, name: str, moment: float, limit: float) -> float | None:
     """Seconds after `moment` (monotonic) at which the worker `name` beat again."""
-    pids = {str(pid) for pid in descendants(fault.stack.processes[name].pid)}
+    worker_id = fault.worker_id(name)
     wall = time.time() - (time.monotonic() - moment)
     deadline = moment + limit
     while time.monotonic() < deadline:
         with fault.stack.database.read_session() as session:
-            beats = [
-                beat
-                for worker_id, beat in session.execute(
-                    select(WorkerHeartbeat.id, WorkerHeartbeat.heartbeat_at)
-                )
-                if worker_id.split(".")[-2] in pids
-            ]
-        if beats and max(beats).timestamp() > wall:
+            beat = session.scalar(
+                select(WorkerHeartbeat.heartbeat_at).where(WorkerHeartbeat.id == worker_id)
+            )
+        if beat is not None and beat.timestamp() > wall:
             return round(time.monotonic() - moment, 1)
         time.sleep(0.2)
     return None
