@@ -549,7 +549,7 @@ def hand_over(database: Database, email_id: int, fence: Fence) -> bool:
     trip); False, and a log line, if it was taken over. A database outage is waited out
     as a record's is (the relay waits for the final dot meanwhile): a drain that gave up
     here would leave its batch claimed until the lease lapsed."""
-    held = _record_through_outage(
+    held = _through_outage(
         database,
         lambda connection: connection.execute(
             _HAND_OVER, {"email_id": email_id, "handed": clock.now(), **fence.params()}
@@ -563,7 +563,7 @@ def hand_over(database: Database, email_id: int, fence: Fence) -> bool:
 def still_held(database: Database, row_id: int, fence: Fence) -> bool:
     """Whether this worker still holds outbox row `row_id` (a webhook delivery, checked
     before it is posted); a database outage is waited out, as for `hand_over`."""
-    held = _record_through_outage(
+    held = _through_outage(
         database,
         lambda connection: connection.execute(
             select(_OUTBOX.c.id).where(_OUTBOX.c.id == row_id, *_HELD, IS_PENDING),
@@ -838,7 +838,7 @@ def _finish(
         _record(connection, item.email_id, item.fence, **outcome)
 
     if item.webhook_group_id is None or status not in _OUTCOME_EVENTS:
-        _record_through_outage(database, record)
+        _through_outage(database, record)
     else:
         reason = outcome.get("last_error") if status is EmailStatus.FAILED else None
 
@@ -846,7 +846,7 @@ def _finish(
             record(connection)
             return _events_for(connection, item.email_id, status, keys, reason=reason)
 
-        report.events += _record_through_outage(database, record_and_tell, together=True)
+        report.events += _through_outage(database, record_and_tell, together=True)
     return _Outcome(status, relay)
 
 
@@ -869,7 +869,7 @@ def _tell(
     database: Database, email_id: int, status: EmailStatus, keys: Keys, *, reason: str | None
 ) -> int:
     """Queue the event of an outcome recorded already (the claim failed the email)."""
-    return _record_through_outage(
+    return _through_outage(
         database,
         lambda connection: _events_for(connection, email_id, status, keys, reason=reason),
         together=True,
@@ -906,7 +906,7 @@ def _defer(
             }
         )
         report.deferred[item.email_id] = seconds
-    _record_through_outage(database, lambda c: _record_many(c, outcomes))
+    _through_outage(database, lambda c: _record_many(c, outcomes))
 
 
 # A database that went away while an email was being sent is waited for this long, so that
@@ -915,18 +915,19 @@ def _defer(
 RECORD_PATIENCE_SECONDS = 30.0
 
 
-def _record_through_outage(
-    database: Database, record: Callable[[Connection], T], *, together: bool = False
+def _through_outage(
+    database: Database, write: Callable[[Connection], T], *, together: bool = False
 ) -> T:
-    """`record(connection)`, each statement committed on its own, or all `together` in
-    one transaction; tried again while the database is away, for a while."""
+    """`write(connection)` (an email's record, its hand-over, a check that it is still
+    held), each statement committed on its own, or all `together` in one transaction;
+    tried again while the database is away, for a while."""
     deadline = time.monotonic() + RECORD_PATIENCE_SECONDS
     pause = 0.5
     while True:
         try:
             if together:
-                return database.run(lambda session: record(session.connection()))
-            return database.run_alone(record)
+                return database.run(lambda session: write(session.connection()))
+            return database.run_alone(write)
         except (OperationalError, InterfaceError):
             if time.monotonic() + pause > deadline:
                 raise
@@ -1113,7 +1114,7 @@ def _post_one(
     endpoint = endpoints.get(row.endpoint_id)
     if endpoint is None or endpoint.disabled:
         outcome = {"status": EmailStatus.FAILED, "last_error": "endpoint disabled"}
-        _record_through_outage(database, lambda c: _record(c, row.id, fence, **outcome))
+        _through_outage(database, lambda c: _record(c, row.id, fence, **outcome))
         report.failed.append(row.id)
         return
     if time.monotonic() >= deadline:
@@ -1123,7 +1124,7 @@ def _post_one(
             "attempts": row.attempts - 1,
             "next_attempt_at": now(),
         }
-        _record_through_outage(database, lambda c: _record_many(c, [back]))
+        _through_outage(database, lambda c: _record_many(c, [back]))
         report.deferred[row.id] = 0.0
         return
     if not still_held(database, row.id, fence):
@@ -1219,4 +1220,4 @@ def _record_verdict(
                 _RECORD_ENDPOINT, {"endpoint_id": endpoint.id, "failing_since": since}
             )
 
-    _record_through_outage(database, record, together=True)
+    _through_outage(database, record, together=True)
