@@ -10,6 +10,7 @@ a test needs.
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
@@ -28,13 +29,16 @@ from worker.domain.secrets import Keys, hash_password, new_token
 from worker.domain.send import SendOutcome, SendRequest, send_message
 from worker.models import (
     Base,
+    Channel,
     Contact,
     DailyUsage,
+    EmailStatus,
     FyeoType,
     Group,
     Message,
     MessageAction,
     MessageStatus,
+    OutboxEmail,
     Recipient,
     RecipientKind,
     SendJob,
@@ -112,6 +116,40 @@ class World:
         hook = {"url": url, "events": events, "secret": secret}
         self.stack.load({"groups": [{"name": self.group, "webhooks": [hook]}]})
         return secret
+
+    def endpoint_uid(self) -> str:
+        """The uid of the group's one webhook endpoint."""
+        with self.stack.database.read_session() as session:
+            (endpoint,) = webhooks.list_endpoints(session, group=self.group)
+        return endpoint.uid
+
+    def webhook_rows(self) -> list[tuple[str, EmailStatus, int]]:
+        """(event, status, attempts) of each delivery to the group's one endpoint, in the
+        order queued."""
+        with self.stack.database.read_session() as session:
+            rows = session.execute(
+                select(OutboxEmail.template, OutboxEmail.status, OutboxEmail.attempts)
+                .where(
+                    OutboxEmail.recipient == self.endpoint_uid(),
+                    OutboxEmail.channel == Channel.WEBHOOK,
+                )
+                .order_by(OutboxEmail.id)
+            ).all()
+        return [(t, s, a) for t, s, a in rows]
+
+    def settled_webhooks(self, timeout: float = 10.0) -> list[tuple[str, EmailStatus, int]]:
+        """`webhook_rows` once there is one and none is pending any more (the receiver has
+        a request before the worker records its answer)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = self.webhook_rows()
+            settled = rows and all(
+                status not in (EmailStatus.QUEUED, EmailStatus.RETRYING) for _, status, _ in rows
+            )
+            if settled or time.monotonic() > deadline:
+                assert settled, rows
+                return rows
+            time.sleep(0.05)
 
     def files(self) -> Files:
         """The attachment operations as this world's sender."""

@@ -36,37 +36,6 @@ def _types(received: list[Any]) -> list[str]:
     return sorted(r.event["type"] for r in received)
 
 
-def _webhook_rows(stack: Stack, endpoint_uid: str) -> list[tuple[str, EmailStatus, int]]:
-    """(event, status, attempts) of each delivery to the endpoint, in the order queued."""
-    with stack.database.read_session() as session:
-        rows = session.execute(
-            select(OutboxEmail.template, OutboxEmail.status, OutboxEmail.attempts)
-            .where(OutboxEmail.recipient == endpoint_uid, OutboxEmail.channel == Channel.WEBHOOK)
-            .order_by(OutboxEmail.id)
-        ).all()
-    return [(t, s, a) for t, s, a in rows]
-
-
-def _settled(stack: Stack, endpoint_uid: str, wait_until: Any) -> list[Any]:
-    """The deliveries once none is pending any more (the receiver has a request before
-    the worker records its answer)."""
-    rows = wait_until(
-        lambda: (
-            (r := _webhook_rows(stack, endpoint_uid))
-            and all(s not in (EmailStatus.QUEUED, EmailStatus.RETRYING) for _, s, _ in r)
-            and r
-        )
-    )
-    assert rows, _webhook_rows(stack, endpoint_uid)
-    return list(rows)
-
-
-def _uid(stack: Stack, world: World) -> str:
-    with stack.database.read_session() as session:
-        (endpoint,) = webhooks.list_endpoints(session, group=world.group)
-    return endpoint.uid
-
-
 def _endpoint(stack: Stack, group: str) -> WebhookEndpoint:
     with stack.database.read_session() as session:
         (endpoint,) = webhooks.list_endpoints(session, group=group)
@@ -75,7 +44,7 @@ def _endpoint(stack: Stack, group: str) -> WebhookEndpoint:
 
 
 def test_a_send_tells_the_endpoint_once_each_signed_and_without_content(
-    stack: Stack, unique: str, receiver: Receiver, wait_until: Any
+    stack: Stack, unique: str, receiver: Receiver
 ) -> None:
     world = World(stack, unique).setup()
     path = f"/hooks/{unique}"
@@ -101,7 +70,7 @@ def test_a_send_tells_the_endpoint_once_each_signed_and_without_content(
         )
         assert world.token not in r.body.decode()
     # Delivered once each, not again: the rows say sent after their first attempt.
-    assert _settled(stack, _uid(stack, world), wait_until) == [
+    assert world.settled_webhooks() == [
         ("message.sent", EmailStatus.SENT, 1),
         ("email.sent", EmailStatus.SENT, 1),
     ]
@@ -113,7 +82,7 @@ def test_a_send_tells_the_endpoint_once_each_signed_and_without_content(
 
 
 def test_an_endpoint_answering_500_three_times_gets_the_event_on_the_fourth_attempt(
-    stack: Stack, unique: str, receiver: Receiver, wait_until: Any
+    stack: Stack, unique: str, receiver: Receiver
 ) -> None:
     world = World(stack, unique).setup()
     path = f"/flaky/{unique}"
@@ -125,9 +94,7 @@ def test_an_endpoint_answering_500_three_times_gets_the_event_on_the_fourth_atte
     assert len(received) == 4
     assert len({r.headers["webhook-id"] for r in received}) == 1  # one event, four attempts
     assert received[-1].verified(secret)["data"]["messageGuid"] == guid
-    assert _settled(stack, _uid(stack, world), wait_until) == [
-        ("message.sent", EmailStatus.SENT, 4)
-    ]
+    assert world.settled_webhooks() == [("message.sent", EmailStatus.SENT, 4)]
 
 
 def test_an_endpoint_answering_410_is_disabled_and_hears_nothing_more(
@@ -140,12 +107,11 @@ def test_an_endpoint_answering_410_is_disabled_and_hears_nothing_more(
     world.sent_message([world.user("reader")])
 
     assert len(receiver.wait_for(path, 1)) == 1
-    uid = _uid(stack, world)
     assert wait_until(lambda: _endpoint(stack, world.group).disabled_at is not None)
     assert _endpoint(stack, world.group).disabled_reason == "410 Gone"
-    assert _settled(stack, uid, wait_until) == [("message.sent", EmailStatus.FAILED, 1)]
+    assert world.settled_webhooks() == [("message.sent", EmailStatus.FAILED, 1)]
     world.sent_message([world.user("other")])
-    assert len(_webhook_rows(stack, uid)) == 1  # no event queued for a disabled endpoint
+    assert len(world.webhook_rows()) == 1  # no event queued for a disabled endpoint
     # An operator adds it again: it hears of the next send.
     world.hook(receiver.url(path), events=["message.sent"])
     world.sent_message([world.user("third")])
@@ -269,9 +235,7 @@ def test_an_endpoint_failing_for_five_days_is_disabled(
 
     assert wait_until(lambda: _endpoint(stack, world.group).disabled_at is not None)
     assert str(_endpoint(stack, world.group).disabled_reason).startswith("failing since ")
-    assert _settled(stack, _uid(stack, world), wait_until) == [
-        ("message.sent", EmailStatus.FAILED, 1)
-    ]
+    assert world.settled_webhooks() == [("message.sent", EmailStatus.FAILED, 1)]
     assert len(receiver.at(path)) == 1
 
 
