@@ -22,7 +22,7 @@ from tests.webhook_receiver import Receiver, running_receiver
 from worker.domain import bounces, clock, suppressions
 from worker.domain.delivery import OutgoingEmail, build_mime
 from worker.domain.secrets import Keys
-from worker.models import OutboxEmail, Suppression
+from worker.models import EmailStatus, OutboxEmail, Suppression
 from worker.processes import child_dies_with_parent
 
 BOUNCE_ADDRESS = "bounces@securesend.test"
@@ -112,17 +112,45 @@ def _report(port: int, to: str, body: bytes, *, sender: str = "") -> tuple[int, 
 
 
 def _email_to(stack: Stack, address: str) -> int:
-    with stack.database.read_session() as session:
-        found = session.scalar(
-            select(func.max(OutboxEmail.id)).where(OutboxEmail.recipient == address)
-        )
-    assert found is not None
-    return int(found)
+    """The latest email to `address`, once the relay has accepted it: a report comes back
+    only for an email that left."""
+    deadline = time.monotonic() + 20
+    while True:
+        with stack.database.read_session() as session:
+            found = session.execute(
+                select(OutboxEmail.id, OutboxEmail.status)
+                .where(OutboxEmail.recipient == address)
+                .order_by(OutboxEmail.id.desc())
+                .limit(1)
+            ).one_or_none()
+        assert found is not None, address
+        if found.status is EmailStatus.SENT or time.monotonic() > deadline:
+            assert found.status is EmailStatus.SENT, found
+            return int(found.id)
+        time.sleep(0.05)
+
+
+def _report_on(stack: Stack, port: int, address: str, body: bytes) -> tuple[int, str]:
+    """`_report` of `body` to the return path of the latest email to `address`."""
+    to = bounces.return_path(BOUNCE_ADDRESS, _email_to(stack, address), stack.keys)
+    return _report(port, to, body)
 
 
 def _suppressed(stack: Stack, address: str) -> dict[str, str]:
     with stack.database.read_session() as session:
         return suppressions.suppressed_among(session, [address], now=clock.now())
+
+
+def _next_send_queues_no_email(world: World, address: str) -> str:
+    """Send a new message to `address` alone: it is delivered, no email is queued and the
+    send says so (`notificationSent` false), the email's delivery record says suppressed;
+    its reason."""
+    guid = world.draft(to=[address])
+    answer = world.send(guid)
+    assert answer.status_code == 200 and answer.json()["notificationSent"] is False, answer.text
+    record = world.delivery_records(guid)[address]
+    assert record["status"] == "suppressed", record
+    return str(record["reason"])
 
 
 @pytest.fixture(scope="module")
@@ -139,14 +167,13 @@ def test_a_hard_bounce_marks_the_email_and_suppresses_the_address(
     secret = world.hook(receiver.url(path), events=["email.bounced"])
     reader = world.user("reader")
     guid = world.sent_message([reader])
-    email_id = _email_to(stack, reader)
-    to = bounces.return_path(BOUNCE_ADDRESS, email_id, stack.keys)
 
-    assert _report(bounce_port_of(stack), to, _dsn("5.1.1"))[0] == 250
+    assert _report_on(stack, bounce_port_of(stack), reader, _dsn("5.1.1"))[0] == 250
     record = world.delivery_records(guid)[reader]
     assert record["status"] == "bounced"
     assert record["reason"] == "hard bounce: 5.1.1 smtp; 550 5.1.1 User unknown"
-    assert reader in _suppressed(stack, reader)
+    reason = "suppressed (bounce): hard bounce: 5.1.1 smtp; 550 5.1.1 User unknown"
+    assert _suppressed(stack, reader) == {reader: reason}
     # The group's endpoint hears of it once, signed (verified as a receiver does).
     (told,) = receiver.wait_for(path, 1)
     event = told.verified(secret)
@@ -158,33 +185,54 @@ def test_a_hard_bounce_marks_the_email_and_suppresses_the_address(
         "dsnStatus": "5.1.1",
     }
     assert event["data"]["diagnostic"] == "smtp; 550 5.1.1 User unknown"
+    # Once: its delivery is recorded sent after that one attempt, and nothing else came.
+    assert world.settled_webhooks() == [("email.bounced", EmailStatus.SENT, 1)]
+    assert [r.headers["webhook-id"] for r in receiver.at(path)] == [told.headers["webhook-id"]]
 
-    again = world.draft(to=[reader])
-    answer = world.send(again)
-    assert answer.status_code == 200 and answer.json()["notificationSent"] is False
-    assert world.delivery_records(again)[reader]["status"] == "suppressed"
+    assert _next_send_queues_no_email(world, reader) == reason
 
 
 def test_a_soft_bounce_waits_for_its_count_and_a_complaint_suppresses(
     stack: Stack, unique: str, bounce_port_of: Any, receiver: Receiver
 ) -> None:
+    """SOFT_BOUNCES_BEFORE_SUPPRESSION as shipped (5): each soft bounce is on its email's
+    record; the address is suppressed, as by a hard bounce, when its last 5 emails all
+    bounced softly. A complaint suppresses at once."""
     world = World(stack, unique).setup()
     path = f"/reports/{unique}"
     secret = world.hook(receiver.url(path), events=["email.bounced", "email.complained"])
     soft, annoyed = world.user("soft"), world.user("annoyed")
-    world.sent_message([soft, annoyed])
+    count = stack.settings.soft_bounces_before_suppression
     port = bounce_port_of(stack)
+    first = world.sent_message([soft, annoyed])
 
-    soft_to = bounces.return_path(BOUNCE_ADDRESS, _email_to(stack, soft), stack.keys)
-    assert _report(port, soft_to, _dsn("4.2.2", action="delayed"))[0] == 250
-    assert _suppressed(stack, soft) == {}
-    annoyed_to = bounces.return_path(BOUNCE_ADDRESS, _email_to(stack, annoyed), stack.keys)
-    assert _report(port, annoyed_to, ARF)[0] == 250
-    assert _suppressed(stack, annoyed)[annoyed].startswith("suppressed (complaint)")
-    told = {e["type"]: e["data"] for e in (r.verified(secret) for r in receiver.wait_for(path, 2))}
-    assert (told["email.bounced"]["email"], told["email.bounced"]["bounceType"]) == (soft, "soft")
-    assert told["email.complained"]["email"] == annoyed
-    assert told["email.complained"]["feedbackType"] == "abuse"
+    soft_reason = "soft bounce: 4.2.2 smtp; 550 4.2.2 User unknown"
+    for n in range(1, count + 1):
+        guid = first if n == 1 else world.sent_message([soft])
+        assert _report_on(stack, port, soft, _dsn("4.2.2", action="delayed"))[0] == 250
+        record = world.delivery_records(guid)[soft]
+        assert (record["status"], record["reason"]) == ("bounced", soft_reason)
+        if n < count:
+            assert _suppressed(stack, soft) == {}, f"suppressed after {n} soft bounces"
+    reason = f"suppressed (bounce): {count} soft bounces in a row, the last {soft_reason}"
+    assert _suppressed(stack, soft) == {soft: reason}
+    assert _next_send_queues_no_email(world, soft) == reason
+
+    assert _report_on(stack, port, annoyed, ARF)[0] == 250
+    record = world.delivery_records(first)[annoyed]
+    assert (record["status"], record["reason"]) == ("complained", "complaint: abuse")
+    assert _suppressed(stack, annoyed) == {annoyed: "suppressed (complaint): complaint: abuse"}
+    assert _next_send_queues_no_email(world, annoyed) == "suppressed (complaint): complaint: abuse"
+
+    received = receiver.wait_for(path, count + 1)
+    told = [r.verified(secret) for r in received]
+    assert sorted(
+        (e["type"], e["data"]["email"], e["data"].get("bounceType"), e["data"].get("dsnStatus"))
+        for e in told
+    ) == [("email.bounced", soft, "soft", "4.2.2")] * count + [
+        ("email.complained", annoyed, None, None)
+    ]
+    assert [e["data"]["feedbackType"] for e in told if e["type"] == "email.complained"] == ["abuse"]
 
 
 def test_anything_else_is_refused_and_changes_nothing(
