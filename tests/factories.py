@@ -220,12 +220,16 @@ class Files:
             answer = self.upload(placeholder["attachmentGuid"], chunk["chunkNumber"], part)
             assert answer.status_code == 200, answer.text
 
-    def remove(self, message: str, attachment: str) -> httpx.Response:
+    def remove(
+        self, message: str, attachment: str, *, body: dict[str, Any] | None = None
+    ) -> httpx.Response:
+        """RemoveAttachment; with `body`, the DELETE carries it as JSON (the Java SDK's)."""
         with self.stack.client() as client:
             return client.request(
                 "DELETE",
                 f"/api/v1/messages/{message}/attachments/{attachment}",
                 headers=self._headers(),
+                json=body,
             )
 
     def download(self, attachment: str, **headers: str) -> httpx.Response:

@@ -94,6 +94,28 @@ def test_a_file_in_chunks_is_sent_read_and_downloaded_byte_for_byte(
     )
 
 
+def test_a_remove_with_a_json_body_answers_200_and_the_file_is_gone(
+    stack: Stack, unique: str
+) -> None:
+    """The Java SDK's RemoveAttachment: the DELETE carries a JSON body naming both GUIDs."""
+    world = World(stack, unique).setup()
+    files = world.files()
+    guid = world.draft()
+    kept, gone = files.placeholders(guid, {"kept.txt": 4, "gone.txt": 4})
+    files.upload_all(gone, b"gone")
+    attachment = gone["attachmentGuid"]
+
+    answer = files.remove(
+        guid, attachment, body={"messageGuid": guid, "attachmentGuid": attachment}
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.request.headers["content-type"] == "application/json"
+    assert answer.json() == {}
+    listed = files.message(guid).json()["attachments"]
+    assert [(a["guid"], a["fileName"]) for a in listed] == [(kept["attachmentGuid"], "kept.txt")]
+    assert_error(files.download(attachment), 404, "929", "Message not found")
+
+
 def test_a_chunk_uploaded_again_with_its_bytes_is_fine_with_others_refused(
     stack: Stack, unique: str
 ) -> None:
