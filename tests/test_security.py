@@ -248,6 +248,8 @@ def test_secrets_never_appear_in_plain_text(
     events = receiver.wait_for(hook_path, 4)
     assert {e.verified(hook_secret)["type"] for e in events} >= {"message.sent", "email.sent"}
     time.sleep(1)  # let the logs flush
+    deliveries = postgres_stack.deliveries(world.token, guid)
+    assert deliveries.status_code == 200 and invitee in deliveries.text, deliveries.text
 
     places = {
         "database": _database_text(postgres_stack),
@@ -255,13 +257,17 @@ def test_secrets_never_appear_in_plain_text(
         "api log": postgres_stack.log("api"),
         "worker log": postgres_stack.log("worker"),
         "response": response.text,
+        "deliveries answer": deliveries.text,
         "webhook bodies": "\n".join(e.body.decode() for e in receiver.at(hook_path)),
     }
     for place, content in places.items():
         assert content, place
         for name, secret in secrets.items():
             assert secret not in content, f"the {name} secret is in the {place}"
-    for content in (subject, body):  # not secrets, but never in an event
-        assert content not in places["webhook bodies"]
+    # Not secrets (the message is stored to be read), but never told or logged.
+    assert subject in places["database"] and body in places["database"]
+    for place in ("api log", "worker log", "deliveries answer", "webhook bodies"):
+        for name, content in (("subject", subject), ("body", body)):
+            assert content not in places[place], f"the {name} is in the {place}"
     assert "$argon2" in places["database"]  # what is stored instead
     assert "plans.txt" in places["database"]  # the file is there, sealed
