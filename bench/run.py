@@ -4,6 +4,7 @@
     .venv/bin/python -m bench --only lanes [--bulk 300]    # the mixed phase alone
     .venv/bin/python -m bench --only pace [--quick] [--relay-rate 25]   # only this way
     .venv/bin/python -m bench --only attachments [--quick]              # only this way
+    .venv/bin/python -m bench --only emails [--quick]   # the email rate and the peer alone
 
 Starts its own API process and one worker (concurrency 2) on this machine's PostgreSQL (a
 database of its own, dropped afterwards) and Redis (database 11, flushed), an SMTP server
@@ -26,7 +27,8 @@ the machine is shared and noisy:
   SMTP server per second, in two rounds each followed by a round of bare round trips at
   c=16, the baseline of the email rate; and CPU per email by process; then the peer,
   django-post-office with Celery doing a templated email per request
-  (bench/post_office.py), the same number of sends at c=16 on the same machine;
+  (bench/post_office.py), the same number of sends at c=16 on the same machine
+  (`--only emails` runs this phase alone, on a stack of its own);
 - the banned-keyword scan of a 100 KB body with 10,000 keywords against 10 keywords;
 - a 500-recipient send against a 1-recipient send;
 - 1,000 concurrent waiting SendMessage requests on one API process;
@@ -493,17 +495,7 @@ def run(quick: bool, *, bulk: int | None = None) -> dict[str, Any]:
                 "ping": _measured(stack, measure_ping(stack, count, level)),
                 "api_read": _measured(stack, measure_reads(stack, jobs, count, level)),
             }
-        email_rounds, email_bares = [], []
-        for _ in range(EMAIL_ROUNDS):
-            work = data.take(email_sends)
-            email_rounds.append(measure_emails(stack, sink, work, EMAIL_LEVEL))
-            email_bares.append(
-                _measure(stack, measure_noop_http(bare_url, email_sends, EMAIL_LEVEL))
-            )
-        results["emails"] = _email_figures(email_rounds, email_bares)
-        # The peer on the same machine, the same sends at the same concurrency, while this
-        # stack sits idle.
-        results["post_office"] = measure_post_office(EMAIL_ROUNDS * email_sends, EMAIL_LEVEL)
+        results.update(_email_phase(stack, sink, data, bare_url, email_sends))
 
         one_recipient = [_send_once(stack, *data.take(1)[0]) for _ in range(15)]
         big = [_send_once(stack, token, guid) for token, guid in data.big_drafts]
@@ -527,6 +519,37 @@ def run(quick: bool, *, bulk: int | None = None) -> dict[str, Any]:
     results["smtp"] = smtp_reuse_ratio(count=int(400 * scale) or 50)
     results["targets"] = targets(results)
     results["floor"] = floor(results)
+    return results
+
+
+def _email_phase(
+    stack: Stack, sink: SmtpSink, data: Seed, bare_url: str, sends: int
+) -> dict[str, Any]:
+    """The email rounds, each followed by bare round trips, then the peer on the same
+    machine (the same sends at the same concurrency) while this stack sits idle."""
+    rounds, bares = [], []
+    for _ in range(EMAIL_ROUNDS):
+        rounds.append(measure_emails(stack, sink, data.take(sends), EMAIL_LEVEL))
+        bares.append(_measure(stack, measure_noop_http(bare_url, sends, EMAIL_LEVEL)))
+    return {
+        "emails": _email_figures(rounds, bares),
+        "post_office": measure_post_office(EMAIL_ROUNDS * sends, EMAIL_LEVEL),
+    }
+
+
+def run_emails(quick: bool) -> dict[str, Any]:
+    """The email phase alone, on a stack of its own: for comparing two versions of the
+    drain quickly."""
+    sends = int(800 * (0.25 if quick else 1.0))
+    var_dir = Path(tempfile.mkdtemp(prefix="securesend-bench-"))
+    with (
+        TimedSink.running(free_port()) as sink,
+        bench_stack(smtp_url=sink.url, var_dir=var_dir) as stack,
+    ):
+        bare_url = start_bare(stack)
+        data = seed(stack, drafts=EMAIL_ROUNDS * sends, big_recipients=1, big_drafts=0)
+        results = _email_phase(stack, sink, data, bare_url, sends)
+    results["targets"] = targets(results)
     return results
 
 
@@ -616,6 +639,8 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     figures that must stay where they were, the lanes' targets and the pace's bounds; of
     what `r` holds (`--only lanes` measures the lanes alone, `--only pace` the pace)."""
     found = _send_targets(r) if "levels" in r else []
+    if "emails" in r:
+        found += _email_targets(r)
     if "lanes" in r:
         found += _lane_targets(r["lanes"])
     if "pace" in r:
@@ -691,25 +716,6 @@ def _send_targets(r: dict[str, Any]) -> list[dict[str, Any]]:
             fall >= 0.95,
         )
     )
-    emails = r["emails"]
-    found.append(
-        _target(
-            f"emails delivered/s at c={EMAIL_LEVEL} / bare round trips/s",
-            ratio := _ratio(emails["emails_per_s"], emails["bare"]["throughput_per_s"]),
-            ">= 0.3",
-            ratio >= 0.3 and emails["emails_delivered"] == emails["emails_expected"],
-        )
-    )
-    if "post_office" in r:
-        peer = r["post_office"]
-        found.append(
-            _target(
-                f"emails delivered/s at c={EMAIL_LEVEL} / django-post-office's (same machine)",
-                ratio := _ratio(emails["emails_per_s"], peer["emails_per_s"]),
-                ">= 1.0",
-                ratio >= 1.0 and peer["emails_delivered"] == peer["sends"],
-            )
-        )
     p50_delta = round(levels[1]["send"]["p50_ms"] - levels[1]["bare"]["p50_ms"], 2)
     found.append(
         _target("p50 at c=1: send - bare round trip (ms)", p50_delta, "<= 3", p50_delta <= 3)
@@ -736,6 +742,25 @@ def _send_targets(r: dict[str, Any]) -> list[dict[str, Any]]:
         ),
     ]
     return found
+
+
+def _email_targets(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """The email rate against the bare round trip and against django-post-office."""
+    emails, peer = r["emails"], r["post_office"]
+    return [
+        _target(
+            f"emails delivered/s at c={EMAIL_LEVEL} / bare round trips/s",
+            ratio := _ratio(emails["emails_per_s"], emails["bare"]["throughput_per_s"]),
+            ">= 0.3",
+            ratio >= 0.3 and emails["emails_delivered"] == emails["emails_expected"],
+        ),
+        _target(
+            f"emails delivered/s at c={EMAIL_LEVEL} / django-post-office's (same machine)",
+            ratio := _ratio(emails["emails_per_s"], peer["emails_per_s"]),
+            ">= 1.0",
+            ratio >= 1.0 and peer["emails_delivered"] == peer["sends"],
+        ),
+    ]
 
 
 def floor(r: dict[str, Any]) -> dict[str, Any]:
@@ -805,6 +830,8 @@ def print_table(r: dict[str, Any]) -> None:
     """The figures `r` holds, then the targets."""
     if "levels" in r:
         _print_sends(r)
+    elif "emails" in r:
+        _print_emails(r)
     if "lanes" in r:
         print_lanes(r["lanes"])
     if "pace" in r:
@@ -850,6 +877,19 @@ def _print_sends(r: dict[str, Any]) -> None:
         for kind in KINDS:
             cpu = figures[kind]["cpu_ms_per_op"]
             print(f"{level:>4} {kind:<9} " + "  ".join(f"{k} {v}" for k, v in cpu.items()))
+    _print_emails(r)
+    print(f"\nrecipients: {r['recipients']}")
+    print(f"1,000 concurrent: {r['concurrent_1000']}")
+    print(f"banned scan: {r['banned_scan']}")
+    print(f"smtp: {r['smtp']}")
+    print(f"peak RSS (MB): {r['rss_mb']}")
+    print_search(r["search"])
+    print("\nwhat is left between a send and the bare round trip")
+    for level, f in r["floor"].items():
+        print(f"  {level}: " + ", ".join(f"{k} {v}" for k, v in f.items()))
+
+
+def _print_emails(r: dict[str, Any]) -> None:
     e = r["emails"]
     print(
         f"\nSendMessage with its notification at c={EMAIL_LEVEL}: {e['emails_delivered']} of "
@@ -868,15 +908,6 @@ def _print_sends(r: dict[str, Any]) -> None:
             f"{p['sends']} emails, {p['emails_per_s']} emails/s; CPU ms per email "
             + "  ".join(f"{k} {v}" for k, v in p["cpu_ms_per_email"].items())
         )
-    print(f"\nrecipients: {r['recipients']}")
-    print(f"1,000 concurrent: {r['concurrent_1000']}")
-    print(f"banned scan: {r['banned_scan']}")
-    print(f"smtp: {r['smtp']}")
-    print(f"peak RSS (MB): {r['rss_mb']}")
-    print_search(r["search"])
-    print("\nwhat is left between a send and the bare round trip")
-    for level, f in r["floor"].items():
-        print(f"  {level}: " + ", ".join(f"{k} {v}" for k, v in f.items()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -894,7 +925,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=["lanes", "pace", "attachments"],
+        choices=["lanes", "pace", "attachments", "emails"],
         help="run only this phase, on a stack of its own (pace: one per configuration; "
         "default output: bench/results/<phase>.json); the pace and attachments phases run "
         "only this way",
@@ -945,6 +976,9 @@ def main(argv: list[str] | None = None) -> int:
     elif args.only == "attachments":
         results = run_attachments(args.quick)
         default_out = ROOT / "bench" / "results" / "attachments.json"
+    elif args.only == "emails":
+        results = run_emails(args.quick)
+        default_out = ROOT / "bench" / "results" / "emails.json"
     else:
         runs = [run(args.quick, bulk=args.bulk) for _ in range(max(1, args.runs))]
         results = runs[-1]
