@@ -27,7 +27,7 @@ from starlette.responses import Response
 from api_shim.services import Services
 from api_shim.wire import QueryText, bind, error_response, parse_json_body, respond
 from worker.domain import clock, errors
-from worker.domain.auth import Caller, resolve_session, touch_session
+from worker.domain.auth import Caller, SessionKey, find_caller, session_key, touch_session
 from worker.domain.errors import ApiError
 
 logger = logging.getLogger(__name__)
@@ -70,16 +70,24 @@ class Call(Generic[D]):
         caller's session (ApiError 811)."""
         return await self._as_caller(fn, write=True)
 
-    async def alone_then(self, fn: Callable[[Connection, Caller], T], then: Callable[[T], U]) -> U:
-        """Rule 1, then `fn(connection, caller)`: one statement, committed on its own
-        without a transaction around the two (`Database.run_alone`: two round trips in
-        all on PostgreSQL, where a transaction takes five), then `then(what fn
-        returned)`, all in one hop to a thread. SendMessage records its job (a single
-        insert) and publishes it."""
+    async def alone_then(
+        self, fn: Callable[[Connection, SessionKey], tuple[Caller, T]], then: Callable[[T], U]
+    ) -> U:
+        """`fn(connection, session)`, which checks rule 1 in what it writes (ApiError 811
+        for a bad session, and nothing written) and answers the caller and a value, with
+        each statement committed on its own (`Database.run_alone`); then `then(the
+        value)`, all in one hop to a thread. SendMessage finds its caller and records
+        its job in one statement on PostgreSQL (`jobs.open_send_job_as`), then publishes
+        the job."""
         database = self.services.database
 
-        def run(caller_of: Callable[[Connection], Caller]) -> U:
-            return then(database.run_alone(lambda c: fn(c, caller_of(c))))
+        def run(session: SessionKey, callers: list[Caller]) -> U:
+            def alone(connection: Connection) -> T:
+                caller, value = fn(connection, session)
+                callers.append(caller)
+                return value
+
+            return then(database.run_alone(alone))
 
         return await self._in_thread(run)
 
@@ -90,27 +98,30 @@ class Call(Generic[D]):
     async def _as_caller(self, fn: Callable[[Session, Caller], T], *, write: bool) -> T:
         database = self.services.database
 
-        def run(caller_of: Callable[[Connection], Caller]) -> T:
-            return database.run(lambda s: fn(s, caller_of(s.connection())), write=write)
+        def run(session: SessionKey, callers: list[Caller]) -> T:
+            def in_transaction(s: Session) -> T:
+                caller = find_caller(s.connection(), session)
+                callers.append(caller)
+                return fn(s, caller)
+
+            return database.run(in_transaction, write=write)
 
         return await self._in_thread(run)
 
-    async def _in_thread(self, run: Callable[[Callable[[Connection], Caller]], U]) -> U:
-        """`run(caller_of)` in a thread, where `caller_of(connection)` checks rule 1; then
-        the session's idle timer restarted when due."""
-        token = session_token(self.request)
-        idle = self.services.settings.session_idle
-        keys = self.services.keys
+    async def _in_thread(self, run: Callable[[SessionKey, list[Caller]], U]) -> U:
+        """`run(session, callers)` in a thread, which checks rule 1 for `session` and
+        appends the caller it finds to `callers`; then the session's idle timer
+        restarted when due."""
         now = clock.now()
+        session = session_key(
+            session_token(self.request),
+            now=now,
+            idle=self.services.settings.session_idle,
+            keys=self.services.keys,
+        )
         callers: list[Caller] = []
-
-        def caller_of(connection: Connection) -> Caller:
-            caller = resolve_session(connection, token=token, now=now, idle=idle, keys=keys)
-            callers.append(caller)
-            return caller
-
         try:
-            return await run_in_threadpool(run, caller_of)
+            return await run_in_threadpool(run, session, callers)
         finally:
             if callers and callers[-1].touch_due:
                 await self._touch(callers[-1], now)

@@ -351,17 +351,8 @@ class DomainWorld:
         """A session of the user's (its token stored only as a digest, as login does), and
         the caller it resolves to."""
         if email not in self._callers:
-            token = new_token()
-            with self.database.write_session() as session:
-                session.add(
-                    UserSession(
-                        token_hash=self.keys.token_digest(token),
-                        user_id=self._user_id(session, email),
-                        created_at=self.now,
-                        last_seen_at=self.now,
-                    )
-                )
-                session.flush()
+            token = self.new_session(email)
+            with self.database.read_session() as session:
                 self._callers[email] = resolve_session(
                     session.connection(),
                     token=token,
@@ -370,6 +361,20 @@ class DomainWorld:
                     keys=self.keys,
                 )
         return self._callers[email]
+
+    def new_session(self, email: str, *, last_seen_at: datetime | None = None) -> str:
+        """A new session of the user's, last seen now unless said otherwise; its token."""
+        token = new_token()
+        with self.database.write_session() as session:
+            session.add(
+                UserSession(
+                    token_hash=self.keys.token_digest(token),
+                    user_id=self._user_id(session, email),
+                    created_at=self.now,
+                    last_seen_at=last_seen_at or self.now,
+                )
+            )
+        return token
 
     @staticmethod
     def _user_id(session: Session, email: str) -> int:

@@ -20,6 +20,10 @@ from worker.models import Lane
 from worker.queues import INTERACTIVE_SEND_QUEUE, SEND_QUEUE
 
 GUID_PATTERN = r"^[0-9a-f]{32}$"
+# A job's sender before its session is read: the job row's insert writes the caller's
+# guid over it (worker.domain.jobs.open_send_job_as), and the API publishes the job with
+# that guid.
+SENDER_FROM_SESSION = "0" * 32
 NotificationFormat = Literal["Text", "Html"]
 # The lane a job runs in (`Lane`, docs/design.md "Lanes"); a payload without it is bulk.
 Priority = Literal["interactive", "bulk"]

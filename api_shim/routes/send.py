@@ -11,10 +11,10 @@ from api_shim.pipeline import Call, Reply
 from api_shim.registry import Operation
 from api_shim.responses import JobAccepted, JobResponse, SendMessageResponse
 from worker.domain import clock, errors, jobs
-from worker.domain.auth import Caller
+from worker.domain.auth import Caller, SessionKey
 from worker.domain.secrets import Keys
 from worker.models import JobStatus, Lane, new_guid
-from worker.payloads import SendJobV1
+from worker.payloads import SENDER_FROM_SESSION, SendJobV1
 
 JOBS_PATH = "/api/v1/jobs/"
 SEND_ERRORS = (
@@ -73,25 +73,26 @@ def _prefers_async(call: Call[SendMessageRequest]) -> bool:
 
 def _open_job(
     connection: Connection,
-    caller: Caller,
+    session: SessionKey,
     *,
     dto: SendMessageRequest,
     keys: Keys,
     job_id: str,
     lane: Lane,
-) -> SendJobV1:
-    """The queued job row, once rule 1 has passed: nothing is queued for a bad session."""
-    job = _job_payload(dto, sender_guid=caller.user_guid, job_id=job_id, lane=lane, keys=keys)
-    jobs.open_send_job(
+) -> tuple[Caller, SendJobV1]:
+    """Rule 1 and the queued job row together (`jobs.open_send_job_as`: nothing is
+    queued for a bad session); the job as it is published, from the caller found."""
+    job = _job_payload(dto, sender_guid=SENDER_FROM_SESSION, job_id=job_id, lane=lane, keys=keys)
+    caller = jobs.open_send_job_as(
         connection,
-        caller=caller,
+        session=session,
         job_id=job.job_id,
         message_guid=job.message_guid,
         payload=job.model_dump(mode="json", by_alias=True),
         lane=lane,
         now=clock.now(),
     )
-    return job
+    return caller, job.model_copy(update={"sender_guid": caller.user_guid})
 
 
 async def send_message(call: Call[SendMessageRequest]) -> Reply[Any]:
@@ -102,11 +103,11 @@ async def send_message(call: Call[SendMessageRequest]) -> Reply[Any]:
     lane = Lane.BULK if _prefers_async(call) else Lane.INTERACTIVE
 
     async def open_and_publish() -> bool:
-        # Rule 1, the job row and the publish in one hop to a thread. If the broker is
+        # Rule 1 with the job row, then the publish, in one hop to a thread. If the broker is
         # down, the job row stays queued and the jobs sweep publishes it.
         return await call.alone_then(
-            lambda connection, caller: _open_job(
-                connection, caller, dto=dto, keys=keys, job_id=job_id, lane=lane
+            lambda connection, session: _open_job(
+                connection, session, dto=dto, keys=keys, job_id=job_id, lane=lane
             ),
             dispatcher.publish,
         )

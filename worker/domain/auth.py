@@ -3,8 +3,10 @@ rule 1)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.orm import Session
@@ -142,43 +144,76 @@ def expire_authentication_tokens(session: Session, *, caller: Caller) -> None:
     )
 
 
-# Every authenticated request runs this: built once, run through Core.
-_CALLER_BY_TOKEN = (
-    select(UserSession.id, UserSession.last_seen_at, User.id, User.guid)
+@dataclass(frozen=True, slots=True)
+class SessionKey:
+    """What rule 1 looks a session up by: its token's digest, and the time after which it
+    must have been active to be alive (`now - idle`)."""
+
+    token_hash: str
+    seen_after: datetime
+    now: datetime
+
+
+def session_key(token: str | None, *, now: datetime, idle: timedelta, keys: Keys) -> SessionKey:
+    """The lookup for `token`; ApiError 811 when there is none."""
+    if not token:
+        raise ApiError(errors.SESSION_INVALID)
+    return SessionKey(token_hash=keys.token_digest(token), seen_after=now - idle, now=now)
+
+
+# A live session's columns, as rule 1 reads them: on its own (`find_caller`, built once,
+# run through Core), or as the first part of a statement that goes on with the caller
+# (worker.domain.jobs.open_send_job_as).
+LIVE_SESSION = (
+    select(
+        UserSession.id.label("session_id"),
+        UserSession.last_seen_at,
+        User.id.label("user_id"),
+        User.guid.label("user_guid"),
+    )
     .join(User, User.id == UserSession.user_id)
     .where(
         UserSession.token_hash == bindparam("token_hash"),
         UserSession.ended_at.is_(None),
         User.state == UserState.ACTIVE,
+        UserSession.last_seen_at > bindparam("seen_after", type_=UserSession.last_seen_at.type),
     )
 )
 
 
-def resolve_session(
-    connection: Connection, *, token: str | None, now: datetime, idle: timedelta, keys: Keys
-) -> Caller:
-    """The caller behind a session token. Only reads: `Caller.touch_due` says when the
-    idle timer wants a refresh (at most once a minute).
+def live_session_params(key: SessionKey) -> dict[str, object]:
+    return {"token_hash": key.token_hash, "seen_after": key.seen_after}
 
-    Raises ApiError 811 for a missing, unknown, idle-expired or logged-out token, or one
-    whose user is no longer active.
-    """
-    if not token:
-        raise ApiError(errors.SESSION_INVALID)
-    row = connection.execute(
-        _CALLER_BY_TOKEN, {"token_hash": keys.token_digest(token)}
-    ).one_or_none()
+
+def caller_of(row: Sequence[Any] | None, *, now: datetime) -> Caller:
+    """The caller of a `LIVE_SESSION` row (session id, last seen, user id and guid);
+    ApiError 811 for no row (a token unknown, idle-expired or logged out, or a user no
+    longer active). `Caller.touch_due` says when the idle timer wants a refresh (at most
+    once a minute)."""
     if row is None:
         raise ApiError(errors.SESSION_INVALID)
     session_id, last_seen_at, user_id, user_guid = row
-    if last_seen_at + idle <= now:
-        raise ApiError(errors.SESSION_INVALID)
     return Caller(
         user_id=user_id,
         user_guid=user_guid,
         session_id=session_id,
         touch_due=now - last_seen_at >= SESSION_TOUCH_INTERVAL,
     )
+
+
+def find_caller(connection: Connection, key: SessionKey) -> Caller:
+    """Rule 1: the caller behind a session, in one read (ApiError 811, `caller_of`)."""
+    row = connection.execute(LIVE_SESSION, live_session_params(key)).one_or_none()
+    return caller_of(row, now=key.now)
+
+
+def resolve_session(
+    connection: Connection, *, token: str | None, now: datetime, idle: timedelta, keys: Keys
+) -> Caller:
+    """The caller behind a session token (`find_caller`). Only reads. Raises ApiError 811
+    for a missing, unknown, idle-expired or logged-out token, or one whose user is no
+    longer active."""
+    return find_caller(connection, session_key(token, now=now, idle=idle, keys=keys))
 
 
 def touch_session(session: Session, *, session_id: int, now: datetime) -> None:

@@ -7,7 +7,19 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import (
+    CTE,
+    Connection,
+    Select,
+    bindparam,
+    cast,
+    func,
+    literal,
+    literal_column,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -15,7 +27,14 @@ from sqlalchemy.sql.dml import ReturningInsert
 
 from worker.db import WITHOUT_WAITING_FOR_DISK
 from worker.domain import errors
-from worker.domain.auth import Caller
+from worker.domain.auth import (
+    LIVE_SESSION,
+    Caller,
+    SessionKey,
+    caller_of,
+    find_caller,
+    live_session_params,
+)
 from worker.domain.errors import ApiError
 from worker.models import JobStatus, Lane, SendJob, table
 
@@ -77,6 +96,95 @@ def open_send_job(
             "lane": lane,
         },
     ).all()
+
+
+# The payload's key for the sender (worker.payloads.SendJobV1.sender_guid), which
+# `open_send_job_as` writes from the session it finds.
+SENDER_KEY = "senderGuid"
+
+
+def open_send_job_as(
+    connection: Connection,
+    *,
+    session: SessionKey,
+    job_id: str,
+    message_guid: str,
+    payload: dict[str, Any],
+    lane: Lane,
+    now: datetime,
+) -> Caller:
+    """Rule 1 and `open_send_job` together: the caller of `session` (ApiError 811, as
+    `auth.find_caller`), and its queued job, whose payload gets the caller's guid as
+    `SENDER_KEY`. On PostgreSQL one statement, committed on its own without waiting for
+    the disk (a round trip, where a read and then the insert took two): the insert reads
+    the session the statement found, so a bad session queues nothing. Elsewhere, the read
+    and then the insert."""
+    if connection.dialect.name != "postgresql":
+        caller = find_caller(connection, session)
+        open_send_job(
+            connection,
+            caller=caller,
+            job_id=job_id,
+            message_guid=message_guid,
+            payload={**payload, SENDER_KEY: caller.user_guid},
+            lane=lane,
+            now=now,
+        )
+        return caller
+    row = connection.execute(
+        _open_job_as_caller(),
+        {
+            **live_session_params(session),
+            "id": job_id,
+            "message_guid": message_guid,
+            "created_at": now,
+            "payload": payload,
+            "published_at": now,
+            "lane": int(lane),
+        },
+    ).one_or_none()
+    return caller_of(None if row is None else row[:4], now=session.now)
+
+
+@cache
+def _open_job_as_caller() -> Select[tuple[int, Any, int, str, bool]]:
+    """`open_send_job_as`'s statement on PostgreSQL, built once: the live session as a CTE,
+    the job inserted from it (a row already there left alone, as `_insert_job` does), the
+    session's columns answered."""
+    caller: CTE = LIVE_SESSION.cte("caller")
+    jobs_table = table(SendJob)
+    payload = func.jsonb_set(
+        cast(bindparam("payload", type_=jobs_table.c.payload.type), JSONB),
+        literal_column(f"'{{{SENDER_KEY}}}'::text[]"),
+        func.to_jsonb(caller.c.user_guid),
+    )
+    job = (
+        pg_insert(jobs_table)
+        .from_select(
+            ["id", "user_id", "message_guid", "status", "created_at", "payload", "attempts"]
+            + ["published_at", "lane"],
+            select(
+                bindparam("id", type_=jobs_table.c.id.type),
+                caller.c.user_id,
+                bindparam("message_guid", type_=jobs_table.c.message_guid.type),
+                literal(JobStatus.QUEUED, jobs_table.c.status.type),
+                bindparam("created_at", type_=jobs_table.c.created_at.type),
+                cast(payload, jobs_table.c.payload.type),
+                literal(1),
+                bindparam("published_at", type_=jobs_table.c.published_at.type),
+                bindparam("lane", type_=jobs_table.c.lane.type),
+            ),
+        )
+        .on_conflict_do_nothing(index_elements=["id"])
+        .cte("job")
+    )
+    return select(
+        caller.c.session_id,
+        caller.c.last_seen_at,
+        caller.c.user_id,
+        caller.c.user_guid,
+        WITHOUT_WAITING_FOR_DISK,
+    ).add_cte(job)
 
 
 def count_attempt(session: Session, *, job_id: str) -> int:
