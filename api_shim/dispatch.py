@@ -2,8 +2,11 @@
 
 With Redis, one pub/sub connection per API process listens for the result backend's
 notification (Celery publishes each result on `celery-task-meta-<task id>`); each waiting
-request subscribes to its own job's channel *before* the job is published, so the
-notification cannot be missed. Without Redis (the embedded default) the job row is polled
+request subscribes to its own job's channel *before* the job is published: the SUBSCRIBE
+is on its way to Redis before the job is, and Redis has long taken it by the time a
+worker has run the job and published its result. Its confirmation is not waited for (a
+round trip on every send's path); a subscription lost with its connection is what the
+job row is checked for after a second. Without Redis (the embedded default) the job row is polled
 from the database with growing sleeps. Either way, a wait that ends without an answer is
 checked against the job row, which the worker writes in the send's own transaction.
 """
@@ -52,7 +55,7 @@ class RedisResultListener:
             settings, socket_connect_timeout=5, socket_keepalive=True, health_check_interval=15
         )
         self._pubsub = self._client.pubsub()
-        self._waiting: dict[str, tuple[asyncio.Event, asyncio.Future[Any]]] = {}
+        self._waiting: dict[str, asyncio.Future[Any]] = {}
         self._reader: asyncio.Task[None] | None = None
         # Set once the reader holds the pub/sub connection. Only the reader may open it:
         # redis-py's PubSub.connect() is not safe against two first connects at once (the
@@ -91,13 +94,8 @@ class RedisResultListener:
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         channel = message["channel"].decode()
-        entry = self._waiting.get(channel)
-        if entry is None:
-            return
-        subscribed, result = entry
-        if message["type"] == "subscribe":
-            subscribed.set()
-        elif message["type"] == "message" and not result.done():
+        result = self._waiting.get(channel)
+        if result is not None and message["type"] == "message" and not result.done():
             meta = json.loads(message["data"])
             if meta.get("status") in READY_STATES:
                 result.set_result(meta)
@@ -105,14 +103,12 @@ class RedisResultListener:
     @contextlib.asynccontextmanager
     async def watch(self, job_id: str) -> AsyncIterator[asyncio.Future[Any]]:
         channel = RESULT_CHANNEL_PREFIX + job_id
-        subscribed = asyncio.Event()
         result: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._waiting[channel] = (subscribed, result)
+        self._waiting[channel] = result
         try:
             try:
                 await asyncio.wait_for(self._connected.wait(), SUBSCRIBE_TIMEOUT_SECONDS)
-                await self._pubsub.subscribe(channel)
-                await asyncio.wait_for(subscribed.wait(), SUBSCRIBE_TIMEOUT_SECONDS)
+                await self._pubsub.subscribe(channel)  # sent; its confirmation not awaited
             except (RedisError, OSError):
                 raise
             except Exception as e:  # noqa: BLE001
