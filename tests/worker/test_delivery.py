@@ -4,7 +4,9 @@ real in-process server (aiosmtpd) in production mode, with retries and failures.
 from __future__ import annotations
 
 import json
+import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -12,6 +14,7 @@ from email.policy import compat32
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import select
@@ -21,8 +24,9 @@ from tests.smtp_sink import SmtpSink
 from tests.support import Stack, run_cli
 from tests.worker import rows
 from worker.db import Database
-from worker.domain import clock, delivery, recovery
+from worker.domain import bounces, clock, delivery, recovery, suppressions
 from worker.domain.delivery import (
+    Mime,
     OutgoingEmail,
     RetryPolicy,
     build_mime,
@@ -31,7 +35,7 @@ from worker.domain.delivery import (
 )
 from worker.domain.pace import Limits, Pacing
 from worker.domain.secrets import Keys
-from worker.models import EmailStatus, OutboxEmail
+from worker.models import Channel, EmailStatus, OutboxEmail, WebhookEndpoint
 from worker.pacing import FilePaceStore
 from worker.settings import Settings
 from worker.transports import EmlDirectoryTransport
@@ -420,3 +424,140 @@ def test_an_email_handed_over_whose_lease_lapsed_is_taken_as_sent(
         )
     after = rows.outbox_rows(own_database, [email_id])[email_id]
     assert (after.status, after.last_error) == (EmailStatus.SENT, recovery.TAKEN_AS_SENT)
+
+
+BOUNCE_ADDRESS = "bounces@securesend.test"
+HARD_BOUNCE = bounces.Report("hard", "5.1.1", "smtp; 550 5.1.1 <reader@example.test>: no such user")
+
+
+class _BouncedBeforeTheRecord:
+    """A relay that accepts each email, whose bounce (a DSN to the email's return path)
+    is recorded before the worker records the acceptance: the order a database outage
+    between the two makes likely (the record waits it out, the bounce server does not)."""
+
+    def __init__(self, folder: Path, database: Database, keys: Keys) -> None:
+        self._relay = EmlDirectoryTransport(folder)
+        self._database, self._keys = database, keys
+
+    def send(
+        self, message: Mime, *, recipient: str, hand_over: Callable[[], bool] = lambda: True
+    ) -> None:
+        self._relay.send(message, recipient=recipient, hand_over=hand_over)
+        email_id = bounces.email_of(BOUNCE_ADDRESS, message.sender, self._keys)
+        assert email_id is not None
+        with self._database.write_session() as session:
+            assert bounces.record_report(
+                session,
+                email_id=email_id,
+                report=HARD_BOUNCE,
+                now=clock.now(),
+                suppression_days=30,
+                soft_bounces=5,
+                keys=self._keys,
+            )
+
+    def close(self) -> None:
+        return None
+
+
+def test_a_bounce_recorded_before_the_worker_records_the_send_stands(
+    own_database: Database, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A report that arrived first wins, on both databases: an email claimed, handed to
+    the relay and bounced before its worker records the relay's acceptance still says
+    bounced, with the DSN's reason, on its delivery record; its address is suppressed;
+    its group's endpoint hears of the bounce only (no "sent" after it); the claim is
+    released; the worker logs no takeover."""
+    settings = Settings(
+        var_dir=tmp_path,
+        public_base_url="https://securesend.test",
+        mail_bounce_address=BOUNCE_ADDRESS,
+    )
+    keys = Keys(settings.secret_key)
+    (email_id,) = rows.due_notifications(own_database, keys, ["reader@example.test"])
+    with own_database.write_session() as session:
+        group_id = rows.sender(session).group_id
+        session.add(
+            WebhookEndpoint(
+                uid=f"ep_{email_id}",
+                group_id=group_id,
+                url="https://hooks.example.test/securesend",
+                events="email.sent,email.bounced",
+                sealed_secret="-",
+                created_at=clock.now(),
+            )
+        )
+        email = session.get(OutboxEmail, email_id)
+        assert email is not None
+        email.webhook_group_id = group_id
+    relay = _BouncedBeforeTheRecord(tmp_path / "outbox", own_database, keys)
+
+    with caplog.at_level(logging.INFO, logger=delivery.__name__):
+        report = delivery.drain(
+            own_database,
+            delivery.Delivery([relay], Pacing(FilePaceStore(tmp_path), Limits())),
+            keys=keys,
+            settings=settings,
+            now=clock.now,
+            budget_seconds=30,
+            claimed_by="worker-a",
+        )
+
+    assert report.sent == [email_id]  # the relay did accept it
+    after = rows.outbox_rows(own_database, [email_id])[email_id]
+    assert (after.status, after.bounce, after.last_error) == (
+        EmailStatus.BOUNCED,
+        "hard",
+        HARD_BOUNCE.reason,
+    )
+    assert (after.claimed_by, after.claimed_until, after.handed_at) == (None, None, None)
+    with own_database.read_session() as session:
+        assert "reader@example.test" in suppressions.suppressed_among(
+            session, ["reader@example.test"], now=clock.now()
+        )
+        events = session.scalars(
+            select(OutboxEmail.template).where(OutboxEmail.channel == Channel.WEBHOOK)
+        ).all()
+    assert events == ["email.bounced"]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("the report stands" in r.getMessage() for r in caplog.records)
+
+
+def test_an_email_bounced_while_claimed_is_not_sent_and_its_claim_is_released(
+    own_database: Database,
+) -> None:
+    """The other order, on both databases: a bounce (of an earlier attempt that did reach
+    the relay) recorded while a worker holds the email before its hand-over: the
+    hand-over refuses (it is not sent again), and releases the claim the report left."""
+    now = clock.now()
+    with own_database.write_session() as session:
+        email = rows.email(now, EmailStatus.RETRYING, 1)
+        email.next_attempt_at = now
+        session.add(email)
+        session.flush()
+        email_id = email.id
+    with own_database.write_session() as session:
+        (row,) = delivery.claim(
+            session.connection(),
+            now=now,
+            max_attempts=5,
+            lease=timedelta(minutes=10),
+            claimed_by="worker-a",
+        )
+    with own_database.write_session() as session:
+        assert bounces.record_report(
+            session,
+            email_id=email_id,
+            report=HARD_BOUNCE,
+            now=now,
+            suppression_days=30,
+            soft_bounces=5,
+            keys=Keys(Settings().secret_key),
+        )
+    assert rows.outbox_rows(own_database, [email_id])[email_id].claimed_by == "worker-a"
+
+    fence = delivery.Fence("worker-a", row.attempts)
+    assert delivery.hand_over(own_database, email_id, fence) is False
+    after = rows.outbox_rows(own_database, [email_id])[email_id]
+    assert (after.status, after.last_error) == (EmailStatus.BOUNCED, HARD_BOUNCE.reason)
+    assert (after.claimed_by, after.claimed_until, after.handed_at) == (None, None, None)

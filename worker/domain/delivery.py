@@ -488,11 +488,26 @@ _HELD = (
     func.coalesce(_OUTBOX.c.claimed_by, "") == bindparam("held_by"),
     _OUTBOX.c.attempts == bindparam("held_attempt"),
 )
+# What a bounce or complaint wrote (worker.domain.bounces): the last word on an email the
+# relay accepted, whichever came first, the report or the record of the attempt it is
+# about. Not "not pending": a late holder's record still replaces a claim's "taken as
+# sent" (`_claim_statement` keeps the fence of a handed-over email) with what the relay
+# said. Two comparisons, not IN: an expanding IN cannot go in an executemany.
+_REPORTED = or_(_OUTBOX.c.status == EmailStatus.BOUNCED, _OUTBOX.c.status == EmailStatus.COMPLAINED)
 # Built once, through Core: one per email delivered, committed on its own without waiting
 # for the disk (lost only with the database server: the email is then sent again). Only
-# while the worker still holds the row: a row taken over meanwhile is the new holder's.
+# while the worker still holds the row: a row taken over meanwhile is the new holder's;
+# and never over a report.
 _RECORD_EMAIL = update(_OUTBOX).where(
-    _OUTBOX.c.id == bindparam("email_id"), *_HELD, WITHOUT_WAITING_FOR_DISK
+    _OUTBOX.c.id == bindparam("email_id"), *_HELD, ~_REPORTED, WITHOUT_WAITING_FOR_DISK
+)
+# A report recorded while this worker held the email leaves the claim to its holder (a
+# report has no fence to check): the holder releases it here, the report kept. Its
+# `updated_at` stays the report's: the status and reply did not change.
+_RELEASE_REPORTED = (
+    update(_OUTBOX)
+    .where(_OUTBOX.c.id == bindparam("email_id"), *_HELD, _REPORTED, WITHOUT_WAITING_FOR_DISK)
+    .values(claimed_until=None, claimed_by=None, handed_at=None)
 )
 
 
@@ -507,16 +522,41 @@ def _released(**values: Any) -> dict[str, Any]:
     }
 
 
-def _record(connection: Connection, email_id: int, fence: Fence, **values: Any) -> None:
+def _record(connection: Connection, email_id: int, fence: Fence, **values: Any) -> bool:
+    """Record an outcome on a row this worker holds, its claim released. True when a
+    bounce or complaint was recorded on it first: the report stands, only the claim is
+    released. A row taken over is left alone (and logged)."""
     recorded = connection.execute(
         _RECORD_EMAIL, _released(email_id=email_id, **fence.params(), **values)
     ).rowcount
-    if not recorded:
-        _log_dropped(email_id, fence, "its outcome not recorded")
+    return not recorded and _let_go(connection, email_id, fence, "its outcome not recorded")
 
 
 def _record_many(connection: Connection, outcomes: list[dict[str, Any]]) -> None:
-    connection.execute(_RECORD_EMAIL, [_released(**o) for o in outcomes])
+    recorded = connection.execute(_RECORD_EMAIL, [_released(**o) for o in outcomes]).rowcount
+    if recorded < len(outcomes):  # some reported meanwhile (or a driver that cannot count)
+        held = [{k: o[k] for k in ("email_id", "held_by", "held_attempt")} for o in outcomes]
+        connection.execute(_RELEASE_REPORTED, held)
+
+
+def _let_go(connection: Connection, email_id: int, fence: Fence, what: str) -> bool:
+    """After this worker's statement on row `email_id` changed nothing: True, the claim
+    released, if a bounce or complaint was recorded on it while this worker held it;
+    else False, logged as taken over."""
+    released = connection.execute(
+        _RELEASE_REPORTED, {"email_id": email_id, **fence.params()}
+    ).rowcount
+    if released:
+        logger.info(
+            "outbox row %d: bounced or complained while %s held it; the report stands: %s",
+            email_id,
+            fence.holder or "-",
+            what,
+            extra={"outbox_id": email_id},
+        )
+        return True
+    _log_dropped(email_id, fence, what)
+    return False
 
 
 def _log_dropped(row_id: int, fence: Fence, what: str) -> None:
@@ -556,7 +596,8 @@ def hand_over(database: Database, email_id: int, fence: Fence) -> bool:
         ).first(),
     )
     if held is None:
-        _log_dropped(email_id, fence, "not sent")
+        # A report on an earlier attempt (it did reach the relay) may have come meanwhile.
+        _through_outage(database, lambda c: _let_go(c, email_id, fence, "not sent"))
     return held is not None
 
 
@@ -843,7 +884,8 @@ def _finish(
         reason = outcome.get("last_error") if status is EmailStatus.FAILED else None
 
         def record_and_tell(connection: Connection) -> int:
-            record(connection)
+            if _record(connection, item.email_id, item.fence, **outcome):
+                return 0  # reported first: the report's event was the last word
             return _events_for(connection, item.email_id, status, keys, reason=reason)
 
         report.events += _through_outage(database, record_and_tell, together=True)
