@@ -194,6 +194,7 @@ def run_drain(runtime: Runtime) -> delivery.DeliveryReport:
         )
     finally:
         release(runtime)
+    _log_report("emails", report)
     if report.events:  # the outcomes' webhook events
         request_drain(runtime, channel=Channel.WEBHOOK)
     sweep(runtime, Channel.EMAIL)
@@ -218,8 +219,22 @@ def run_webhook_drain(runtime: Runtime) -> delivery.DeliveryReport:
         )
     finally:
         release(runtime, Channel.WEBHOOK)
+    _log_report("webhook events", report)
     sweep(runtime, Channel.WEBHOOK)
     return report
+
+
+def _log_report(what: str, report: delivery.DeliveryReport) -> None:
+    """One line per drain that did anything (each email's trouble has a line of its own)."""
+    if report.sent or report.failed or report.retry_in or report.deferred:
+        logger.info(
+            "drain of %s: %d sent, %d failed, %d to retry, %d deferred",
+            what,
+            len(report.sent),
+            len(report.failed),
+            len(report.retry_in),
+            len(report.deferred),
+        )
 
 
 def _clear_if_lost(runtime: Runtime, drain: _Drain) -> None:

@@ -68,3 +68,7 @@ def configure_logging(settings: Settings) -> None:
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # A task's success is logged by what it ran (a send's own line, a drain's summary):
+    # Celery's "Task … succeeded in …" line repeats it for every task, at the worker's
+    # cost. Its failures and retries (ERROR, WARNING) are still logged.
+    logging.getLogger("celery.app.trace").setLevel(logging.WARNING)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from tests.factories import World
 from tests.smtp_sink import SmtpSink
@@ -460,14 +460,17 @@ class _BouncedBeforeTheRecord:
         return None
 
 
+@pytest.mark.parametrize("endpoint", [True, False], ids=["endpoint", "no-endpoint"])
 def test_a_bounce_recorded_before_the_worker_records_the_send_stands(
-    own_database: Database, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    own_database: Database, tmp_path: Path, caplog: pytest.LogCaptureFixture, endpoint: bool
 ) -> None:
     """A report that arrived first wins, on both databases: an email claimed, handed to
     the relay and bounced before its worker records the relay's acceptance still says
     bounced, with the DSN's reason, on its delivery record; its address is suppressed;
-    its group's endpoint hears of the bounce only (no "sent" after it); the claim is
-    released; the worker logs no takeover."""
+    its group's endpoint, if it has one, hears of the bounce only (no "sent" after it);
+    the claim is released; the worker logs no takeover. Without an endpoint the
+    acceptance is recorded with its batch's (`_finish`), with one it is recorded at once
+    with its event: the report stands against both."""
     settings = Settings(
         var_dir=tmp_path,
         public_base_url="https://securesend.test",
@@ -475,21 +478,22 @@ def test_a_bounce_recorded_before_the_worker_records_the_send_stands(
     )
     keys = Keys(settings.secret_key)
     (email_id,) = rows.due_notifications(own_database, keys, ["reader@example.test"])
-    with own_database.write_session() as session:
-        group_id = rows.sender(session).group_id
-        session.add(
-            WebhookEndpoint(
-                uid=f"ep_{email_id}",
-                group_id=group_id,
-                url="https://hooks.example.test/securesend",
-                events="email.sent,email.bounced",
-                sealed_secret="-",
-                created_at=clock.now(),
+    if endpoint:
+        with own_database.write_session() as session:
+            group_id = rows.sender(session).group_id
+            session.add(
+                WebhookEndpoint(
+                    uid=f"ep_{email_id}",
+                    group_id=group_id,
+                    url="https://hooks.example.test/securesend",
+                    events="email.sent,email.bounced",
+                    sealed_secret="-",
+                    created_at=clock.now(),
+                )
             )
-        )
-        email = session.get(OutboxEmail, email_id)
-        assert email is not None
-        email.webhook_group_id = group_id
+            email = session.get(OutboxEmail, email_id)
+            assert email is not None
+            email.webhook_group_id = group_id
     relay = _BouncedBeforeTheRecord(tmp_path / "outbox", own_database, keys)
 
     with caplog.at_level(logging.INFO, logger=delivery.__name__):
@@ -518,7 +522,7 @@ def test_a_bounce_recorded_before_the_worker_records_the_send_stands(
         events = session.scalars(
             select(OutboxEmail.template).where(OutboxEmail.channel == Channel.WEBHOOK)
         ).all()
-    assert events == ["email.bounced"]
+    assert events == (["email.bounced"] if endpoint else [])
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert any("the report stands" in r.getMessage() for r in caplog.records)
 
@@ -561,3 +565,46 @@ def test_an_email_bounced_while_claimed_is_not_sent_and_its_claim_is_released(
     after = rows.outbox_rows(own_database, [email_id])[email_id]
     assert (after.status, after.last_error) == (EmailStatus.BOUNCED, HARD_BOUNCE.reason)
     assert (after.claimed_by, after.claimed_until, after.handed_at) == (None, None, None)
+
+
+def test_a_batch_the_relay_took_is_recorded_in_one_transaction(
+    own_database: Database, tmp_path: Path
+) -> None:
+    """On both databases: each email is handed over on its own before it goes (a
+    statement each: what makes it never sent twice), and the batch's acceptances are
+    recorded together at its end, in one transaction of one statement run for every
+    row; every email ends sent, with its time, and held by nobody."""
+    settings = Settings(var_dir=tmp_path)
+    keys = Keys(settings.secret_key)
+    ids = rows.due_notifications(own_database, keys, [f"r{n}@example.test" for n in range(12)])
+    statements: list[tuple[str, bool]] = []
+
+    def count(_c: Any, _cursor: Any, statement: str, _p: Any, _x: Any, many: bool) -> None:
+        statements.append((statement.split()[0].upper(), many))
+
+    event.listen(own_database.engine, "before_cursor_execute", count)
+    try:
+        report = delivery.drain(
+            own_database,
+            delivery.Delivery(
+                [EmlDirectoryTransport(tmp_path / "outbox")],
+                Pacing(FilePaceStore(tmp_path), Limits()),
+            ),
+            keys=keys,
+            settings=settings,
+            now=clock.now,
+            budget_seconds=30,
+            claimed_by="worker-a",
+        )
+    finally:
+        event.remove(own_database.engine, "before_cursor_execute", count)
+
+    assert sorted(report.sent) == ids
+    writes = [(verb, many) for verb, many in statements if verb in ("UPDATE", "WITH")]
+    one_each = [w for w in writes if not w[1]]
+    assert writes.count(("UPDATE", True)) == 1, statements  # the batch's record
+    # each hand-over, and two claims: the batch, then the one that found nothing left
+    assert len(one_each) == len(ids) + 2, statements
+    for row in rows.outbox_rows(own_database, ids).values():
+        assert row.status is EmailStatus.SENT and row.sent_at is not None
+        assert (row.claimed_by, row.claimed_until, row.handed_at) == (None, None, None)

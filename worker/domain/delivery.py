@@ -533,10 +533,25 @@ def _record(connection: Connection, email_id: int, fence: Fence, **values: Any) 
 
 
 def _record_many(connection: Connection, outcomes: list[dict[str, Any]]) -> None:
+    """`_record` for many rows at once, one statement run for each; the rows a bounce or
+    complaint was recorded on meanwhile released, the reports kept, and the rows taken
+    over counted in a log line."""
     recorded = connection.execute(_RECORD_EMAIL, [_released(**o) for o in outcomes]).rowcount
-    if recorded < len(outcomes):  # some reported meanwhile (or a driver that cannot count)
-        held = [{k: o[k] for k in ("email_id", "held_by", "held_attempt")} for o in outcomes]
-        connection.execute(_RELEASE_REPORTED, held)
+    if recorded >= len(outcomes):
+        return
+    held = [{k: o[k] for k in ("email_id", "held_by", "held_attempt")} for o in outcomes]
+    released = connection.execute(_RELEASE_REPORTED, held).rowcount
+    if released:
+        logger.info(
+            "%d outbox rows bounced or complained while held: the report stands, each", released
+        )
+    if dropped := len(outcomes) - recorded - released:
+        logger.warning(
+            "%d outbox rows no longer held by %s (taken over while this worker was away): "
+            "dropped, their outcomes not recorded",
+            dropped,
+            outcomes[0]["held_by"] or "-",
+        )
 
 
 def _let_go(connection: Connection, email_id: int, fence: Fence, what: str) -> bool:
@@ -682,6 +697,44 @@ def _deliver_batch(
         if row.webhook_group_id is not None:
             report.events += _tell(database, row.id, EmailStatus.FAILED, keys, reason=None)
     held: Counter[str] = Counter()  # deferred in this batch so far, by the key that held them
+    sent: list[dict[str, Any]] = []  # the relay took them: recorded together (`_finish`)
+    try:
+        _deliver_claimed(
+            database,
+            delivery,
+            claimed,
+            keys=keys,
+            settings=settings,
+            policy=policy,
+            now=now,
+            report=report,
+            deadline=deadline,
+            held=held,
+            sent=sent,
+        )
+    finally:
+        if sent:
+            _through_outage(database, lambda c: _record_many(c, sent), together=True)
+    delivery.pacing.flush()
+    return len(claimed)
+
+
+def _deliver_claimed(
+    database: Database,
+    delivery: Delivery,
+    claimed: list[_Claimed],
+    *,
+    keys: Keys,
+    settings: Settings,
+    policy: RetryPolicy,
+    now: Callable[[], datetime],
+    report: DeliveryReport,
+    deadline: float,
+    held: Counter[str],
+    sent: list[dict[str, Any]],
+) -> None:
+    """Send each claimed email in turn (`_deliver_one`); past the deadline, or once the
+    relay's pace holds every email, the rest goes back unattempted."""
     for position, item in enumerate(claimed):
         if time.monotonic() >= deadline:
             _defer(database, claimed[position:], report, now=now, due_in=0.0, reason=None)
@@ -706,6 +759,7 @@ def _deliver_batch(
                 now=now,
                 report=report,
                 held=held,
+                sent=sent,
             )
             span.set_attribute("securesend.email.status", outcome.status.value)
         if outcome.holds_every_email:
@@ -724,8 +778,6 @@ def _deliver_batch(
             delivery.pacing.deferred(outcome.relay, item.email.recipient, "relay", len(rest))
             report.paced_out = True
             break
-    delivery.pacing.flush()
-    return len(claimed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -764,11 +816,13 @@ def _deliver_one(
     now: Callable[[], datetime],
     report: DeliveryReport,
     held: Counter[str],
+    sent: list[dict[str, Any]],
 ) -> _Outcome:
     """Send one claimed email through the first relay that is up, when the pace allows,
-    and record its outcome: sent, failed, retrying, or deferred (not an attempt) when
-    the pace holds it or the relay throttled it. `held` counts the emails of the batch
-    deferred so far by each key: each one more is due one slot later."""
+    and record its outcome: sent (with the batch's, `_finish`), failed, retrying, or
+    deferred (not an attempt) when the pace holds it or the relay throttled it. `held`
+    counts the emails of the batch deferred so far by each key: each one more is due one
+    slot later."""
     email_id, attempts, email = item.email_id, item.attempts, item.email
     pacing = delivery.pacing
     tried: list[int] = []
@@ -829,7 +883,7 @@ def _deliver_one(
             pacing.accepted(relay, email.recipient)
             outcome = {"status": EmailStatus.SENT, "sent_at": now(), "last_error": None}
             report.sent.append(email_id)
-        return _finish(database, item, outcome, keys=keys, report=report, relay=relay)
+        return _finish(database, item, outcome, keys=keys, report=report, relay=relay, sent=sent)
     assert unreachable is not None  # at least one relay was tried
     outcome = _retry_or_fail(email_id, attempts, unreachable, policy=policy, now=now, report=report)
     return _finish(database, item, outcome, keys=keys, report=report)
@@ -870,10 +924,17 @@ def _finish(
     keys: Keys,
     report: DeliveryReport,
     relay: int = 0,
+    sent: list[dict[str, Any]] | None = None,
 ) -> _Outcome:
     """Record an email's outcome; when its group's endpoints hear of it (sent, failed),
-    the event is queued in the same transaction."""
+    the event is queued in the same transaction. An email the relay took whose group
+    hears of nothing is added to `sent` instead, which its batch records in one
+    transaction at the end: it was handed over, so should the worker die first, a
+    takeover takes it as sent, which it is (`hand_over`)."""
     status = EmailStatus(outcome["status"])
+    if status is EmailStatus.SENT and item.webhook_group_id is None and sent is not None:
+        sent.append({"email_id": item.email_id, **item.fence.params(), **outcome})
+        return _Outcome(status, relay)
 
     def record(connection: Connection) -> None:
         _record(connection, item.email_id, item.fence, **outcome)
