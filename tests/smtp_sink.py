@@ -46,14 +46,25 @@ class _Handler:
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
+    async def handle_EHLO(  # noqa: N802 - aiosmtpd's hook name
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        """aiosmtpd's own answer, with PIPELINING (RFC 2920) offered as relays do (it reads
+        commands in turn from what arrived, so pipelined ones are answered in order)."""
+        session.host_name = hostname
+        if not self.sink.pipelining:
+            return responses
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
         self.sink.record(Received(tuple(envelope.rcpt_tos), bytes(envelope.content), session))
         return "250 Message accepted for delivery"
 
 
 class SmtpSink:
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, *, pipelining: bool = True) -> None:
         self.port = port
+        self.pipelining = pipelining  # offered in its EHLO answer
         self._lock = threading.Lock()
         self._received: list[Received] = []
         self._refusals: dict[str, deque[str]] = defaultdict(deque)

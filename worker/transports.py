@@ -206,18 +206,10 @@ def _sendmail(
     back. Raises as `sendmail` does, and `EmailNotHeld`."""
     connection.ehlo_or_helo_if_needed()
     options = [f"size={len(message.data)}"] if connection.has_extn("size") else []
-    code, reply = connection.mail(message.sender, options)
-    if code != 250:
-        connection.rset()
-        raise smtplib.SMTPSenderRefused(code, reply, message.sender)
-    code, reply = connection.rcpt(recipient)
-    if code not in (250, 251):
-        connection.rset()
-        raise smtplib.SMTPRecipientsRefused({recipient: (code, reply)})
-    code, reply = connection.docmd("data")
-    if code != 354:
-        connection.rset()
-        raise smtplib.SMTPDataError(code, reply)
+    if connection.has_extn("pipelining"):
+        _envelope_at_once(connection, message.sender, options, recipient)
+    else:
+        _envelope_in_turn(connection, message.sender, options, recipient)
     data = smtplib._quote_periods(message.data)  # type: ignore[attr-defined]  # noqa: SLF001
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
@@ -230,6 +222,56 @@ def _sendmail(
         connection.rset()
         raise smtplib.SMTPDataError(code, reply)
     return {}
+
+
+def _envelope_in_turn(
+    connection: smtplib.SMTP, sender: str, options: list[str], recipient: str
+) -> None:
+    """MAIL, RCPT and DATA, each answered before the next is sent."""
+    code, reply = connection.mail(sender, options)
+    if code != 250:
+        connection.rset()
+        raise smtplib.SMTPSenderRefused(code, reply, sender)
+    code, reply = connection.rcpt(recipient)
+    if code not in (250, 251):
+        connection.rset()
+        raise smtplib.SMTPRecipientsRefused({recipient: (code, reply)})
+    code, reply = connection.docmd("data")
+    if code != 354:
+        connection.rset()
+        raise smtplib.SMTPDataError(code, reply)
+
+
+def _envelope_at_once(
+    connection: smtplib.SMTP, sender: str, options: list[str], recipient: str
+) -> None:
+    """MAIL, RCPT and DATA written together, then their three replies read in order (RFC
+    2920, for a server that offers PIPELINING): one round trip where there were three,
+    which is most of an email's time on a relay far away. Each refusal raises as in
+    `_envelope_in_turn`; a DATA the server accepted after refusing the envelope is ended
+    at once with an empty message, which it then refuses (RFC 2920 3.1)."""
+    mail = f"mail FROM:{smtplib.quoteaddr(sender)}" + "".join(f" {o}" for o in options)
+    commands = [mail, f"rcpt TO:{smtplib.quoteaddr(recipient)}", "data"]
+    if any("\r" in c or "\n" in c for c in commands):
+        raise smtplib.SMTPException("a line break in an SMTP command")
+    connection.send("".join(f"{c}\r\n" for c in commands))
+    (mail_code, mail_reply), (rcpt_code, rcpt_reply), (data_code, data_reply) = (
+        connection.getreply(),
+        connection.getreply(),
+        connection.getreply(),
+    )
+    if data_code == 354 and (mail_code != 250 or rcpt_code not in (250, 251)):
+        connection.send(b".\r\n")
+        connection.getreply()
+    if mail_code != 250:
+        connection.rset()
+        raise smtplib.SMTPSenderRefused(mail_code, mail_reply, sender)
+    if rcpt_code not in (250, 251):
+        connection.rset()
+        raise smtplib.SMTPRecipientsRefused({recipient: (rcpt_code, rcpt_reply)})
+    if data_code != 354:
+        connection.rset()
+        raise smtplib.SMTPDataError(data_code, data_reply)
 
 
 def make_relays(settings: Settings) -> list[MailTransport]:
