@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,23 +40,16 @@ def bounce_port_of() -> Iterator[Any]:
     def port_of(stack: Stack) -> int:
         if stack.config.name not in _PROCESSES:
             port = free_port()
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "worker.cli",
-                    "bounces",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                ],
-                env={**stack.env, "MAIL_BOUNCE_ADDRESS": BOUNCE_ADDRESS},
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-                preexec_fn=child_dies_with_parent(),
-            )
+            command = [sys.executable, "-m", "worker.cli", "bounces"]
+            with _bounce_log(stack).open("ab") as log:  # the process keeps its own copy
+                process = subprocess.Popen(
+                    [*command, "--host", "127.0.0.1", "--port", str(port)],
+                    env={**stack.env, "MAIL_BOUNCE_ADDRESS": BOUNCE_ADDRESS},
+                    stdout=subprocess.DEVNULL,
+                    stderr=log,
+                    start_new_session=True,
+                    preexec_fn=child_dies_with_parent(),
+                )
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
                 try:
@@ -73,7 +67,20 @@ def bounce_port_of() -> Iterator[Any]:
     _PROCESSES.clear()
 
 
-def _dsn(status: str, action: str = "failed") -> bytes:
+def _bounce_log(stack: Stack) -> Path:
+    """What a stack's bounce server writes (its log lines go to stderr)."""
+    return stack.var_dir / "bounces.log"
+
+
+def _dsn(status: str, action: str = "failed", *, original_subject: str | None = None) -> bytes:
+    """A DSN; with `original_subject`, it carries the returned email's headers, as most
+    relays' DSNs do (a `text/rfc822-headers` part)."""
+    original = (
+        "--b\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        f"Subject: {original_subject}\r\nFrom: securesend <no-reply@securesend.local>\r\n\r\n"
+        if original_subject is not None
+        else ""
+    )
     return (
         "From: MAILER-DAEMON@mx.example.org\r\n"
         "MIME-Version: 1.0\r\n"
@@ -83,7 +90,7 @@ def _dsn(status: str, action: str = "failed") -> bytes:
         "Reporting-MTA: dns; mx.example.org\r\n\r\n"
         f"Final-Recipient: rfc822; someone@example.org\r\nAction: {action}\r\n"
         f"Status: {status}\r\nDiagnostic-Code: smtp; 550 {status} User unknown\r\n\r\n"
-        "--b--\r\n"
+        f"{original}--b--\r\n"
     ).encode()
 
 
@@ -166,9 +173,17 @@ def test_a_hard_bounce_marks_the_email_and_suppresses_the_address(
     path = f"/bounced/{unique}"
     secret = world.hook(receiver.url(path), events=["email.bounced"])
     reader = world.user("reader")
-    guid = world.sent_message([reader])
+    subject = f"subject-{unique}-never-logged"
+    guid = world.draft(to=[reader], subject=subject)
+    assert world.send(guid).status_code == 200
 
-    assert _report_on(stack, bounce_port_of(stack), reader, _dsn("5.1.1"))[0] == 250
+    email_id = _email_to(stack, reader)
+    to = bounces.return_path(BOUNCE_ADDRESS, email_id, stack.keys)
+    assert _report(bounce_port_of(stack), to, _dsn("5.1.1", original_subject=subject))[0] == 250
+    # The bounce server logs what it recorded (ids and kinds), never what the report quoted.
+    log = _bounce_log(stack).read_text()
+    assert f"recorded a hard for emails [{email_id}]" in log, log
+    assert subject not in log
     record = world.delivery_records(guid)[reader]
     assert record["status"] == "bounced"
     assert record["reason"] == "hard bounce: 5.1.1 smtp; 550 5.1.1 User unknown"
