@@ -396,6 +396,24 @@ def test_a_worker_that_lost_its_claim_neither_sends_nor_records_and_a_handover_i
     assert after[ids[1]].status is EmailStatus.SENT and after[ids[1]].handed_at is None
 
 
+def _claimed_by_a(
+    database: Database, email: OutboxEmail, lease: timedelta
+) -> tuple[int, delivery.Fence]:
+    """`email` added, due at its creation, and claimed by "worker-a" for `lease`: its id
+    and the fence the claim gave."""
+    now = email.created_at
+    with database.write_session() as session:
+        email.next_attempt_at = now
+        session.add(email)
+        session.flush()
+        email_id = email.id
+    with database.write_session() as session:
+        (row,) = delivery.claim(
+            session.connection(), now=now, max_attempts=5, lease=lease, claimed_by="worker-a"
+        )
+    return email_id, delivery.Fence("worker-a", row.attempts)
+
+
 def test_an_email_handed_over_whose_lease_lapsed_is_taken_as_sent(
     own_database: Database,
 ) -> None:
@@ -403,17 +421,8 @@ def test_an_email_handed_over_whose_lease_lapsed_is_taken_as_sent(
     lease lapses, the claim takes a handed-over email as sent rather than send it again."""
     now = clock.now()
     lease = timedelta(minutes=10)
-    with own_database.write_session() as session:
-        email = rows.email(now, EmailStatus.QUEUED, 0)
-        email.next_attempt_at = now
-        session.add(email)
-        session.flush()
-        email_id = email.id
-    with own_database.write_session() as session:
-        (row,) = delivery.claim(
-            session.connection(), now=now, max_attempts=5, lease=lease, claimed_by="worker-a"
-        )
-    assert delivery.hand_over(own_database, email_id, delivery.Fence("worker-a", row.attempts))
+    email_id, fence = _claimed_by_a(own_database, rows.email(now, EmailStatus.QUEUED, 0), lease)
+    assert delivery.hand_over(own_database, email_id, fence)
     with own_database.write_session() as session:
         later = now + lease + timedelta(seconds=1)
         assert (
@@ -534,20 +543,8 @@ def test_an_email_bounced_while_claimed_is_not_sent_and_its_claim_is_released(
     the relay) recorded while a worker holds the email before its hand-over: the
     hand-over refuses (it is not sent again), and releases the claim the report left."""
     now = clock.now()
-    with own_database.write_session() as session:
-        email = rows.email(now, EmailStatus.RETRYING, 1)
-        email.next_attempt_at = now
-        session.add(email)
-        session.flush()
-        email_id = email.id
-    with own_database.write_session() as session:
-        (row,) = delivery.claim(
-            session.connection(),
-            now=now,
-            max_attempts=5,
-            lease=timedelta(minutes=10),
-            claimed_by="worker-a",
-        )
+    email = rows.email(now, EmailStatus.RETRYING, 1)
+    email_id, fence = _claimed_by_a(own_database, email, timedelta(minutes=10))
     with own_database.write_session() as session:
         assert bounces.record_report(
             session,
@@ -560,7 +557,6 @@ def test_an_email_bounced_while_claimed_is_not_sent_and_its_claim_is_released(
         )
     assert rows.outbox_rows(own_database, [email_id])[email_id].claimed_by == "worker-a"
 
-    fence = delivery.Fence("worker-a", row.attempts)
     assert delivery.hand_over(own_database, email_id, fence) is False
     after = rows.outbox_rows(own_database, [email_id])[email_id]
     assert (after.status, after.last_error) == (EmailStatus.BOUNCED, HARD_BOUNCE.reason)
